@@ -1,0 +1,56 @@
+# fedmarket — every target creates what it needs (.venv, tools/node_modules) by itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV  := .venv
+BIN   := $(VENV)/bin
+PY    := $(BIN)/python
+STAMP := $(VENV)/.installed
+ANVIL := tools/node_modules/.bin/anvil
+# The first interpreter that is Python >= 3.11 (TenSEAL and the code need it).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+
+.PHONY: help demo test lint typecheck bench-gas bench-he bench-all clean
+
+help:
+	@echo "make demo       run the main job on the embedded defaults"
+	@echo "make test       run the whole test suite (lint, types, unit, contract, anvil)"
+	@echo "make bench-gas  gas of every contract call  -> benchmarks/results/gas.json"
+	@echo "make bench-he   encrypted-training speed    -> benchmarks/results/he.json"
+
+$(STAMP): pyproject.toml constraints.txt
+	@if [ -z "$(PYTHON)" ]; then echo "error: fedmarket needs Python >= 3.11 on PATH (python3.11, python3.12 or python3.13)." >&2; exit 1; fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	@touch $@
+
+$(ANVIL): tools/package.json
+	@command -v npm >/dev/null || { echo "error: npm is needed to install anvil (@foundry-rs/anvil); install Node.js >= 18." >&2; exit 1; }
+	npm --prefix tools ci --no-audit --no-fund --loglevel=error
+	@test -x $(ANVIL) || { echo "error: npm installed @foundry-rs/anvil but no binary for this platform was found at $(ANVIL)." >&2; exit 1; }
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/fedmarket chain demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) $(ANVIL) lint typecheck
+	FEDMARKET_ANVIL=$(abspath $(ANVIL)) $(BIN)/pytest -n 2 --dist loadgroup
+
+bench-gas: $(STAMP)
+	$(PY) benchmarks/gas.py
+
+bench-he: $(STAMP)
+	$(PY) benchmarks/he.py
+
+clean:
+	rm -rf $(VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache .fedmarket-cache
