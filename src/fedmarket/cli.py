@@ -24,7 +24,8 @@ err_console = Console(stderr=True)
 @chain_app.command("demo")
 def chain_demo(
     chain: str = typer.Option(
-        "embedded", help="'embedded' (in-process EVM) or a JSON-RPC URL such as http://127.0.0.1:8545"
+        "embedded",
+        help="'embedded' (in-process EVM) or a JSON-RPC URL such as http://127.0.0.1:8545",
     ),
 ) -> None:
     """Run one scripted task through the market and print a token-flow table per party."""
