@@ -1,0 +1,276 @@
+"""Task specs: the TOML a requester announces, validated, with its canonical on-chain hash.
+
+A spec file has the announced task (``[task]``, ``[budget]``, ``[features]``, ``[labels]``,
+``[he]``, ``[stopping]``, ``[offchain]``) and, for local runs only, ``[run]`` (which parties
+exist and where their data comes from). Only the announced part is hashed: it is what
+bidders agree to.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from eth_utils import keccak
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedmarket.errors import ConfigError
+
+MAX_SPEC_BYTES = 1 << 20
+
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSection(_Strict):
+    """What is being trained, how much data, and the clock."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    model: Literal["logistic", "multiclass", "linear"]
+    num_points: PositiveInt
+    epoch_seconds: PositiveInt
+    max_epochs: Annotated[int, Field(gt=0, le=100_000, strict=True)]
+    bidding_seconds: PositiveInt
+    late_penalty_bps: Annotated[int, Field(ge=0, le=10_000, strict=True)] = 2_000
+
+
+class BudgetSection(_Strict):
+    """Budgets in token base units (integers: money is never a float)."""
+
+    data: NonNegativeInt
+    processing: NonNegativeInt
+    token_decimals: Annotated[int, Field(ge=0, le=36, strict=True)] = 18
+
+
+class FeaturesSection(_Strict):
+    """The feature schema: names in order, and the scaling every owner applies before encrypting.
+
+    Scaling is ``(x - mean) / std`` then clipping to ``[-clip, clip]``; the requester
+    publishes the constants (from public knowledge or its own validation set) so that
+    every owner encodes alike and inputs stay inside the sigmoid approximation's interval.
+    """
+
+    names: Annotated[list[str], Field(min_length=1, max_length=1024)]
+    mean: list[float]
+    std: list[float]
+    clip: Annotated[float, Field(gt=0)] = 4.0
+
+    @model_validator(mode="after")
+    def _lengths(self) -> FeaturesSection:
+        n = len(self.names)
+        if len(set(self.names)) != n:
+            raise ValueError("feature names must be unique")
+        for field in ("mean", "std"):
+            values = getattr(self, field)
+            if len(values) != n:
+                raise ValueError(f"{field} has {len(values)} values but there are {n} features")
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{field} must be finite numbers")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std must be positive for every feature")
+        return self
+
+
+class LabelsSection(_Strict):
+    """The label column; ``classes`` for classification, empty for regression."""
+
+    column: Annotated[str, Field(min_length=1)] = "target"
+    classes: list[int] = Field(default_factory=list)
+
+
+class HESection(_Strict):
+    """CKKS parameters, by preset name (see ``fedmarket.he``)."""
+
+    preset: Annotated[str, Field(min_length=1)] = "n8192"
+
+
+class StoppingSection(_Strict):
+    """When the requester backs off: metric plateau, target reached, or budget floor."""
+
+    patience: Annotated[int, Field(ge=0, strict=True)] = 3
+    min_delta: Annotated[float, Field(ge=0)] = 0.001
+    target: float | None = None
+    metric: Literal["accuracy", "loss", "r2"] = "accuracy"
+
+
+class OffchainSection(_Strict):
+    """Where parties reach the requester off chain."""
+
+    endpoint: Annotated[str, Field(min_length=1)] = "inproc://"
+
+
+class TaskSpec(_Strict):
+    """The announced task: what bidders agree to; ``keccak(canonical JSON)`` goes on chain."""
+
+    task: TaskSection
+    budget: BudgetSection
+    features: FeaturesSection
+    labels: LabelsSection = Field(default_factory=LabelsSection)
+    he: HESection = Field(default_factory=HESection)
+    stopping: StoppingSection = Field(default_factory=StoppingSection)
+    offchain: OffchainSection = Field(default_factory=OffchainSection)
+
+    @model_validator(mode="after")
+    def _model_vs_labels(self) -> TaskSpec:
+        classes = self.labels.classes
+        if len(set(classes)) != len(classes):
+            raise ValueError("labels.classes must be unique")
+        if self.task.model == "logistic" and len(classes) != 2:
+            raise ValueError("a logistic task needs exactly 2 labels.classes")
+        if self.task.model == "multiclass" and len(classes) < 3:
+            raise ValueError("a multiclass task needs at least 3 labels.classes")
+        if self.task.model == "linear" and classes:
+            raise ValueError("a linear (regression) task takes no labels.classes")
+        return self
+
+    def canonical_json(self) -> bytes:
+        """Sorted keys, no whitespace, defaults filled in: equal specs give equal bytes."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False
+        ).encode()
+
+    def spec_hash(self) -> bytes:
+        """The 32-byte ``keccak256`` of :meth:`canonical_json`, as ``create_task`` takes it."""
+        return bytes(keccak(self.canonical_json()))
+
+
+class OwnerConfig(_Strict):
+    """A simulated data owner in a local run."""
+
+    name: Annotated[str, Field(min_length=1, max_length=32)]
+    points: PositiveInt
+    price: NonNegativeInt
+    attack: str | None = None
+
+
+class ProcessorConfig(_Strict):
+    """A simulated processor in a local run."""
+
+    name: Annotated[str, Field(min_length=1, max_length=32)]
+    capacity: PositiveInt
+    price: PositiveInt
+    attack: str | None = None
+
+
+class RunSection(_Strict):
+    """Local runs only (not announced, not hashed): the data source and the parties."""
+
+    dataset: Annotated[str, Field(min_length=1)]
+    validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    seed: int = 0
+    scenario: Literal["buy-all", "own-data", "own-compute"] = "buy-all"
+    owners: list[OwnerConfig] = Field(default_factory=list)
+    processors: list[ProcessorConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _parties(self) -> RunSection:
+        names = [o.name for o in self.owners] + [p.name for p in self.processors]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"party names must be unique, repeated: {', '.join(dupes)}")
+        if not self.processors:
+            raise ValueError("a run needs at least one processor")
+        return self
+
+
+class SpecFile(TaskSpec):
+    """A whole spec file: the announced task plus an optional local-run section."""
+
+    run: RunSection | None = None
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The announced part alone."""
+        data = self.model_dump(exclude={"run"})
+        return TaskSpec.model_validate(data)
+
+
+def _line_of(source: str, loc: Sequence[str | int]) -> int | None:
+    """Best-effort line number of the TOML key at ``loc`` (tomllib keeps no positions).
+
+    ``loc`` is pydantic's path, e.g. ``("run", "owners", 1, "price")``: the integer picks
+    the second ``[[run.owners]]`` table.
+    """
+    lines = source.splitlines()
+    path = list(loc)
+    header = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    # Deepest match wins: the key's own line inside its table, else an enclosing table header.
+    while path:
+        if isinstance(path[-1], int):
+            path.pop()
+            continue
+        table, key = path[:-1], path[-1]
+        current: list[str | int] = []
+        seen: dict[tuple[str, ...], int] = {}
+        for number, line in enumerate(lines, start=1):
+            m = header.match(line)
+            if m:
+                names = tuple(part.strip().strip('"') for part in m.group(2).split("."))
+                current = list(names)
+                if m.group(1) == "[[":
+                    seen[names] = seen.get(names, -1) + 1
+                    current.append(seen[names])
+                if current[: len(path)] == path:
+                    return number
+                continue
+            if current == table and re.match(rf'^\s*"?{re.escape(key)}"?\s*=', line):
+                return number
+        path.pop()
+    return None
+
+
+def _format_loc(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_spec(text: str, *, source: str = "<spec>") -> SpecFile:
+    """Parse and validate spec TOML; every problem names the field and its line."""
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise ConfigError(f"{source}: spec is larger than {MAX_SPEC_BYTES} bytes")
+    try:
+        raw: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not valid TOML: {exc}", hint="fix the syntax at the line shown"
+        ) from None
+    try:
+        return SpecFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = [p for p in error["loc"] if isinstance(p, str | int)]
+            # pydantic appends union/validator tags; keep the path the user wrote
+            where = _format_loc(loc) or "(top level)"
+            line = _line_of(text, loc)
+            at = f"{source}:{line}" if line else source
+            problems.append(f"{at}: {where}: {error['msg']}")
+        raise ConfigError(
+            "invalid task spec:\n  " + "\n  ".join(problems),
+            hint="see examples/*.toml or run `fedmarket init` for a valid starting point",
+        ) from None
+
+
+def load_spec(path: str | Path) -> SpecFile:
+    """Read and validate a spec file; a missing or unreadable file is a :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: no such spec file", hint="check the path, or run `fedmarket init` to write one"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read spec file: {exc}") from None
+    return parse_spec(text, source=str(p))
