@@ -1,0 +1,1 @@
+"""The parties' protocol logic (requester, data owner, processor), free of any transport."""
