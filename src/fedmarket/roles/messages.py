@@ -1,0 +1,227 @@
+"""Typed protocol messages and their wire format.
+
+Every message is a strict, frozen pydantic model. On the wire it is one frame::
+
+    b"FMK1" | kind u16 | header length u32 | JSON header | blob count u32 | (u64 length, bytes)*
+
+Binary fields (ciphertexts, keys, digests) travel as blobs referenced from the JSON
+header, so a ciphertext is never base64-inflated. ``decode`` treats its input as
+hostile: sizes are checked before anything is allocated, the kind must be the one
+expected, and the fields are validated strictly; any failure is an
+:class:`~fedmarket.errors.UntrustedInputError` naming the sender.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fedmarket.errors import UntrustedInputError
+
+MAGIC = b"FMK1"
+MAX_HEADER_BYTES = 1 << 20
+MAX_BLOBS = 1 << 16
+DEFAULT_MAX_BYTES = 256 << 20
+
+Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
+Digest = Annotated[bytes, Field(min_length=32, max_length=32)]
+Count = Annotated[int, Field(ge=0)]
+
+M = TypeVar("M", bound="Message")
+_KINDS: dict[int, type[Message]] = {}
+
+
+class Message(BaseModel):
+    """Base of every protocol message; subclasses set a unique ``kind``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    kind: ClassVar[int] = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind in _KINDS:
+            raise TypeError(f"message kind {cls.kind} used twice")
+        if cls.kind:
+            _KINDS[cls.kind] = cls
+
+
+class BlockRef(BaseModel):
+    """One encrypted block: the owner's account and the block's index in its data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    owner: Address
+    index: Count
+
+
+class TaskAnnouncement(Message):
+    """Requester to everyone: the spec bidders agree to and the public CKKS context."""
+
+    kind: ClassVar[int] = 1
+    task_id: Count
+    market: Address
+    spec_json: bytes
+    public_context: bytes
+
+
+class ChannelKey(Message):
+    """Processor to owners (relayed by anyone): where to seal its blocks."""
+
+    kind: ClassVar[int] = 2
+    task_id: Count
+    processor: Address
+    public_key: Annotated[bytes, Field(min_length=32, max_length=32)]
+
+
+class DataManifest(Message):
+    """Owner to requester and processors: block sizes and digests (no data)."""
+
+    kind: ClassVar[int] = 3
+    task_id: Count
+    owner: Address
+    block_sizes: list[Annotated[int, Field(gt=0)]]
+    digests: list[Digest]
+
+
+class Assignment(Message):
+    """Requester to owners and processors: which processor gets which blocks.
+
+    Its hash goes on chain (``commit_assignment``). Replicated blocks appear under two
+    processors; nobody is told which ones.
+    """
+
+    kind: ClassVar[int] = 4
+    task_id: Count
+    blocks: dict[Address, list[BlockRef]]
+
+
+class SealedBlock(Message):
+    """Owner to processor: one encrypted block, sealed to the processor's channel key."""
+
+    kind: ClassVar[int] = 5
+    task_id: Count
+    ref: BlockRef
+    sealed: bytes
+
+
+class EncryptedModel(Message):
+    """Requester to processors: the model for ``epoch``, encrypted under the requester's key."""
+
+    kind: ClassVar[int] = 6
+    task_id: Count
+    epoch: Count
+    payload: bytes
+
+
+class EpochResult(Message):
+    """Processor to requester: the encrypted per-block gradient sums of ``epoch``.
+
+    ``digests[i]`` is the sha256 of ``payloads[i]``; the hash of the digest list is what
+    the processor commits on chain, so identical work on a replicated block is visible.
+    """
+
+    kind: ClassVar[int] = 7
+    task_id: Count
+    epoch: Count
+    processor: Address
+    blocks: list[BlockRef]
+    payloads: list[bytes]
+
+
+def _split(value: Any, blobs: list[bytes]) -> Any:
+    if isinstance(value, bytes):
+        blobs.append(value)
+        return {"$blob": len(blobs) - 1}
+    if isinstance(value, dict):
+        return {k: _split(v, blobs) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_split(v, blobs) for v in value]
+    return value
+
+
+def _join(value: Any, blobs: list[bytes], used: set[int]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"$blob"}:
+            i = value["$blob"]
+            if type(i) is not int or not 0 <= i < len(blobs) or i in used:
+                raise ValueError(f"bad blob reference {i!r}")
+            used.add(i)
+            return blobs[i]
+        return {k: _join(v, blobs, used) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join(v, blobs, used) for v in value]
+    return value
+
+
+def encode(message: Message) -> bytes:
+    """The message's wire bytes."""
+    blobs: list[bytes] = []
+    header = json.dumps(
+        _split(message.model_dump(mode="python"), blobs), separators=(",", ":")
+    ).encode()
+    parts = [MAGIC, struct.pack(">HI", message.kind, len(header)), header]
+    parts.append(struct.pack(">I", len(blobs)))
+    for blob in blobs:
+        parts.append(struct.pack(">Q", len(blob)))
+        parts.append(blob)
+    return b"".join(parts)
+
+
+def decode(data: bytes, expect: type[M], *, party: str, max_bytes: int = DEFAULT_MAX_BYTES) -> M:
+    """Parse wire bytes from ``party`` into an ``expect`` message, or raise UntrustedInputError."""
+
+    def bad(problem: str) -> UntrustedInputError:
+        return UntrustedInputError(f"bad {expect.__name__} message: {problem}", party=party)
+
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise bad(f"expected bytes, got {type(data).__name__}")
+    view = memoryview(data)
+    if len(view) > max_bytes:
+        raise bad(f"{len(view)} bytes exceeds the limit of {max_bytes}")
+    if len(view) < 14 or bytes(view[:4]) != MAGIC:
+        raise bad("not a fedmarket frame (wrong magic or too short)")
+    kind, header_len = struct.unpack_from(">HI", view, 4)
+    if kind != expect.kind:
+        got = _KINDS.get(kind)
+        raise bad(f"got a {got.__name__ if got else f'unknown kind {kind}'} message")
+    if header_len > MAX_HEADER_BYTES or 10 + header_len + 4 > len(view):
+        raise bad("header length out of range")
+    try:
+        header = json.loads(bytes(view[10 : 10 + header_len]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad(f"header is not JSON: {exc}") from None
+    pos = 10 + header_len
+    (count,) = struct.unpack_from(">I", view, pos)
+    pos += 4
+    if count > MAX_BLOBS:
+        raise bad(f"{count} blobs exceeds the limit of {MAX_BLOBS}")
+    blobs: list[bytes] = []
+    for _ in range(count):
+        if pos + 8 > len(view):
+            raise bad("truncated blob length")
+        (size,) = struct.unpack_from(">Q", view, pos)
+        pos += 8
+        if size > len(view) - pos:
+            raise bad("truncated blob")
+        blobs.append(bytes(view[pos : pos + size]))
+        pos += size
+    if pos != len(view):
+        raise bad(f"{len(view) - pos} trailing bytes")
+    try:
+        used: set[int] = set()
+        fields = _join(header, blobs, used)
+        if len(used) != len(blobs):
+            raise ValueError("unreferenced blobs")
+        return expect.model_validate(fields)
+    except ValidationError as exc:  # a ValueError subclass: test it first
+        raise bad(_brief(exc)) from None
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+
+
+def _brief(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(message)"
+    return f"{where}: {first['msg']} ({exc.error_count()} problem(s))"
