@@ -1,0 +1,166 @@
+"""Write and re-render a run report: report.json, report.md and PNG plots in one folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fedmarket.errors import ConfigError
+from fedmarket.report.model import RunReport
+
+PLOTS = ("metric.png", "tokens.png", "phases.png")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: RunReport) -> str:
+    """The report a user would show a colleague."""
+    out = [f"# Run report: {report.task}", ""]
+    out.append(
+        f"Task {report.task_id} on {report.chain} (market `{report.market}`), "
+        f"spec hash `{report.spec_hash}`."
+    )
+    out.append("")
+    if report.epochs:
+        last = report.epochs[-1]
+        base = (
+            f" (plaintext, same algorithm: {last.baseline:.4f})"
+            if last.baseline is not None
+            else ""
+        )
+        out.append(
+            f"**Final validation {report.metric_name}: {last.metric:.4f}**{base} after "
+            f"{len(report.epochs)} epoch(s). Stopped: {report.stop_reason}."
+        )
+    else:
+        out.append(f"No epoch was closed. Stopped: {report.stop_reason}.")
+    out += ["", "## Epochs", ""]
+    rows = [
+        [
+            str(e.epoch),
+            f"{e.metric:.4f}",
+            "" if e.baseline is None else f"{e.baseline:.4f}",
+            ", ".join(e.on_time) or "-",
+            ", ".join(e.late) or "-",
+            ", ".join(e.missing) or "-",
+            ", ".join(e.flagged) or "-",
+            f"{e.seconds:.2f}",
+        ]
+        for e in report.epochs
+    ]
+    header = [
+        "epoch",
+        report.metric_name,
+        "plaintext",
+        "on time",
+        "late",
+        "missing",
+        "flagged",
+        "s",
+    ]
+    out.append(_table(header, rows))
+    out += ["", "## Tokens (base units)", ""]
+    roles = {p.name: p.role for p in report.parties}
+    rows = [
+        [
+            t.party,
+            roles.get(t.party, ""),
+            str(t.start),
+            str(t.paid_in),
+            str(t.received),
+            f"{t.net:+d}",
+        ]
+        for t in report.tokens
+    ]
+    out.append(_table(["party", "role", "start", "paid in", "received", "net"], rows))
+    total = sum(t.net for t in report.tokens)
+    out.append("")
+    out.append(f"Sum of net changes: {total:+d} (dust left in the market: {report.dust}).")
+    out += ["", "## Gas", ""]
+    rows = [
+        [fn, str(calls), str(total_gas), str(total_gas // calls)]
+        for fn, (calls, total_gas) in sorted(report.gas_by_function().items())
+    ]
+    out.append(_table(["function", "calls", "total gas", "gas per call"], rows))
+    out += ["", "## Time per phase", ""]
+    out.append(_table(["phase", "seconds"], [[k, f"{v:.2f}"] for k, v in report.phases.items()]))
+    out += ["", "## Bytes on the wire", ""]
+    rows = [[p.name, p.role, str(p.bytes_sent), str(p.bytes_received)] for p in report.parties]
+    out.append(_table(["party", "role", "sent", "received"], rows))
+    if report.notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    out += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
+    return "\n".join(out)
+
+
+def _plots(report: RunReport, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = [e.epoch for e in report.epochs]
+    ax.plot(epochs, [e.metric for e in report.epochs], "o-", label="encrypted (fedmarket)")
+    if any(e.baseline is not None for e in report.epochs):
+        ax.plot(
+            epochs,
+            [e.baseline if e.baseline is not None else float("nan") for e in report.epochs],
+            "s--",
+            label="plaintext, same algorithm",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {report.metric_name}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "metric.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = [t.party for t in report.tokens]
+    nets = [t.net for t in report.tokens]
+    ax.bar(names, nets, color=["tab:green" if n >= 0 else "tab:red" for n in nets])
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_ylabel("net tokens (base units)")
+    ax.set_title("token flows per party")
+    fig.tight_layout()
+    fig.savefig(out / "tokens.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.barh(list(report.phases), list(report.phases.values()))
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.set_title("time per phase")
+    fig.tight_layout()
+    fig.savefig(out / "phases.png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: RunReport, out_dir: str | Path) -> Path:
+    """Write report.json, report.md and the plots into ``out_dir``; returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    (out / "report.md").write_text(render_markdown(report))
+    _plots(report, out)
+    return out
+
+
+def load_report(out_dir: str | Path) -> RunReport:
+    """Read ``report.json`` back (for ``fedmarket report DIR``)."""
+    path = Path(out_dir) / "report.json"
+    try:
+        data = json.loads(path.read_text())
+        return RunReport.from_json(data)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no report here", hint="pass the --out folder of a `fedmarket run`"
+        ) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{path}: not a fedmarket report: {exc}") from None
