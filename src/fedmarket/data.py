@@ -1,0 +1,180 @@
+"""Data sets for tasks: load by name, split off the requester's validation set, deal to owners.
+
+Names: ``sklearn:breast_cancer``, ``sklearn:digits``, ``sklearn:iris``, ``sklearn:wine``,
+``sklearn:diabetes`` (regression), or ``csv:PATH`` (relative paths resolve against the
+spec file's folder; rows with a missing value are dropped, and the report says how many).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fedmarket.errors import ConfigError
+
+SKLEARN = ("breast_cancer", "digits", "iris", "wine", "diabetes")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features as float64 rows, labels, and the names of the features."""
+
+    X: NDArray[np.float64]
+    y: NDArray[np.float64]
+    feature_names: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, index: NDArray[np.intp]) -> Dataset:
+        return Dataset(self.X[index], self.y[index], self.feature_names, self.notes)
+
+
+def load_dataset(name: str, *, label_column: str = "target", base: Path | None = None) -> Dataset:
+    """Load a data set by name (see the module docstring)."""
+    kind, _, arg = name.partition(":")
+    if kind == "sklearn":
+        if arg not in SKLEARN:
+            raise ConfigError(
+                f"unknown scikit-learn data set {arg!r}", hint=f"use one of: {', '.join(SKLEARN)}"
+            )
+        import sklearn.datasets as skd
+
+        loaded = getattr(skd, f"load_{arg}")()
+        names = [str(n) for n in getattr(loaded, "feature_names", [])] or [
+            f"x{i}" for i in range(loaded.data.shape[1])
+        ]
+        return Dataset(
+            np.asarray(loaded.data, dtype=np.float64),
+            np.asarray(loaded.target, dtype=np.float64),
+            names,
+        )
+    if kind == "csv":
+        path = Path(arg)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        return _load_csv(path, label_column)
+    raise ConfigError(
+        f"unknown data set {name!r}", hint="use sklearn:NAME or csv:PATH (see fedmarket.data)"
+    )
+
+
+def _load_csv(path: Path, label_column: str) -> Dataset:
+    try:
+        with path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = list(reader)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such data file", hint="check run.dataset in the spec"
+        ) from None
+    except (OSError, UnicodeDecodeError, StopIteration, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read CSV: {exc}") from None
+    if label_column not in header:
+        raise ConfigError(
+            f"{path}: no label column {label_column!r}",
+            hint=f"set labels.column to one of: {', '.join(header)}",
+        )
+    label = header.index(label_column)
+    features = [i for i in range(len(header)) if i != label]
+    kept: list[list[float]] = []
+    dropped = 0
+    for number, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ConfigError(f"{path}:{number}: {len(row)} fields, header has {len(header)}")
+        try:
+            values = [
+                float(v) if v.strip() not in ("", "NA", "NaN", "nan") else math.nan for v in row
+            ]
+        except ValueError as exc:
+            raise ConfigError(f"{path}:{number}: not a number: {exc}") from None
+        if any(math.isnan(v) for v in values):
+            dropped += 1
+            continue
+        kept.append(values)
+    if not kept:
+        raise ConfigError(f"{path}: no complete rows")
+    data = np.asarray(kept, dtype=np.float64)
+    notes = (
+        [f"{path.name}: dropped {dropped} of {len(rows)} rows with a missing value"]
+        if dropped
+        else []
+    )
+    return Dataset(data[:, features], data[:, label], [header[i] for i in features], notes)
+
+
+def split_validation(data: Dataset, fraction: float, *, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, validation), stratified by label for classification."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(data))
+    classes = np.unique(data.y)
+    stratify = data.y if len(classes) <= 50 else None
+    train, val = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+    return data.take(np.sort(train)), data.take(np.sort(val))
+
+
+def partition(
+    data: Dataset, sizes: list[int], *, seed: int, alpha: float | None = None
+) -> list[Dataset]:
+    """Deal ``sizes[i]`` rows to owner i: IID, or label-skewed by Dirichlet(``alpha``).
+
+    Raises ConfigError when the owners want more rows than there are.
+    """
+    if sum(sizes) > len(data):
+        raise ConfigError(
+            f"the owners hold {sum(sizes)} points but the data set has {len(data)} training rows",
+            hint="lower run.owners[*].points or task.num_points",
+        )
+    rng = np.random.default_rng(seed)
+    if alpha is None:
+        order = rng.permutation(len(data))
+        out, start = [], 0
+        for n in sizes:
+            out.append(data.take(np.sort(order[start : start + n])))
+            start += n
+        return out
+    # Non-IID: each owner draws its label mix from Dirichlet(alpha), then fills its size
+    # from those labels while they last (falling back to any label left).
+    pools = {c: list(rng.permutation(np.flatnonzero(data.y == c))) for c in np.unique(data.y)}
+    labels = sorted(pools)
+    parts = []
+    for n in sizes:
+        mix = rng.dirichlet([alpha] * len(labels))
+        want = np.floor(mix * n).astype(int)
+        want[np.argmax(mix)] += n - want.sum()
+        chosen: list[int] = []
+        for c, k in zip(labels, want, strict=True):
+            take = min(k, len(pools[c]))
+            chosen += [int(i) for i in pools[c][:take]]
+            pools[c] = pools[c][take:]
+        for c in labels:
+            while len(chosen) < n and pools[c]:
+                chosen.append(int(pools[c].pop()))
+        parts.append(data.take(np.sort(np.asarray(chosen, dtype=np.intp))))
+    return parts
+
+
+def scaling_constants(data: Dataset) -> tuple[list[float], list[float]]:
+    """(mean, std) per feature, std of constant features set to 1: what a spec publishes."""
+    mean = data.X.mean(axis=0)
+    std = data.X.std(axis=0)
+    std[std < 1e-12] = 1.0
+    return [float(round(v, 6)) for v in mean], [float(round(v, 6)) for v in std]
+
+
+def scale(
+    X: NDArray[np.float64], mean: list[float], std: list[float], clip: float
+) -> NDArray[np.float64]:
+    """Standardise with the spec's constants and clip to [-clip, clip]."""
+    if X.shape[1] != len(mean):
+        raise ConfigError(f"data has {X.shape[1]} features but the spec lists {len(mean)}")
+    out: NDArray[np.float64] = np.clip((X - np.asarray(mean)) / np.asarray(std), -clip, clip)
+    return out
