@@ -167,7 +167,8 @@ def scaling_constants(data: Dataset) -> tuple[list[float], list[float]]:
     mean = data.X.mean(axis=0)
     std = data.X.std(axis=0)
     std[std < 1e-12] = 1.0
-    return [float(round(v, 6)) for v in mean], [float(round(v, 6)) for v in std]
+    # 8 significant digits: short in a TOML file, exact enough for any feature's scale
+    return [float(f"{v:.8g}") for v in mean], [float(f"{v:.8g}") for v in std]
 
 
 def scale(
