@@ -145,3 +145,10 @@ def test_hash_ignores_layout_and_run_but_not_announced_fields() -> None:
         "bidding_seconds = 30", "bidding_seconds = 30\nlate_penalty_bps = 2000"
     )
     assert parse_spec(explicit_default).spec.spec_hash() == base
+
+
+def test_dump_spec_round_trips() -> None:
+    from fedmarket.spec import dump_spec
+
+    spec = parse_spec(VALID)
+    assert parse_spec(dump_spec(spec, comments={"task": "hi"})) == spec

@@ -274,3 +274,45 @@ def load_spec(path: str | Path) -> SpecFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read spec file: {exc}") from None
     return parse_spec(text, source=str(p))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_spec(spec: SpecFile, *, comments: dict[str, str] | None = None) -> str:
+    """Write a spec file back as TOML (defaults included), parseable by :func:`parse_spec`."""
+    comments = comments or {}
+    data = spec.model_dump(mode="python", exclude_none=True)
+    out: list[str] = []
+    for section, body in data.items():
+        if section == "run":
+            continue
+        if section in comments:
+            out.append(f"# {comments[section]}")
+        out.append(f"[{section}]")
+        out += [f"{k} = {_toml_value(v)}" for k, v in body.items()]
+        out.append("")
+    run = data.get("run")
+    if run:
+        if "run" in comments:
+            out.append(f"# {comments['run']}")
+        out.append("[run]")
+        out += [
+            f"{k} = {_toml_value(v)}" for k, v in run.items() if k not in ("owners", "processors")
+        ]
+        out.append("")
+        for group in ("owners", "processors"):
+            for party in run[group]:
+                out.append(f"[[run.{group}]]")
+                out += [f"{k} = {_toml_value(v)}" for k, v in party.items()]
+                out.append("")
+    return "\n".join(out)

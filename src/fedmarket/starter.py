@@ -1,0 +1,81 @@
+"""``fedmarket init``: a valid starter task for a data set, ready to run locally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fedmarket.data import load_dataset, scaling_constants, split_validation
+from fedmarket.spec import SpecFile
+
+DATA_PRICE = 10**15  # 0.001 token per data point (18 decimals)
+PROCESSING_PRICE = 10**14  # 0.0001 token per point per epoch
+
+
+def starter_spec(
+    dataset: str,
+    *,
+    name: str | None = None,
+    label_column: str = "target",
+    owners: int = 2,
+    processors: int = 2,
+    max_epochs: int = 10,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    base: Path | None = None,
+) -> SpecFile:
+    """A spec whose scaling comes from the requester's own validation split (never owners' data)."""
+    data = load_dataset(dataset, label_column=label_column, base=base)
+    train, val = split_validation(data, validation_fraction, seed=seed)
+    mean, std = scaling_constants(val)
+    classes = sorted({int(c) for c in np.unique(data.y)}) if _is_classification(data.y) else []
+    model = "linear" if not classes else ("logistic" if len(classes) == 2 else "multiclass")
+    per_owner = len(train) // owners
+    num_points = per_owner * owners
+    data_budget = num_points * DATA_PRICE * 3 // 2
+    processing_budget = num_points * PROCESSING_PRICE * max_epochs * 3 // 2
+    slug = name or dataset.split(":")[-1].rsplit("/", 1)[-1].removesuffix(".csv")
+    raw = {
+        "task": {
+            "name": slug.replace(" ", "_")[:64],
+            "model": model,
+            "num_points": num_points,
+            "epoch_seconds": 600,
+            "max_epochs": max_epochs,
+            "bidding_seconds": 300,
+            "late_penalty_bps": 2000,
+        },
+        "budget": {"data": data_budget, "processing": processing_budget, "token_decimals": 18},
+        "features": {"names": data.feature_names, "mean": mean, "std": std, "clip": 4.0},
+        "labels": {"column": label_column, "classes": classes},
+        "run": {
+            "dataset": dataset,
+            "validation_fraction": validation_fraction,
+            "seed": seed,
+            "owners": [
+                {
+                    "name": f"owner{i + 1}",
+                    "points": per_owner,
+                    "price": DATA_PRICE + i * DATA_PRICE // 10,
+                }
+                for i in range(owners)
+            ],
+            "processors": [
+                {
+                    "name": f"processor{i + 1}",
+                    # split the work: with greedy resolution a processor able to take
+                    # everything would win everything
+                    "capacity": -(-num_points // processors),
+                    "price": PROCESSING_PRICE + i * PROCESSING_PRICE // 10,
+                }
+                for i in range(processors)
+            ],
+        },
+    }
+    return SpecFile.model_validate(raw)
+
+
+def _is_classification(y: np.ndarray) -> bool:
+    values = np.unique(y)
+    return len(values) <= 50 and bool(np.all(values == np.round(values)))
