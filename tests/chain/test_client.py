@@ -358,3 +358,15 @@ def test_an_account_without_gas_money_is_named(market: MarketClient, token: Toke
     with pytest.raises(ChainError) as info:
         token.as_(poor).approve(market.address, 1)
     assert poor.address in str(info.value) and "cannot pay gas" in str(info.value)
+
+
+def test_logs_filter_by_event_and_task(market: MarketClient) -> None:
+    """Events are read back from the node's log, filtered by kind and task."""
+    from fedmarket.chain.events import TaskCreated
+
+    before = market.logs(TaskCreated)
+    first = market.create_task(b"\x01" * 32, b"\x02" * 32, 10, 60, 1, 0, 0, 60, 0).value
+    second = market.create_task(b"\x03" * 32, b"\x02" * 32, 10, 60, 1, 0, 0, 60, 0).value
+    assert [e.task for e in market.logs(TaskCreated)][len(before) :] == [first, second]
+    only = market.logs(TaskCreated, task=second)
+    assert len(only) == 1 and only[0].spec_hash == b"\x03" * 32

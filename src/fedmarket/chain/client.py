@@ -627,6 +627,32 @@ class MarketClient(_Client):
         """The same market, acting as ``account``; shares this client's gas log."""
         return MarketClient(self._tx, self._compiled, self.address, account)
 
+    # ------------------------------------------------------------ logs
+
+    def logs(self, kind: type[E], *, task: int | None = None, from_block: int = 0) -> list[E]:
+        """Every ``kind`` event this market emitted (for ``task``, if given), oldest first.
+
+        The first indexed field of every market event is the task id, so the filter runs on
+        the node, not here.
+        """
+        decoder = self._tx.decoders[self.address.lower()]
+        topics: list[Any] = ["0x" + decoder.topic_of(kind).hex()]
+        if task is not None:
+            topics.append("0x" + task.to_bytes(32, "big").hex())
+        try:
+            raw = self._tx.w3.eth.get_logs(
+                {
+                    "address": self.address,
+                    "fromBlock": from_block,
+                    "toBlock": "latest",
+                    "topics": topics,
+                }
+            )
+        except (Web3Exception, OSError, ValueError) as exc:
+            raise ChainError(f"cannot read {kind.__name__} logs on {self._tx.name}: {exc}") from exc
+        out = [decoder.decode(log) for log in raw]
+        return [e for e in out if isinstance(e, kind)]
+
     # ------------------------------------------------------------ transactions
 
     def create_task(

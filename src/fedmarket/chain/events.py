@@ -288,6 +288,13 @@ class EventDecoder:
                 data=tuple((str(i["name"]), abi_type(i)) for i in inputs if not i["indexed"]),
             )
 
+    def topic_of(self, kind: type[Event]) -> bytes:
+        """The topic-0 (signature hash) of event ``kind``, for log filters."""
+        for topic, spec in self._by_topic.items():
+            if spec.cls is kind:
+                return topic
+        raise ChainError(f"{self.contract} emits no {kind.__name__} event")
+
     def decode(self, log: Mapping[str, Any]) -> Event | None:
         """The typed event in ``log``, or None if this contract declares no such event."""
         topics = [bytes(t) for t in log["topics"]]
