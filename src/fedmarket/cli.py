@@ -19,7 +19,8 @@ app = typer.Typer(
 chain_app = typer.Typer(help="The on-chain market: deploy, inspect, demo.", no_args_is_help=True)
 app.add_typer(chain_app, name="chain")
 
-err_console = Console(stderr=True)
+# soft_wrap: never break a path or a hint across lines (users copy them)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 @app.command("init")

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedmarket.errors import ConfigError
+from fedmarket.models.scaling import FeatureScaler
 
 SKLEARN = ("breast_cancer", "digits", "iris", "wine", "diabetes")
 
@@ -171,11 +172,16 @@ def scaling_constants(data: Dataset) -> tuple[list[float], list[float]]:
     return [float(f"{v:.8g}") for v in mean], [float(f"{v:.8g}") for v in std]
 
 
+def scaler(mean: list[float], std: list[float], spread: float) -> FeatureScaler:
+    """The spec's scaling as the encrypted program takes it: features into [-1, 1]."""
+    return FeatureScaler(tuple(mean), tuple(spread * s for s in std))
+
+
 def scale(
-    X: NDArray[np.float64], mean: list[float], std: list[float], clip: float
+    X: NDArray[np.float64], mean: list[float], std: list[float], spread: float
 ) -> NDArray[np.float64]:
-    """Standardise with the spec's constants and clip to [-clip, clip]."""
+    """``clip((X - mean) / (spread * std), -1, 1)`` with the spec's constants."""
     if X.shape[1] != len(mean):
         raise ConfigError(f"data has {X.shape[1]} features but the spec lists {len(mean)}")
-    out: NDArray[np.float64] = np.clip((X - np.asarray(mean)) / np.asarray(std), -clip, clip)
+    out: NDArray[np.float64] = scaler(mean, std, spread).transform(X)
     return out

@@ -54,15 +54,15 @@ class BudgetSection(_Strict):
 class FeaturesSection(_Strict):
     """The feature schema: names in order, and the scaling every owner applies before encrypting.
 
-    Scaling is ``(x - mean) / std`` then clipping to ``[-clip, clip]``; the requester
-    publishes the constants (from public knowledge or its own validation set) so that
-    every owner encodes alike and inputs stay inside the sigmoid approximation's interval.
+    Every owner maps a feature to ``clip((x - mean) / (spread * std), -1, 1)`` before
+    encrypting (the encrypted program needs |x| <= 1). The requester publishes the constants
+    (from public knowledge or its own validation set) so that every owner encodes alike.
     """
 
     names: Annotated[list[str], Field(min_length=1, max_length=1024)]
     mean: list[float]
     std: list[float]
-    clip: Annotated[float, Field(gt=0)] = 4.0
+    spread: Annotated[float, Field(gt=0)] = 2.5
 
     @model_validator(mode="after")
     def _lengths(self) -> FeaturesSection:

@@ -47,7 +47,7 @@ def starter_spec(
             "late_penalty_bps": 2000,
         },
         "budget": {"data": data_budget, "processing": processing_budget, "token_decimals": 18},
-        "features": {"names": data.feature_names, "mean": mean, "std": std, "clip": 4.0},
+        "features": {"names": data.feature_names, "mean": mean, "std": std, "spread": 2.5},
         "labels": {"column": label_column, "classes": classes},
         "run": {
             "dataset": dataset,
