@@ -189,6 +189,7 @@ class GasEntry:
     function: str
     gas_used: int
     tx_hash: str
+    sender: str = ""
 
 
 class GasLog:
@@ -414,7 +415,9 @@ class _Transactor:
             ) from exc
         # A failed transaction still costs gas, so it is logged too.
         self.gas_log.record(
-            GasEntry(contract, function, int(receipt["gasUsed"]), tx_hash.to_0x_hex())
+            GasEntry(
+                contract, function, int(receipt["gasUsed"]), tx_hash.to_0x_hex(), account.address
+            )
         )
         if receipt["status"] != 1:
             raise self._explain_failure(tx, receipt, label)
@@ -777,6 +780,11 @@ class MarketClient(_Client):
     def withdraw(self) -> Receipt[int]:
         """Transfer everything credited to the acting party; ``value`` is the amount."""
         return self._receipt("withdraw", value=_first(Withdrawn, "amount"))
+
+    def collect(self, task: int) -> Receipt[int]:
+        """Claim what ``task`` owes the acting party and withdraw everything credited, in one
+        transaction; ``value`` is the amount transferred."""
+        return self._receipt("collect", _uint(task, "task"), value=_first(Withdrawn, "amount"))
 
     # ------------------------------------------------------------ views
 

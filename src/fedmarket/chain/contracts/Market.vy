@@ -63,6 +63,7 @@ MASK32: constant(uint256) = 2**32 - 1
 MASK40: constant(uint256) = 2**40 - 1
 MASK64: constant(uint256) = 2**64 - 1
 MASK104: constant(uint256) = 2**104 - 1
+DATA_WINNER: constant(uint256) = 2**255
 MASK112: constant(uint256) = 2**112 - 1
 
 # ---------------------------------------------------------------- types
@@ -97,11 +98,11 @@ struct Clock:
     spent: uint256  # 136 bits: processing pay accrued so far (including forfeited pay)
 
 
-# An offer packs amount (points, or capacity per epoch) in the low 64 bits and the
-# price per point above them; amount 0 means withdrawn. The state word is
-# side-specific:
-#   data:       flags(8) | fill(64) << 8
-#   processing: flags(8) | last_epoch+1(32) << 8 | epoch_pay(104) << 40 | earned(112) << 144
+# An offer packs amount(64) | price(104) << 64; amount 0 means withdrawn. A winning data
+# bid also keeps its fill and the winner flag there, in the word `resolve` has already
+# read: | fill(64) << 168 | 1 << 255 (rewriting a warm slot costs a tenth of writing a
+# fresh one). A processing bid's state word is
+#   flags(8) | last_epoch+1(32) << 8 | epoch_pay(104) << 40 | earned(112) << 144
 struct Bid:
     bidder: address
     offer: uint256
@@ -301,6 +302,19 @@ def _store(task: uint256, c: Clock):
 
 @internal
 @pure
+def _price(offer: uint256) -> uint256:
+    return (offer >> 64) & MASK104
+
+
+@internal
+@pure
+def _data_fill(offer: uint256) -> uint256:
+    # 0 unless the bid won
+    return (offer >> 168) & MASK64
+
+
+@internal
+@pure
 def _pack_proc(flags: uint256, last: uint256, epoch_pay: uint256, earned: uint256) -> uint256:
     return flags | (last << 8) | (epoch_pay << 40) | (earned << 144)
 
@@ -341,46 +355,46 @@ def _pull(sender: address, amount: uint256):
 def _entitlement(task: uint256, who: address) -> uint256:
     # Everything `who` has earned from `task` so far. Never decreases: pay for the
     # open epoch (which a flag could still forfeit) is left out until it closes.
-    t: Task = self.tasks[task]
     c: Clock = self._load(task)
     total: uint256 = 0
     over: bool = c.state == FINISHED or c.state == CANCELLED
     resolved: bool = c.state >= ASSIGNING and c.state <= FINISHED
 
-    if who == t.requester:
+    requester: address = self.tasks[task].requester
+    if who == requester:
         if c.state == CANCELLED:
-            total += t.data_budget + t.processing_budget
+            total += self.tasks[task].data_budget + self.tasks[task].processing_budget
         elif c.state == FINISHED:
             data_spent: uint256 = 0
             if c.flags & FIRST_CLOSED != 0:
-                data_spent = t.data_committed_cost
-            total += t.data_budget - data_spent + t.processing_budget - c.spent
+                data_spent = self.tasks[task].data_committed_cost
+            total += self.tasks[task].data_budget - data_spent + self.tasks[task].processing_budget - c.spent
 
     d: uint256 = self.bid_of[task][DATA][who]
     if d != 0 and resolved:
-        b: Bid = self.bids[task][DATA][d - 1]
-        if b.state & WINNER != 0:
+        offer: uint256 = self.bids[task][DATA][d - 1].offer
+        if offer & DATA_WINNER != 0:
             if c.flags & FIRST_CLOSED != 0 and self.data_root[task][d - 1] != empty(bytes32):
-                total += ((b.state >> 8) & MASK64) * (b.offer >> 64)
-            if who != t.requester:
+                total += self._data_fill(offer) * self._price(offer)
+            if who != requester:
                 total += self.slash_acc[task]
 
     p: uint256 = self.bid_of[task][PROCESSING][who]
     if p != 0 and c.state >= ASSIGNING:
         b: Bid = self.bids[task][PROCESSING][p - 1]
-        price: uint256 = b.offer >> 64
-        stake: uint256 = (b.offer & MASK64) * price * t.max_epochs
+        price: uint256 = self._price(b.offer)
+        stake: uint256 = (b.offer & MASK64) * price * self.tasks[task].max_epochs
         if c.state == CANCELLED or b.state & WINNER == 0:
             total += stake
         else:
             epoch_pay: uint256 = (b.state >> 40) & MASK104
-            retained: uint256 = epoch_pay * t.max_epochs
+            retained: uint256 = epoch_pay * self.tasks[task].max_epochs
             earned: uint256 = b.state >> 144
             last: uint256 = (b.state >> 8) & MASK32
             if c.state == TRAINING and last == c.epoch + 1:
                 # the open epoch's pay is not final yet
                 if b.state & LAST_LATE != 0:
-                    earned -= epoch_pay * (BPS - t.late_penalty_bps) // BPS
+                    earned -= epoch_pay * (BPS - self.tasks[task].late_penalty_bps) // BPS
                 else:
                     earned -= epoch_pay
             total += stake - retained + earned
@@ -504,11 +518,10 @@ def bid_processing(task: uint256, capacity_per_epoch: uint256, price_per_point: 
             capacity x price x max_epochs (pulled from the caller now).
     @return The bid's index on the processing side.
     """
-    t: Task = self.tasks[task]
-    assert msg.sender != t.requester, "market: requester cannot process its own task"
+    assert msg.sender != self.tasks[task].requester, "market: requester cannot process its own task"
     # A free processor would stake nothing and could not be punished.
     assert price_per_point > 0, "market: processing price must be positive"
-    stake: uint256 = capacity_per_epoch * price_per_point * t.max_epochs
+    stake: uint256 = capacity_per_epoch * price_per_point * self.tasks[task].max_epochs
     assert stake <= MAX_MONEY, "market: stake too large"
     index: uint256 = self._place_bid(task, PROCESSING, capacity_per_epoch, price_per_point, stake)
     self.liabilities[task] += stake
@@ -526,7 +539,7 @@ def _withdraw_bid(task: uint256, side: uint256) -> uint256:
     offer: uint256 = self.bids[task][side][index].offer
     refund: uint256 = 0
     if side == PROCESSING:
-        refund = (offer & MASK64) * (offer >> 64) * self.tasks[task].max_epochs
+        refund = (offer & MASK64) * self._price(offer) * self.tasks[task].max_epochs
         self.liabilities[task] -= refund
         self.claimable[msg.sender] += refund
         self.total_claimable += refund
@@ -575,7 +588,7 @@ def _verify_side(task: uint256, side: uint256, fills: DynArray[Fill, MAX_BIDS], 
         assert f.bid < n, "market: no such bid"
         offer: uint256 = self.bids[task][side][f.bid].offer
         amount: uint256 = offer & MASK64
-        price: uint256 = offer >> 64
+        price: uint256 = self._price(offer)
         assert amount != 0, "market: fill of a withdrawn bid"
         assert f.amount != 0, "market: empty fill"
         assert f.amount <= amount, "market: fill exceeds bid"
@@ -588,7 +601,7 @@ def _verify_side(task: uint256, side: uint256, fills: DynArray[Fill, MAX_BIDS], 
         cost += f.amount * price
         selected[f.bid] = True
         if side == DATA:
-            self.bids[task][DATA][f.bid].state = WINNER | (f.amount << 8)
+            self.bids[task][DATA][f.bid].offer = offer | (f.amount << 168) | DATA_WINNER
             if self.bids[task][DATA][f.bid].bidder != requester:
                 sharers += 1
         else:
@@ -601,7 +614,7 @@ def _verify_side(task: uint256, side: uint256, fills: DynArray[Fill, MAX_BIDS], 
         offer: uint256 = self.bids[task][side][i].offer
         if offer & MASK64 == 0:
             continue
-        assert ((offer >> 64) << 8) | i > last_key, "market: a cheaper bid was left out"
+        assert (self._price(offer) << 8) | i > last_key, "market: a cheaper bid was left out"
     return cost, sharers
 
 
@@ -617,21 +630,20 @@ def resolve(task: uint256, data_fills: DynArray[Fill, MAX_BIDS], processing_fill
     """
     c: Clock = self._load(task)
     assert c.state == BIDDING, "market: task is not in bidding"
-    t: Task = self.tasks[task]
-    assert block.timestamp > t.bidding_deadline, "market: bidding still open"
+    assert block.timestamp > self.tasks[task].bidding_deadline, "market: bidding still open"
     data_cost: uint256 = 0
     data_sharers: uint256 = 0
-    data_cost, data_sharers = self._verify_side(task, DATA, data_fills, t.num_points)
-    assert data_cost <= t.data_budget, "market: over data budget"
+    data_cost, data_sharers = self._verify_side(task, DATA, data_fills, self.tasks[task].num_points)
+    assert data_cost <= self.tasks[task].data_budget, "market: over data budget"
     epoch_cost: uint256 = 0
     processors: uint256 = 0
-    epoch_cost, processors = self._verify_side(task, PROCESSING, processing_fills, t.num_points)
-    assert epoch_cost * t.max_epochs <= t.processing_budget, "market: over processing budget"
+    epoch_cost, processors = self._verify_side(task, PROCESSING, processing_fills, self.tasks[task].num_points)
+    assert epoch_cost * self.tasks[task].max_epochs <= self.tasks[task].processing_budget, "market: over processing budget"
 
     self.tasks[task].shares = data_sharers + processors
     c.state = ASSIGNING
     c.active = processors
-    c.deadline = block.timestamp + t.epoch_seconds
+    c.deadline = block.timestamp + self.tasks[task].epoch_seconds
     self._store(task, c)
     log TaskResolved(
         task=task,
@@ -664,14 +676,13 @@ def commit_assignment(task: uint256, assignment_hash: bytes32):
     @notice The requester commits the hash of its block-to-processor
             assignment; this starts epoch 0 and its deadline.
     """
-    t: Task = self.tasks[task]
-    assert msg.sender == t.requester, "market: only the requester"
+    assert msg.sender == self.tasks[task].requester, "market: only the requester"
     c: Clock = self._load(task)
     assert c.state == ASSIGNING, "market: task is not awaiting an assignment"
     assert assignment_hash != empty(bytes32), "market: empty assignment hash"
     self.tasks[task].assignment_hash = assignment_hash
     c.state = TRAINING
-    c.deadline = block.timestamp + t.epoch_seconds
+    c.deadline = block.timestamp + self.tasks[task].epoch_seconds
     self._store(task, c)
     log AssignmentCommitted(task=task, assignment_hash=assignment_hash, epoch_deadline=c.deadline)
 
@@ -691,11 +702,11 @@ def commit_data(task: uint256, root: bytes32):
     assert root != empty(bytes32), "market: empty data root"
     index: uint256 = self.bid_of[task][DATA][msg.sender]
     assert index != 0, "market: not a data owner of this task"
-    b: Bid = self.bids[task][DATA][index - 1]
-    assert b.state & WINNER != 0, "market: not a winning data owner"
+    offer: uint256 = self.bids[task][DATA][index - 1].offer
+    assert offer & DATA_WINNER != 0, "market: not a winning data owner"
     assert self.data_root[task][index - 1] == empty(bytes32), "market: data already committed"
     self.data_root[task][index - 1] = root
-    self.tasks[task].data_committed_cost += ((b.state >> 8) & MASK64) * (b.offer >> 64)
+    self.tasks[task].data_committed_cost += self._data_fill(offer) * self._price(offer)
     log DataCommitted(task=task, owner=msg.sender, root=root)
 
 
@@ -742,16 +753,15 @@ def _slash(task: uint256, epoch: uint256, who: address, c: Clock) -> Clock:
     w: uint256 = self.bids[task][PROCESSING][index].state
     assert w & WINNER != 0, "market: flagged address is not a winning processor"
     assert w & SLASHED == 0, "market: processor already slashed"
-    t: Task = self.tasks[task]
     epoch_pay: uint256 = (w >> 40) & MASK104
     earned: uint256 = w >> 144
     forfeited: uint256 = 0
     if (w >> 8) & MASK32 == epoch + 1:
         forfeited = epoch_pay
         if w & LAST_LATE != 0:
-            forfeited = epoch_pay * (BPS - t.late_penalty_bps) // BPS
+            forfeited = epoch_pay * (BPS - self.tasks[task].late_penalty_bps) // BPS
         c.submitted -= 1
-    stake: uint256 = epoch_pay * t.max_epochs
+    stake: uint256 = epoch_pay * self.tasks[task].max_epochs
     self.bids[task][PROCESSING][index].state = self._pack_proc(
         (w & MASK8) | SLASHED, (w >> 8) & MASK32, epoch_pay, earned - forfeited
     )
@@ -759,7 +769,7 @@ def _slash(task: uint256, epoch: uint256, who: address, c: Clock) -> Clock:
     # accumulator; the flagged processor keeps only shares of earlier slashes.
     acc: uint256 = self.slash_acc[task]
     self.exit_acc[task][index] = acc
-    shares: uint256 = t.shares - 1
+    shares: uint256 = self.tasks[task].shares - 1
     self.tasks[task].shares = shares
     pool: uint256 = forfeited + stake
     share: uint256 = 0
@@ -791,8 +801,7 @@ def close_epoch(task: uint256, epoch: uint256, flagged: DynArray[address, MAX_FL
     @param flagged Winning processors to slash (each at most once).
     @param go_on Whether to run another epoch.
     """
-    t: Task = self.tasks[task]
-    assert msg.sender == t.requester, "market: only the requester"
+    assert msg.sender == self.tasks[task].requester, "market: only the requester"
     c: Clock = self._load(task)
     assert c.state == TRAINING, "market: task is not training"
     assert epoch == c.epoch, "market: not the current epoch"
@@ -801,13 +810,13 @@ def close_epoch(task: uint256, epoch: uint256, flagged: DynArray[address, MAX_FL
         c = self._slash(task, epoch, who, c)
     c.flags |= FIRST_CLOSED
     next_deadline: uint256 = 0
-    if not go_on or epoch + 1 >= t.max_epochs or c.active == 0:
+    if not go_on or epoch + 1 >= self.tasks[task].max_epochs or c.active == 0:
         c.state = FINISHED
         log TaskFinished(task=task, epochs_closed=epoch + 1, timed_out=False)
     else:
         c.epoch = epoch + 1
         c.submitted = 0
-        c.deadline = block.timestamp + t.epoch_seconds
+        c.deadline = block.timestamp + self.tasks[task].epoch_seconds
         next_deadline = c.deadline
     self._store(task, c)
     log EpochClosed(
@@ -823,7 +832,7 @@ def close_epoch(task: uint256, epoch: uint256, flagged: DynArray[address, MAX_FL
 @view
 def _is_winner(task: uint256, who: address) -> bool:
     d: uint256 = self.bid_of[task][DATA][who]
-    if d != 0 and self.bids[task][DATA][d - 1].state & WINNER != 0:
+    if d != 0 and self.bids[task][DATA][d - 1].offer & DATA_WINNER != 0:
         return True
     p: uint256 = self.bid_of[task][PROCESSING][who]
     return p != 0 and self.bids[task][PROCESSING][p - 1].state & WINNER != 0
@@ -863,15 +872,8 @@ def claim_timeout(task: uint256):
 # ---------------------------------------------------------------- payments
 
 
-@external
-@nonreentrant
-def claim(task: uint256, account: address) -> uint256:
-    """
-    @notice Credit `account` with what `task` owes it so far (pay, refunds,
-            stakes, shares of slashed stakes). Anyone may call it for anyone;
-            it only ever credits the rightful account.
-    @return The amount newly credited.
-    """
+@internal
+def _claim(task: uint256, account: address) -> uint256:
     owed: uint256 = self._entitlement(task, account) - self.credited[task][account]
     if owed > 0:
         self.credited[task][account] += owed
@@ -882,6 +884,29 @@ def claim(task: uint256, account: address) -> uint256:
     return owed
 
 
+@internal
+def _withdraw(account: address) -> uint256:
+    amount: uint256 = self.claimable[account]
+    assert amount > 0, "market: nothing to withdraw"
+    self.claimable[account] = 0
+    self.total_claimable -= amount
+    self._token_call(abi_encode(account, amount, method_id=method_id("transfer(address,uint256)")))
+    log Withdrawn(account=account, amount=amount)
+    return amount
+
+
+@external
+@nonreentrant
+def claim(task: uint256, account: address) -> uint256:
+    """
+    @notice Credit `account` with what `task` owes it so far (pay, refunds,
+            stakes, shares of slashed stakes). Anyone may call it for anyone;
+            it only ever credits the rightful account.
+    @return The amount newly credited.
+    """
+    return self._claim(task, account)
+
+
 @external
 @nonreentrant
 def withdraw() -> uint256:
@@ -889,13 +914,18 @@ def withdraw() -> uint256:
     @notice Transfer everything credited to the caller.
     @return The amount transferred.
     """
-    amount: uint256 = self.claimable[msg.sender]
-    assert amount > 0, "market: nothing to withdraw"
-    self.claimable[msg.sender] = 0
-    self.total_claimable -= amount
-    self._token_call(abi_encode(msg.sender, amount, method_id=method_id("transfer(address,uint256)")))
-    log Withdrawn(account=msg.sender, amount=amount)
-    return amount
+    return self._withdraw(msg.sender)
+
+
+@external
+@nonreentrant
+def collect(task: uint256) -> uint256:
+    """
+    @notice `claim(task, caller)` then `withdraw()`, in one transaction.
+    @return The amount transferred (everything credited to the caller, from any task).
+    """
+    self._claim(task, msg.sender)
+    return self._withdraw(msg.sender)
 
 
 # ---------------------------------------------------------------- views
@@ -929,21 +959,25 @@ def get_bid(task: uint256, side: uint256, index: uint256) -> BidView:
     """
     assert side <= PROCESSING, "market: side is 0 (data) or 1 (processing)"
     b: Bid = self.bids[task][side][index]
+    price: uint256 = self._price(b.offer)
     fill: uint256 = 0
     earned: uint256 = 0
     last: uint256 = 0
+    winner: bool = False
     if side == DATA:
-        fill = (b.state >> 8) & MASK64
-    elif b.offer >> 64 != 0:
+        fill = self._data_fill(b.offer)
+        winner = b.offer & DATA_WINNER != 0
+    elif price != 0:
         # processing prices are positive, so the fill is exact
-        fill = ((b.state >> 40) & MASK104) // (b.offer >> 64)
+        fill = ((b.state >> 40) & MASK104) // price
         earned = b.state >> 144
         last = (b.state >> 8) & MASK32
+        winner = b.state & WINNER != 0
     return BidView(
         bidder=b.bidder,
         amount=b.offer & MASK64,
-        price=b.offer >> 64,
-        winner=b.state & WINNER != 0,
+        price=price,
+        winner=winner,
         fill=fill,
         slashed=b.state & SLASHED != 0,
         earned=earned,
