@@ -521,6 +521,9 @@ def bid_processing(task: uint256, capacity_per_epoch: uint256, price_per_point: 
     assert msg.sender != self.tasks[task].requester, "market: requester cannot process its own task"
     # A free processor would stake nothing and could not be punished.
     assert price_per_point > 0, "market: processing price must be positive"
+    # bound the factors before multiplying them, so huge inputs get a reason, not an overflow
+    assert capacity_per_epoch <= MAX_POINTS, "market: bad amount"
+    assert price_per_point <= MAX_MONEY, "market: price too large"
     stake: uint256 = capacity_per_epoch * price_per_point * self.tasks[task].max_epochs
     assert stake <= MAX_MONEY, "market: stake too large"
     index: uint256 = self._place_bid(task, PROCESSING, capacity_per_epoch, price_per_point, stake)
@@ -850,6 +853,7 @@ def claim_timeout(task: uint256):
             unclosed epoch is closed: submitted work is paid).
     """
     c: Clock = self._load(task)
+    assert c.state != NO_TASK, "market: no such task"
     if c.state == BIDDING:
         assert block.timestamp > self.tasks[task].bidding_deadline + grace_seconds, (
             "market: not timed out yet"
