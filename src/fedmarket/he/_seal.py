@@ -1,0 +1,285 @@
+"""SEAL plumbing: one runtime per spec, byte (de)serialisation, and ciphertext checks.
+
+We drive Microsoft SEAL through ``tenseal.sealapi`` (TenSEAL's complete SEAL binding) rather
+than TenSEAL's CKKSVector: the processor's program needs rotations by chosen steps, lazy
+relinearisation and exact scale bookkeeping, and its operations must never mutate their inputs.
+sealapi (de)serialises only through file paths, so bytes go through an anonymous in-memory file
+(``memfd``) named by its /proc path; nothing touches a disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import tenseal.sealapi as sa
+
+from fedmarket.errors import CryptoError, UntrustedInputError
+from fedmarket.he.spec import HESpec
+
+# SEAL's serialisation header (seal/serialization.h): magic, header size, version, compression
+# mode, reserved, total size; little-endian, 16 bytes.
+_SEAL_HEADER = struct.Struct("<HBBBBHQ")
+_SEAL_MAGIC = 0xA15E
+_SEAL_COMPR_MODES = (0, 1, 2)  # none, zlib, zstd
+
+# Level names: how many primes of the chain a ciphertext still has.
+TOP, SQUARE, H, OUT = 4, 3, 2, 1
+
+
+class _Saveable(Protocol):
+    def save(self, path: str) -> None: ...
+
+
+class _Scratch:
+    """An in-memory file SEAL can open by path; one per process, guarded by a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._path = ""
+        self._pid = 0
+
+    def _open(self) -> None:
+        # A forked child inherits the parent's descriptor: the same file. Two processes
+        # writing one scratch file corrupt each other's bytes, so each process opens its own.
+        if self._fd is not None and self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        if hasattr(os, "memfd_create"):
+            self._fd = os.memfd_create("fedmarket-seal", os.MFD_CLOEXEC)
+            self._path = f"/proc/self/fd/{self._fd}"
+        else:  # not Linux: a private temporary file; SEAL reopens it by name
+            self._fd, self._path = tempfile.mkstemp(prefix="fedmarket-seal-")
+
+    def dump(self, obj: _Saveable) -> bytes:
+        with self._lock:
+            self._open()
+            assert self._fd is not None
+            obj.save(self._path)
+            size = os.fstat(self._fd).st_size
+            return os.pread(self._fd, size, 0)
+
+    def fill(self, obj: Any, context: sa.SEALContext, data: bytes) -> None:
+        with self._lock:
+            self._open()
+            assert self._fd is not None
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, data, 0)
+            obj.load(context, self._path)
+
+
+_SCRATCH = _Scratch()
+
+
+def dump(obj: _Saveable) -> bytes:
+    """Serialise any SEAL object (including SEAL's seed-compressed ``Serializable`` results)."""
+    return _SCRATCH.dump(obj)
+
+
+def galois_element(step: int, slots: int) -> int:
+    """SEAL's Galois element for a left rotation by ``step`` (GaloisTool::get_elt_from_step)."""
+    if step == 0 or abs(step) >= slots:
+        raise ValueError(f"rotation step {step} out of range for {slots} slots")
+    exponent = step if step > 0 else slots + step
+    return pow(3, exponent, 4 * slots)
+
+
+@dataclass(frozen=True)
+class Scales:
+    """The exact scale of every ciphertext the program reads or writes.
+
+    Computed with the same double operations SEAL performs (a product multiplies scales, a
+    rescale divides by the dropped prime), so the parties agree bit for bit and SEAL's
+    same-scale checks pass.
+    """
+
+    data: float  # X, the features for z
+    model: float  # M, the model
+    z: float
+    square: float  # z~^2 + c1/kappa
+    h_pre: float  # the residual before its rescale; the labels are encrypted at this scale
+    h: float
+    sums_data: float  # Z, the features for the gradient sums
+    out: float  # the gradient sums
+
+    @classmethod
+    def for_spec(cls, spec: HESpec, primes: list[int]) -> Scales:
+        _, q_h, q_square, q_model = (float(p) for p in primes[:4])
+        data = 2.0**spec.preset.data_scale_bits
+        # Encoding the model at exactly the prime z is rescaled by makes z come out at exactly
+        # the data scale. (Linear regression never rescales z: its residual stays at
+        # model * data, which the chain makes about 2^60 as well.)
+        model = q_model
+        z = model * data / q_model
+        square = z * z / q_square
+        h_pre = z * square if spec.is_logistic else model * data
+        h = h_pre / q_h
+        sums_data = 2.0 ** (spec.preset.sum_scale_bits - round(math.log2(h)))
+        return cls(data, model, z, square, h_pre, h, sums_data, h * sums_data)
+
+
+class SealRuntime:
+    """SEAL context, encoder and evaluator for one spec, plus typed loaders for its objects."""
+
+    def __init__(self, spec: HESpec) -> None:
+        self.spec = spec
+        preset = spec.preset
+        parms = sa.EncryptionParameters(sa.SCHEME_TYPE.CKKS)
+        parms.set_poly_modulus_degree(preset.poly_modulus_degree)
+        parms.set_coeff_modulus(
+            sa.CoeffModulus.Create(preset.poly_modulus_degree, list(preset.coeff_mod_bit_sizes))
+        )
+        level = {128: sa.SEC_LEVEL_TYPE.TC128, 192: sa.SEC_LEVEL_TYPE.TC192}.get(
+            preset.security_bits, sa.SEC_LEVEL_TYPE.TC256
+        )
+        self.context = sa.SEALContext(parms, True, level)
+        if not self.context.parameters_set():
+            raise CryptoError(
+                f"SEAL rejects preset {preset.name}: {self.context.parameters_error_message()}"
+            )
+        self.primes = [m.value() for m in parms.coeff_modulus()]
+        self.encoder = sa.CKKSEncoder(self.context)
+        self.evaluator = sa.Evaluator(self.context)
+        self.parms_id: dict[int, Any] = {}
+        data = self.context.first_context_data()
+        while data is not None:
+            self.parms_id[len(data.parms().coeff_modulus())] = data.parms_id()
+            data = data.next_context_data()
+        if sorted(self.parms_id) != [OUT, H, SQUARE, TOP]:
+            raise CryptoError(
+                f"preset {preset.name} does not give the 4-level chain the program needs"
+            )
+        self.key_parms_id = self.context.key_parms_id()
+        self.scales = Scales.for_spec(spec, self.primes)
+        self.galois_elements = tuple(
+            sorted(galois_element(step, spec.slots) for step in spec.rotation_steps())
+        )
+        # SEAL writes its own version into every header; accept exactly that version.
+        probe = _SEAL_HEADER.unpack_from(dump(parms))
+        self._seal_version = (probe[2], probe[3])
+
+    # ---- encoding ----------------------------------------------------------------------
+    def encode(self, values: np.ndarray, level: int, scale: float) -> sa.Plaintext:
+        plain = sa.Plaintext()
+        self.encoder.encode(
+            np.asarray(values, dtype=np.float64).tolist(), self.parms_id[level], scale, plain
+        )
+        return plain
+
+    def encode_constant(self, value: float, level: int, scale: float) -> sa.Plaintext:
+        plain = sa.Plaintext()
+        self.encoder.encode(float(value), self.parms_id[level], scale, plain)
+        return plain
+
+    def decode(self, plain: sa.Plaintext) -> np.ndarray:
+        return np.asarray(self.encoder.decode_double(plain), dtype=np.float64)
+
+    # ---- untrusted bytes -> SEAL objects -------------------------------------------------
+    def _check_header(self, data: bytes, what: str, party: str) -> None:
+        if len(data) < _SEAL_HEADER.size:
+            raise UntrustedInputError(f"{what} is truncated ({len(data)} bytes)", party=party)
+        magic, header_size, major, minor, compr, _reserved, size = _SEAL_HEADER.unpack_from(data)
+        if magic != _SEAL_MAGIC or header_size != _SEAL_HEADER.size:
+            raise UntrustedInputError(f"{what} is not a SEAL object", party=party)
+        if (major, minor) != self._seal_version:
+            raise UntrustedInputError(
+                f"{what} was written by SEAL {major}.{minor}, this runtime uses "
+                f"{self._seal_version[0]}.{self._seal_version[1]}",
+                party=party,
+                hint="all parties must run the same fedmarket/TenSEAL version",
+            )
+        if compr not in _SEAL_COMPR_MODES or size != len(data):
+            raise UntrustedInputError(f"{what} has a corrupt SEAL header", party=party)
+
+    def _load(self, obj: Any, data: bytes, what: str, party: str) -> None:
+        self._check_header(data, what, party)
+        try:
+            _SCRATCH.fill(obj, self.context, data)
+        except Exception as exc:  # SEAL raises many C++ exception types; all mean "bad bytes"
+            raise UntrustedInputError(f"{what} does not parse: {exc}", party=party) from None
+
+    def load_ciphertext(
+        self, data: bytes, *, level: int, scale: float, what: str, party: str
+    ) -> sa.Ciphertext:
+        """Parse a ciphertext and check it is exactly what the program expects at this point."""
+        ct = sa.Ciphertext()
+        self._load(ct, data, what, party)
+        problems = []
+        if ct.parms_id() != self.parms_id[level]:
+            problems.append(
+                f"it is at the wrong level ({ct.coeff_modulus_size()} primes, expected {level})"
+            )
+        if ct.size() != 2:
+            problems.append(f"it has {ct.size()} polynomials, expected 2")
+        if not ct.is_ntt_form():
+            problems.append("it is not in NTT form")
+        if ct.is_transparent():
+            problems.append("it is transparent (not encrypted)")
+        if ct.scale != scale:  # also true for a NaN scale
+            got = f"2^{math.log2(ct.scale):.4f}" if ct.scale > 0 else repr(ct.scale)
+            problems.append(f"its scale is {got}, expected 2^{math.log2(scale):.4f}")
+        if problems:
+            raise UntrustedInputError(
+                f"{what} does not match the task's parameters: {'; '.join(problems)}",
+                party=party,
+                hint="it was made for another task, key or parameter set, or corrupted",
+            )
+        return ct
+
+    def load_public_key(self, data: bytes, party: str) -> sa.PublicKey:
+        key = sa.PublicKey()
+        self._load(key, data, "public key", party)
+        if key.parms_id() != self.key_parms_id:
+            raise UntrustedInputError("public key is for other parameters", party=party)
+        return key
+
+    def load_relin_keys(self, data: bytes, party: str) -> sa.RelinKeys:
+        keys = sa.RelinKeys()
+        self._load(keys, data, "relinearisation keys", party)
+        if keys.parms_id() != self.key_parms_id or keys.size() != 1:
+            raise UntrustedInputError("relinearisation keys are for other parameters", party=party)
+        return keys
+
+    def load_galois_keys(self, data: bytes, party: str) -> sa.GaloisKeys:
+        keys = sa.GaloisKeys()
+        self._load(keys, data, "Galois keys", party)
+        if keys.parms_id() != self.key_parms_id:
+            raise UntrustedInputError("Galois keys are for other parameters", party=party)
+        present = keys.size()
+        if present != len(self.galois_elements) or not all(
+            keys.has_key(elt) for elt in self.galois_elements
+        ):
+            raise UntrustedInputError(
+                f"Galois keys hold {present} rotations, the program needs exactly "
+                f"{len(self.galois_elements)} ({list(self.spec.rotation_steps())})",
+                party=party,
+            )
+        return keys
+
+    def load_secret_key(self, data: bytes, party: str) -> sa.SecretKey:
+        key = sa.SecretKey()
+        self._load(key, data, "secret key", party)
+        if key.parms_id() != self.key_parms_id:
+            raise UntrustedInputError("secret key is for other parameters", party=party)
+        return key
+
+
+_RUNTIMES: dict[bytes, SealRuntime] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def runtime_for(spec: HESpec) -> SealRuntime:
+    """The (cached) runtime for a spec: building a SEALContext costs tens of milliseconds."""
+    key = spec.canonical_bytes()
+    with _RUNTIMES_LOCK:
+        runtime = _RUNTIMES.get(key)
+        if runtime is None:
+            runtime = _RUNTIMES[key] = SealRuntime(spec)
+        return runtime

@@ -1,0 +1,223 @@
+"""The data owner's side: encrypt a block of samples for the processors, and parse such blocks.
+
+A block holds up to ``spec.block_size`` samples (N/2 for binary and linear models). It is
+encrypted column-wise: one ciphertext per lane (feature, bias/mask, zero padding to a power of
+two) in each of the two diagonal layouts of ``fedmarket.he.spec``, plus one label ciphertext per
+class group. The bias lane is 1 for every real sample and 0 for padding, and padded samples have
+all-zero features and labels, so z = 0 and the residual h = 0 there: a partial block adds
+exactly nothing beyond its real samples to any sum.
+
+Bytes per sample (N=8192, uncompressed upper bound; SEAL's zstd saves about a third):
+``D * (2*N*4*8 + 2*N*1*8) / 4096 = 160 * D`` for D lanes (the z layout keeps all 4 primes, the
+sum layout only the last one) plus ``2*N*2*8 * groups / 4096`` for the labels; docs/he.md lists
+measured sizes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import tenseal.sealapi as sa
+
+from fedmarket.errors import ConfigError, UntrustedInputError
+from fedmarket.he import wire
+from fedmarket.he._seal import OUT, TOP, H, dump
+from fedmarket.he.keys import PublicContext
+from fedmarket.he.spec import HESpec
+
+_BLOCK_FIELDS = {"block_id": str, "n_samples": int}
+
+
+def label_vectors(spec: HESpec, targets: np.ndarray) -> np.ndarray:
+    """(n_groups, S) physical label slots: y - 1/2 (logistic) or y (linear), 0 when padded.
+
+    Encoding y - 1/2 folds the cubic's constant term into the labels, so the processor's
+    residual is z~(z~^2 + c1/kappa) - (y - 1/2) = p(z) - y with no extra operation, and it is
+    exactly 0 on padded samples.
+    """
+    n = targets.shape[0]
+    if spec.kind == "one_vs_rest":
+        indicator = np.zeros((spec.n_groups * spec.class_lanes, n))
+        indicator[targets.astype(np.int64), np.arange(n)] = 1.0
+        rows = indicator - 0.5
+        rows[spec.n_outputs :] = 0.0  # lanes of classes that do not exist stay empty
+    elif spec.kind == "logistic":
+        rows = (targets.astype(np.float64) - 0.5)[None, :]
+    else:
+        rows = targets.astype(np.float64)[None, :]
+    out = []
+    for group in range(spec.n_groups):
+        virtual = np.zeros((spec.class_lanes, spec.block_size))
+        if spec.kind == "one_vs_rest":
+            virtual[:, :n] = rows[group * spec.class_lanes : (group + 1) * spec.class_lanes]
+        else:
+            virtual[:, :n] = rows
+        out.append(spec.to_physical(virtual))
+    return np.array(out)
+
+
+def _check_owner_data(
+    spec: HESpec, X: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    targets = np.asarray(targets)
+    if X.ndim != 2 or X.shape[1] != spec.n_features:
+        raise ConfigError(f"block features must have shape (n, {spec.n_features}), got {X.shape}")
+    n = X.shape[0]
+    if not 1 <= n <= spec.block_size:
+        raise ConfigError(f"a block holds 1..{spec.block_size} samples, got {n}")
+    if not np.all(np.isfinite(X)) or np.max(np.abs(X)) > 1.0:
+        raise ConfigError(
+            "features must be finite and scaled into [-1, 1]",
+            hint="apply the task's feature scaling (fedmarket.models.FeatureScaler) first",
+        )
+    if targets.shape != (n,):
+        raise ConfigError(f"expected {n} labels, got shape {targets.shape}")
+    if spec.kind == "one_vs_rest":
+        if targets.dtype.kind not in "iu" or targets.min() < 0 or targets.max() >= spec.n_outputs:
+            raise ConfigError(f"one-vs-rest labels must be class indices 0..{spec.n_outputs - 1}")
+    elif spec.kind == "logistic":
+        if not np.all((targets == 0) | (targets == 1)):
+            raise ConfigError("binary labels must be 0 or 1")
+    elif not np.all(np.isfinite(targets.astype(np.float64))) or np.max(np.abs(targets)) > 1.0:
+        raise ConfigError(
+            "regression targets must be finite and scaled into [-1, 1]",
+            hint="divide the targets by a bound the task spec fixes",
+        )
+    return X, targets
+
+
+def encrypt_block(
+    context: PublicContext, X: np.ndarray, targets: np.ndarray, *, block_id: str
+) -> bytes:
+    """Encrypt up to ``block_size`` samples for the processors (data owner side).
+
+    ``targets``: 0/1 labels (logistic), class indices (one-vs-rest) or values in [-1, 1]
+    (linear). Returns the block message, bound to ``context`` by its digest.
+    """
+    spec = context.spec
+    X, targets = _check_owner_data(spec, X, targets)
+    if not 0 < len(block_id) <= 256:
+        raise ConfigError("block_id must be 1..256 characters")
+    runtime = context.runtime
+    encryptor = sa.Encryptor(runtime.context, context.public_key)
+    scales = runtime.scales
+
+    def seal(values: np.ndarray, level: int, scale: float) -> bytes:
+        ct = sa.Ciphertext()
+        encryptor.encrypt(runtime.encode(spec.to_physical(values), level, scale), ct)
+        return dump(ct)
+
+    F = spec.block_matrix(X)
+    payloads = [
+        seal(spec.z_layout(F, g, b), TOP, scales.data)
+        for g in range(spec.model_giant)
+        for b in range(spec.model_baby)
+    ]
+    payloads += [
+        seal(spec.sum_layout(F, g, b), OUT, scales.sums_data)
+        for g in range(spec.sum_giant)
+        for b in range(spec.sum_baby)
+    ]
+    for physical in label_vectors(spec, targets):
+        ct = sa.Ciphertext()
+        encryptor.encrypt(runtime.encode(physical, H, scales.h_pre), ct)
+        payloads.append(dump(ct))
+    meta = {"block_id": block_id, "n_samples": int(X.shape[0])}
+    return wire.pack(wire.Kind.BLOCK, context.digest, meta, payloads)
+
+
+def block_bytes_limit(spec: HESpec) -> int:
+    n = spec.preset.poly_modulus_degree
+    return (
+        spec.lanes * (wire.ciphertext_bytes_bound(n, TOP) + wire.ciphertext_bytes_bound(n, OUT))
+        + spec.n_groups * wire.ciphertext_bytes_bound(n, H)
+        + 4 * (2 * spec.lanes + spec.n_groups)
+        + wire.MAX_META_BYTES
+        + 4096
+    )
+
+
+@dataclass(frozen=True)
+class EncryptedBlock:
+    """A parsed, checked block: what a processor holds for the whole task."""
+
+    block_id: str
+    n_samples: int
+    z_data: tuple[tuple[sa.Ciphertext, ...], ...]  # [giant][baby], top level
+    sum_data: tuple[tuple[sa.Ciphertext, ...], ...]  # [giant][baby], last level
+    labels: tuple[sa.Ciphertext, ...]  # one per class group, two primes
+
+    @classmethod
+    def from_bytes(
+        cls, context: PublicContext, data: bytes, *, party: str = "data owner"
+    ) -> EncryptedBlock:
+        spec = context.spec
+        runtime = context.runtime
+        n = spec.preset.poly_modulus_degree
+        envelope = wire.unpack(
+            data,
+            kind=wire.Kind.BLOCK,
+            party=party,
+            max_bytes=block_bytes_limit(spec),
+            digest=context.digest,
+            count=2 * spec.lanes + spec.n_groups,
+            max_payload_bytes=wire.ciphertext_bytes_bound(n, TOP),
+        )
+        meta = wire.require_fields(envelope.meta, _BLOCK_FIELDS, what="block", party=party)
+        if not 1 <= meta["n_samples"] <= spec.block_size or not meta["block_id"]:
+            raise UntrustedInputError(
+                f"block: n_samples must be 1..{spec.block_size} and block_id non-empty", party=party
+            )
+        payloads = iter(envelope.payloads)
+        scales = runtime.scales
+
+        def grid(
+            giant: int, baby: int, level: int, scale: float, name: str
+        ) -> tuple[tuple[sa.Ciphertext, ...], ...]:
+            return tuple(
+                tuple(
+                    runtime.load_ciphertext(
+                        next(payloads),
+                        level=level,
+                        scale=scale,
+                        what=f"block {name}[{g}][{b}]",
+                        party=party,
+                    )
+                    for b in range(baby)
+                )
+                for g in range(giant)
+            )
+
+        z_data = grid(spec.model_giant, spec.model_baby, TOP, scales.data, "z-layout")
+        sum_data = grid(spec.sum_giant, spec.sum_baby, OUT, scales.sums_data, "sum-layout")
+        labels = tuple(
+            runtime.load_ciphertext(
+                next(payloads),
+                level=H,
+                scale=scales.h_pre,
+                what=f"block labels[{group}]",
+                party=party,
+            )
+            for group in range(spec.n_groups)
+        )
+        return cls(meta["block_id"], meta["n_samples"], z_data, sum_data, labels)
+
+    def ciphertexts(self) -> list[sa.Ciphertext]:
+        return (
+            [ct for row in self.z_data for ct in row]
+            + [ct for row in self.sum_data for ct in row]
+            + list(self.labels)
+        )
+
+
+def split_into_blocks(
+    X: np.ndarray, targets: np.ndarray, spec: HESpec
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cut a data set into blocks of at most ``block_size`` samples, sizes as even as possible."""
+    n = X.shape[0]
+    count = -(-n // spec.block_size)
+    bounds = np.linspace(0, n, count + 1).round().astype(int)
+    return [(X[a:b], targets[a:b]) for a, b in itertools.pairwise(bounds)]

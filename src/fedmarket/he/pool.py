@@ -1,0 +1,248 @@
+"""Run the processor's program on several cores: worker processes that keep their blocks.
+
+A processor receives each block once and runs the program on it every epoch, so blocks are
+parsed once into the worker that owns them and only the model (and the result ciphertexts)
+cross process boundaries per epoch. SEAL's evaluator holds the GIL, so threads would not help.
+When there are fewer blocks than workers, small blocks are copied to every worker and their
+class groups are split between them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from fedmarket.errors import CryptoError, FedmarketError, UntrustedInputError
+from fedmarket.he._seal import dump
+from fedmarket.he.keys import PublicContext
+from fedmarket.he.packing import EncryptedBlock
+from fedmarket.he.program import EncryptedModel, pack_result, process_block
+
+
+def _error_payload(exc: BaseException) -> tuple[str, str, str | None, str | None]:
+    if isinstance(exc, UntrustedInputError):
+        return ("untrusted", exc.message, exc.party, exc.hint)
+    if isinstance(exc, FedmarketError):
+        return ("crypto", exc.message, None, exc.hint)
+    return ("crypto", f"{type(exc).__name__}: {exc}", None, None)
+
+
+def _raise(payload: tuple[str, str, str | None, str | None]) -> None:
+    kind, message, party, hint = payload
+    if kind == "untrusted":
+        # The worker's message already starts with "party: "; rebuild without doubling it.
+        prefix = f"{party}: "
+        raise UntrustedInputError(
+            message.removeprefix(prefix), party=party or "unknown party", hint=hint
+        )
+    raise CryptoError(f"processor worker failed: {message}", hint=hint)
+
+
+class _State:
+    """What a worker (or the inline processor) holds: the context and its parsed blocks."""
+
+    def __init__(self, context_bytes: bytes) -> None:
+        self.context = PublicContext.from_bytes(context_bytes, party="requester")
+        self.blocks: dict[str, EncryptedBlock] = {}
+
+    def add(self, data: bytes, party: str) -> tuple[str, int]:
+        block = EncryptedBlock.from_bytes(self.context, data, party=party)
+        if block.block_id in self.blocks:
+            raise UntrustedInputError(f"block {block.block_id!r} was already received", party=party)
+        self.blocks[block.block_id] = block
+        return block.block_id, block.n_samples
+
+    def run(self, model_bytes: bytes, party: str, units: list[tuple[str, int]]) -> list[bytes]:
+        needed = sorted({group for _, group in units})
+        model = EncryptedModel.from_bytes(self.context, model_bytes, party=party, groups=needed)
+        by_block: dict[str, list[int]] = defaultdict(list)
+        for block_id, group in units:
+            by_block[block_id].append(group)
+        out: dict[tuple[str, int], bytes] = {}
+        for block_id, groups in by_block.items():
+            for group, ct in zip(
+                groups,
+                process_block(self.context, model, self.blocks[block_id], groups),
+                strict=True,
+            ):
+                out[(block_id, group)] = dump(ct)
+        return [out[unit] for unit in units]
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, context_bytes: bytes) -> None:
+    try:
+        state = _State(context_bytes)
+        conn.send(("ok", None))
+    except BaseException as exc:
+        conn.send(("error", _error_payload(exc)))
+        return
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        op = message[0]
+        if op == "stop":
+            return
+        try:
+            if op == "add":
+                reply: Any = state.add(message[1], message[2])
+            elif op == "run":
+                reply = state.run(message[1], message[2], message[3])
+            else:
+                raise CryptoError(f"unknown pool operation {op!r}")
+            conn.send(("ok", reply))
+        except BaseException as exc:
+            conn.send(("error", _error_payload(exc)))
+
+
+@dataclass(frozen=True)
+class _Placed:
+    n_samples: int
+    workers: tuple[int, ...]
+
+
+class ProcessorPool:
+    """A processor's blocks spread over ``workers`` processes (0 = run inline, one core).
+
+    ``add_block`` takes an owner's block message; ``run_epoch`` takes the requester's model
+    message and returns one result message per block, exactly what ``run_program`` returns.
+    """
+
+    def __init__(self, context_bytes: bytes, workers: int = 2) -> None:
+        self._context = PublicContext.from_bytes(context_bytes, party="requester")
+        self._inline = _State(context_bytes) if workers == 0 else None
+        self._conns: list[multiprocessing.connection.Connection] = []
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._blocks: dict[str, _Placed] = {}
+        self._pending: list[tuple[bytes, str]] = []
+        if workers:
+            # spawn, not fork: a fork would copy SEAL's memory pools and any parent threads.
+            ctx = multiprocessing.get_context("spawn")
+            for _ in range(workers):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, args=(child, context_bytes), daemon=True)
+                proc.start()
+                child.close()
+                self._conns.append(parent)
+                self._procs.append(proc)
+            for conn in self._conns:
+                self._receive(conn)
+
+    @property
+    def workers(self) -> int:
+        return len(self._conns)
+
+    def __enter__(self) -> ProcessorPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(("stop",))
+                conn.close()
+            except OSError:
+                pass
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+        self._conns.clear()
+        self._procs.clear()
+
+    def _gather(self, workers: list[int]) -> dict[int, Any]:
+        """Replies of several workers. Every reply is read before any error is raised, so no
+        stale reply is left in a pipe to be mistaken for the answer to the next request."""
+        replies: dict[int, Any] = {}
+        failure: BaseException | None = None
+        for worker in workers:
+            try:
+                replies[worker] = self._receive(self._conns[worker])
+            except FedmarketError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return replies
+
+    def _receive(self, conn: multiprocessing.connection.Connection) -> Any:
+        proc = self._procs[self._conns.index(conn)]
+        # Poll so a worker that died without closing its pipe cannot hang the caller.
+        while not conn.poll(1.0):
+            if not proc.is_alive():
+                raise CryptoError(
+                    f"a processor worker exited with code {proc.exitcode}",
+                    hint="a script using ProcessorPool must guard its entry point with "
+                    "if __name__ == '__main__'",
+                )
+        try:
+            status, payload = conn.recv()
+        except EOFError:
+            raise CryptoError("a processor worker exited unexpectedly") from None
+        if status == "error":
+            _raise(payload)
+        return payload
+
+    def add_block(self, data: bytes, *, party: str = "data owner") -> None:
+        """Queue a block; blocks are placed on workers when the first epoch runs."""
+        self._pending.append((data, party))
+
+    def _place_pending(self) -> None:
+        # Blocks are placed one at a time; a bad block raises (naming its owner) and is
+        # dropped, and the blocks queued after it stay queued for the next call.
+        total = len(self._blocks) + len(self._pending)
+        replicate = total < max(1, self.workers) and self._context.spec.n_groups > 1
+        while self._pending:
+            data, party = self._pending.pop(0)
+            if self._inline is not None:
+                block_id, n = self._inline.add(data, party)
+                self._blocks[block_id] = _Placed(n, (0,))
+                continue
+            index = len(self._blocks)
+            targets = tuple(range(self.workers)) if replicate else (index % self.workers,)
+            for worker in targets:
+                self._conns[worker].send(("add", data, party))
+            block_id, n = self._gather(list(targets))[targets[0]]
+            self._blocks[block_id] = _Placed(n, targets)
+
+    def block_ids(self) -> list[str]:
+        self._place_pending()
+        return list(self._blocks)
+
+    def run_epoch(self, model_bytes: bytes, *, party: str = "requester") -> dict[str, bytes]:
+        """All blocks' result messages for one model, keyed by block id."""
+        self._place_pending()
+        spec = self._context.spec
+        model_epoch, _ = EncryptedModel.envelope(self._context, model_bytes, party=party)
+        units: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        load = [0] * max(1, self.workers)
+        for block_id, placed in self._blocks.items():
+            for group in range(spec.n_groups):
+                worker = min(placed.workers, key=lambda w: load[w])
+                load[worker] += 1
+                units[worker].append((block_id, group))
+        if self._inline is not None:
+            collected = {0: self._inline.run(model_bytes, party, units[0])}
+        else:
+            for worker, todo in units.items():
+                self._conns[worker].send(("run", model_bytes, party, todo))
+            collected = self._gather(list(units))
+        per_block: dict[str, dict[int, bytes]] = defaultdict(dict)
+        for worker, todo in units.items():
+            for (block_id, group), ct_bytes in zip(todo, collected[worker], strict=True):
+                per_block[block_id][group] = ct_bytes
+        return {
+            block_id: pack_result(
+                self._context,
+                block_id=block_id,
+                epoch=model_epoch,
+                n_samples=self._blocks[block_id].n_samples,
+                payloads=[groups[g] for g in range(spec.n_groups)],
+            )
+            for block_id, groups in per_block.items()
+        }

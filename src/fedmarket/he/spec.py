@@ -1,0 +1,299 @@
+"""What every party must agree on about the encrypted computation, and the slot layouts it implies.
+
+``HESpec`` fixes the parameter preset, the model kind and size, the sigmoid polynomial and the
+packing. It travels inside the public context (so its hash covers it) and every layout below is
+a pure function of it, so the data owner, the processors and the requester pack and unpack
+identically.
+
+Packing (``D`` lanes = the features plus the bias padded to a power of two; ``S'`` = samples
+per block; ``B*G = D`` baby/giant split): a block is the (S', D) matrix ``F`` of features with
+the bias/mask column (1 for a real sample, 0 for padding) at lane ``n_features``. It is sent in
+two diagonal layouts, each one ciphertext per lane:
+
+* for z = <w, x>:  X[g, b][k] = F[(k + g*Bz) mod S', (k - b) mod D]
+* for the sums:    Z[g, b][k] = F[(k + b) mod S', (k - g*Bs) mod D]
+
+and the model as ``Bz`` ciphertexts M[b][k] = w[(k - b) mod D]. With these, z and the D gradient
+sums need ``Gz - 1`` and ``Bs - 1 + Gs - 1 + log2(S'/D)`` rotations per block (baby-step
+giant-step) and no masks, so no multiplicative level is spent on data movement; the sums land
+with lane j's total in every slot k = j (mod D). See docs/he.md for the derivation.
+
+Class lanes: for one-vs-rest with few samples, ``r`` classes share each ciphertext. Physical
+slot ``r*k + t`` holds virtual slot ``k`` of class ``t``; every rotation is by a multiple of
+``r``, which moves each class's virtual vector cyclically and never mixes classes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedmarket.errors import ConfigError
+from fedmarket.he.params import DEFAULT_PRESET, Preset, get_preset
+from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
+from fedmarket.models.training import MODEL_KINDS, ModelKind
+
+SPEC_VERSION = 1
+MAX_OUTPUTS = 1024
+# Bz above this shrinks the per-block work little but multiplies the model the requester
+# encrypts and sends each epoch; 32 keeps both small (docs/he.md, "model size vs. rotations").
+MAX_MODEL_BABY = 32
+
+
+def _is_pow2(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def _next_pow2(value: int) -> int:
+    return 1 << max(0, (value - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class HESpec:
+    """Parameters, model shape and packing of one task's encrypted training."""
+
+    preset: Preset
+    kind: ModelKind
+    n_features: int
+    n_outputs: int
+    lanes: int
+    class_lanes: int
+    model_baby: int
+    sum_baby: int
+    poly: SigmoidPolynomial = field(default_factory=SigmoidPolynomial)
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise ConfigError("invalid HE spec: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        out = []
+        if self.kind not in MODEL_KINDS:
+            out.append(f"kind {self.kind!r} is not one of {MODEL_KINDS}")
+        if not self.n_features >= 1:
+            out.append("n_features must be >= 1")
+        expected_outputs = "n_outputs >= 3" if self.kind == "one_vs_rest" else "n_outputs == 1"
+        if (self.kind == "one_vs_rest") != (self.n_outputs >= 3) or self.n_outputs > MAX_OUTPUTS:
+            out.append(
+                f"{self.kind} needs {expected_outputs} (<= {MAX_OUTPUTS}), got {self.n_outputs}"
+            )
+        if not _is_pow2(self.lanes) or self.lanes < self.n_features + 1:
+            out.append(f"lanes must be a power of two >= n_features + 1, got {self.lanes}")
+        if not _is_pow2(self.class_lanes) or self.class_lanes > _next_pow2(self.n_outputs):
+            out.append(f"class_lanes must be a power of two <= {_next_pow2(self.n_outputs)}")
+        elif self.lanes > self.preset.slots // self.class_lanes:
+            out.append(
+                f"{self.lanes} lanes x {self.class_lanes} class lanes exceed "
+                f"{self.preset.slots} slots"
+            )
+        for name, baby in (("model_baby", self.model_baby), ("sum_baby", self.sum_baby)):
+            if not _is_pow2(baby) or baby > self.lanes:
+                out.append(f"{name} must be a power of two dividing lanes, got {baby}")
+        return out
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def for_task(
+        cls,
+        *,
+        kind: ModelKind,
+        n_features: int,
+        n_outputs: int = 1,
+        preset: str = DEFAULT_PRESET,
+        expected_samples: int | None = None,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> HESpec:
+        """Choose the packing for a task; ``expected_samples`` lets one-vs-rest share slots."""
+        params = get_preset(preset)
+        if n_features < 1:
+            raise ConfigError("a model needs at least one feature")
+        lanes = _next_pow2(n_features + 1)
+        if lanes > params.slots:
+            raise ConfigError(
+                f"{n_features} features do not fit preset {preset} ({params.slots} slots)",
+                hint="use a preset with a larger poly_modulus_degree or fewer features",
+            )
+        class_lanes = 1
+        if n_outputs > 1 and expected_samples:
+            # Cost = blocks x class groups; more class lanes mean fewer groups but smaller
+            # blocks. Ties go to fewer lanes: the owner then sends less replicated data.
+            best = None
+            r = 1
+            while r <= _next_pow2(n_outputs) and lanes <= params.slots // r:
+                cost = math.ceil(expected_samples * r / params.slots) * math.ceil(n_outputs / r)
+                if best is None or cost < best[0]:
+                    best = (cost, r)
+                r *= 2
+            class_lanes = best[1] if best else 1
+        log_lanes = lanes.bit_length() - 1
+        return cls(
+            preset=params,
+            kind=kind,
+            n_features=n_features,
+            n_outputs=n_outputs,
+            lanes=lanes,
+            class_lanes=class_lanes,
+            model_baby=min(lanes, MAX_MODEL_BABY),
+            # Bs ~ sqrt(2D) balances the baby rotations (at two primes) against the giant
+            # steps (a relinearisation and a rotation each, at one prime).
+            sum_baby=1 << ((log_lanes + 1) // 2),
+            poly=poly,
+        )
+
+    # ---- derived sizes ----------------------------------------------------------------
+    @property
+    def slots(self) -> int:
+        return self.preset.slots
+
+    @property
+    def block_size(self) -> int:
+        """Samples per block (S')."""
+        return self.slots // self.class_lanes
+
+    @property
+    def n_groups(self) -> int:
+        """Class groups: how many times the program runs per block."""
+        return math.ceil(self.n_outputs / self.class_lanes)
+
+    @property
+    def model_giant(self) -> int:
+        return self.lanes // self.model_baby
+
+    @property
+    def sum_giant(self) -> int:
+        return self.lanes // self.sum_baby
+
+    @property
+    def is_logistic(self) -> bool:
+        return self.kind != "linear"
+
+    def rotation_steps(self) -> tuple[int, ...]:
+        """Every rotation the processor's program performs: the Galois keys it needs."""
+        r = self.class_lanes
+        steps = set()
+        if self.model_giant > 1:
+            steps.add(-r * self.model_baby)
+        baby = 1
+        while baby < self.sum_baby:
+            steps.add(r * baby)
+            baby *= 2
+        if self.sum_giant > 1:
+            steps.add(r * self.sum_baby)
+        stride = self.lanes
+        while stride < self.block_size:
+            steps.add(r * stride)
+            stride *= 2
+        return tuple(sorted(steps))
+
+    # ---- layouts (pure numpy; used by owner, requester and tests) ----------------------
+    def block_matrix(self, X: np.ndarray) -> np.ndarray:
+        """(S', D): features, the bias/mask lane, zero padding for absent samples and lanes."""
+        n = X.shape[0]
+        F = np.zeros((self.block_size, self.lanes))
+        F[:n, : self.n_features] = X
+        F[:n, self.n_features] = 1.0
+        return F
+
+    def _k(self) -> np.ndarray:
+        return np.arange(self.block_size)
+
+    def z_layout(self, F: np.ndarray, g: int, b: int) -> np.ndarray:
+        k = self._k()
+        return F[(k + g * self.model_baby) % self.block_size, (k - b) % self.lanes]
+
+    def sum_layout(self, F: np.ndarray, g: int, b: int) -> np.ndarray:
+        k = self._k()
+        return F[(k + b) % self.block_size, (k - g * self.sum_baby) % self.lanes]
+
+    def model_layout(self, weights: np.ndarray, b: int) -> np.ndarray:
+        """(class_lanes, S'): row t is class t's weights in diagonal b (zero rows pad)."""
+        k = self._k()
+        lanes = np.zeros((weights.shape[0], self.lanes))
+        lanes[:, : weights.shape[1]] = weights
+        return lanes[:, (k - b) % self.lanes]
+
+    def to_physical(self, per_class: np.ndarray) -> np.ndarray:
+        """(class_lanes, S') or (S',) virtual vectors -> the S physical slots (r*k + t)."""
+        per_class = np.asarray(per_class, dtype=np.float64)
+        if per_class.ndim == 1:
+            return np.repeat(per_class, self.class_lanes)
+        full = np.zeros((self.class_lanes, self.block_size))
+        full[: per_class.shape[0]] = per_class
+        return full.T.reshape(-1)
+
+    def result_lanes(self, physical: np.ndarray) -> np.ndarray:
+        """Decrypted result slots -> (class_lanes, S'/D replicas, D lanes)."""
+        per_class = np.asarray(physical).reshape(self.block_size, self.class_lanes).T
+        return per_class.reshape(self.class_lanes, self.block_size // self.lanes, self.lanes)
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": SPEC_VERSION,
+            "preset": self.preset.name,
+            "poly_modulus_degree": self.preset.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(self.preset.coeff_mod_bit_sizes),
+            "kind": self.kind,
+            "n_features": self.n_features,
+            "n_outputs": self.n_outputs,
+            "lanes": self.lanes,
+            "class_lanes": self.class_lanes,
+            "model_baby": self.model_baby,
+            "sum_baby": self.sum_baby,
+            "poly": {"interval": self.poly.interval, "c1": self.poly.c1, "c3": self.poly.c3},
+        }
+
+    def canonical_bytes(self) -> bytes:
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: Any) -> HESpec:
+        """Validate a decoded JSON object; raises ``ValueError`` with what is wrong."""
+        ints: tuple[str, ...] = ("version", "poly_modulus_degree", "n_features", "n_outputs")
+        ints += ("lanes", "class_lanes", "model_baby", "sum_baby")
+        keys = {*ints, "preset", "coeff_mod_bit_sizes", "kind", "poly"}
+        if not isinstance(data, dict) or set(data) != keys:
+            raise ValueError(f"spec must be an object with keys {sorted(keys)}")
+        for key in ints:
+            if type(data[key]) is not int or not 0 < data[key] < 1 << 31:
+                raise ValueError(f"spec field {key!r} must be a positive integer")
+        if data["version"] != SPEC_VERSION:
+            raise ValueError(
+                f"spec version {data['version']} (this fedmarket reads {SPEC_VERSION})"
+            )
+        if not isinstance(data["preset"], str) or not isinstance(data["kind"], str):
+            raise ValueError("spec fields 'preset' and 'kind' must be strings")
+        try:
+            preset = get_preset(data["preset"])
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        if data["poly_modulus_degree"] != preset.poly_modulus_degree or data[
+            "coeff_mod_bit_sizes"
+        ] != list(preset.coeff_mod_bit_sizes):
+            raise ValueError(f"spec parameters disagree with preset {preset.name}")
+        poly = data["poly"]
+        if not isinstance(poly, dict) or set(poly) != {"interval", "c1", "c3"}:
+            raise ValueError("spec field 'poly' must have interval, c1 and c3")
+        if not all(type(poly[key]) is float and math.isfinite(poly[key]) for key in poly):
+            raise ValueError("polynomial coefficients must be finite numbers")
+        if data["kind"] not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {data['kind']!r}")
+        try:
+            return cls(
+                preset=preset,
+                kind=data["kind"],
+                n_features=data["n_features"],
+                n_outputs=data["n_outputs"],
+                lanes=data["lanes"],
+                class_lanes=data["class_lanes"],
+                model_baby=data["model_baby"],
+                sum_baby=data["sum_baby"],
+                poly=SigmoidPolynomial(poly["interval"], poly["c1"], poly["c3"]),
+            )
+        except (ConfigError, ValueError) as exc:
+            raise ValueError(str(exc)) from None

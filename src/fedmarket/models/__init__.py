@@ -1,0 +1,47 @@
+"""Plaintext models, the sigmoid polynomial and the optimiser shared with encrypted training."""
+
+from fedmarket.models.linear import (
+    LinearRegression,
+    LogisticRegression,
+    Model,
+    OneVsRest,
+    load_model,
+)
+from fedmarket.models.optim import NesterovConfig, NesterovGD
+from fedmarket.models.persist import ModelFormatError
+from fedmarket.models.scaling import FeatureScaler
+from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
+from fedmarket.models.training import (
+    MODEL_KINDS,
+    EpochRecord,
+    IntervalGuard,
+    ModelKind,
+    TrainConfig,
+    TrainResult,
+    fit_plaintext,
+    gradient_sums,
+    score,
+)
+
+__all__ = [
+    "DEFAULT_SIGMOID",
+    "MODEL_KINDS",
+    "EpochRecord",
+    "FeatureScaler",
+    "IntervalGuard",
+    "LinearRegression",
+    "LogisticRegression",
+    "Model",
+    "ModelFormatError",
+    "ModelKind",
+    "NesterovConfig",
+    "NesterovGD",
+    "OneVsRest",
+    "SigmoidPolynomial",
+    "TrainConfig",
+    "TrainResult",
+    "fit_plaintext",
+    "gradient_sums",
+    "load_model",
+    "score",
+]

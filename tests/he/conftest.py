@@ -1,0 +1,136 @@
+"""Shared keys and data for the HE tests: key generation costs ~0.5 s, so it happens once."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.model_selection import train_test_split
+
+from fedmarket.he import HESpec, KeyPair, PublicContext, encrypt_block
+from fedmarket.models import FeatureScaler, ModelKind
+
+FRAMINGHAM = Path(
+    os.environ.get(
+        "FEDMARKET_FRAMINGHAM",
+        Path(__file__).resolve().parents[2].parent / "shared" / "data" / "framingham.csv",
+    )
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A key pair and the public context as owners and processors receive it."""
+
+    keypair: KeyPair
+    public: PublicContext
+
+    @property
+    def spec(self) -> HESpec:
+        return self.public.spec
+
+
+def make_setup(
+    kind: ModelKind, n_features: int, n_outputs: int = 1, expected: int | None = None
+) -> Setup:
+    spec = HESpec.for_task(
+        kind=kind, n_features=n_features, n_outputs=n_outputs, expected_samples=expected
+    )
+    keypair = KeyPair.generate(spec)
+    return Setup(keypair, PublicContext.from_bytes(keypair.public.data))
+
+
+@functools.cache
+def setup_for(name: str) -> Setup:
+    """Cached per process. Tests parametrised over setups call this rather than
+    ``request.getfixturevalue``: titanoboa's pytest plugin (loaded for the chain tests) anchors
+    every fixture it sees and fails at teardown when fixtures are created inside a test."""
+    if name == "logistic":  # binary, 5 features (8 lanes)
+        return make_setup("logistic", 5)
+    if name == "linear":  # 3 features (4 lanes)
+        return make_setup("linear", 3)
+    # 3 classes, 6 features; 2 class lanes (blocks of 2048 samples), so 2 class groups
+    setup = make_setup("one_vs_rest", 6, 3, expected=1500)
+    assert setup.spec.class_lanes == 2 and setup.spec.n_groups == 2
+    return setup
+
+
+SETUPS = ("logistic", "linear", "one_vs_rest")
+
+
+@pytest.fixture(scope="session")
+def logistic() -> Setup:
+    return setup_for("logistic")
+
+
+@pytest.fixture(scope="session")
+def linear() -> Setup:
+    return setup_for("linear")
+
+
+@pytest.fixture(scope="session")
+def one_vs_rest() -> Setup:
+    return setup_for("one_vs_rest")
+
+
+def random_data(spec: HESpec, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, he_targets, targets matrix) with features in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1.0, 1.0, (n, spec.n_features))
+    if spec.kind == "one_vs_rest":
+        labels = rng.integers(0, spec.n_outputs, n)
+        return X, labels, np.eye(spec.n_outputs)[labels]
+    if spec.kind == "logistic":
+        labels = rng.integers(0, 2, n)
+        return X, labels, labels[:, None].astype(float)
+    values = np.clip(X @ rng.normal(0, 0.3, spec.n_features) + rng.normal(0, 0.1, n), -1, 1)
+    return X, values, values[:, None]
+
+
+def random_weights(spec: HESpec, seed: int = 1, scale: float = 0.4) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0.0, scale, (spec.n_outputs, spec.n_features + 1))
+
+
+@pytest.fixture(scope="session")
+def logistic_block(logistic: Setup) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A partial block (1000 of 4096 samples) and its plaintext (X, targets matrix)."""
+    X, labels, targets = random_data(logistic.spec, 1000)
+    return encrypt_block(logistic.public, X, labels, block_id="owner/0"), X, targets
+
+
+def split_dataset(
+    X: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train / the requester's validation / test, stratified, features scaled into [-1, 1]."""
+    X_rest, X_test, y_rest, y_test = train_test_split(
+        X, y, test_size=0.25, random_state=0, stratify=y
+    )
+    X_train, X_val, y_train, y_val = train_test_split(
+        X_rest, y_rest, test_size=0.2, random_state=0, stratify=y_rest
+    )
+    scaler = FeatureScaler.fit(X_train)
+    return (
+        scaler.transform(X_train),
+        y_train,
+        scaler.transform(X_val),
+        y_val,
+        scaler.transform(X_test),
+        y_test,
+    )
+
+
+def load_framingham() -> tuple[np.ndarray, np.ndarray]:
+    """TenSEAL's tutorial data. Rows with any missing value (582 of 4238) are dropped."""
+    if not FRAMINGHAM.exists():
+        pytest.skip(f"{FRAMINGHAM} not found (set FEDMARKET_FRAMINGHAM)")
+    with FRAMINGHAM.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    complete = [row for row in rows[1:] if all(value not in ("", "NA") for value in row)]
+    data = np.array(complete, dtype=float)
+    return data[:, :-1], data[:, -1].astype(int)

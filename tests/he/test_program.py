@@ -1,0 +1,102 @@
+"""The processor's program against the plaintext reference, padding, and input immutability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedmarket.he import (
+    EncryptedBlock,
+    EncryptedModel,
+    decrypt_result,
+    encrypt_block,
+    encrypt_model,
+    process_block,
+    run_program,
+)
+from fedmarket.he._seal import OUT, dump
+from fedmarket.models import gradient_sums
+
+from .conftest import SETUPS, Setup, random_data, random_weights, setup_for
+
+# CKKS noise on a block total: about 0.01-0.05 for 4096 samples (docs/he.md); the totals
+# themselves are O(n). A per-mille relative term covers the scale of each total.
+ATOL = 0.1
+RTOL = 1e-3
+
+
+def encrypted_sums(setup: Setup, block: bytes, weights: np.ndarray) -> np.ndarray:
+    model = encrypt_model(setup.keypair, weights, epoch=1)
+    result = run_program(setup.public, model, block)
+    return decrypt_result(setup.keypair, result, party="processor", epoch=1).sums
+
+
+@pytest.mark.parametrize("name", SETUPS)
+def test_encrypted_sums_match_plaintext(name: str) -> None:
+    setup = setup_for(name)
+    X, labels, targets = random_data(setup.spec, setup.spec.block_size, seed=3)
+    weights = random_weights(setup.spec)
+    block = encrypt_block(setup.public, X, labels, block_id="full")
+    expected = gradient_sums(setup.spec.kind, weights, X, targets, setup.spec.poly)
+    np.testing.assert_allclose(
+        encrypted_sums(setup, block, weights), expected, rtol=RTOL, atol=ATOL
+    )
+
+
+def test_padding_adds_nothing(logistic: Setup) -> None:
+    """A partial block's sums are those of its real samples, and blocks add up."""
+    X, labels, targets = random_data(logistic.spec, 1000, seed=5)
+    weights = random_weights(logistic.spec, scale=1.0)
+    expected = gradient_sums("logistic", weights, X, targets, logistic.spec.poly)
+    whole = encrypted_sums(
+        logistic, encrypt_block(logistic.public, X, labels, block_id="a"), weights
+    )
+    halves = sum(
+        encrypted_sums(
+            logistic, encrypt_block(logistic.public, X[part], labels[part], block_id="h"), weights
+        )
+        for part in (slice(0, 300), slice(300, 1000))
+    )
+    np.testing.assert_allclose(whole, expected, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(halves, expected, rtol=RTOL, atol=2 * ATOL)
+    # The bias lane sums the residual over real samples only: 1000, not 4096, terms.
+    assert abs(whole[0, -1] - expected[0, -1]) < ATOL
+
+
+def test_program_never_changes_its_inputs(
+    one_vs_rest: Setup, logistic: Setup, logistic_block: tuple[bytes, np.ndarray, np.ndarray]
+) -> None:
+    for setup, block_bytes in (
+        (logistic, logistic_block[0]),
+        (
+            one_vs_rest,
+            encrypt_block(one_vs_rest.public, *random_data(one_vs_rest.spec, 50)[:2], block_id="b"),
+        ),
+    ):
+        model = EncryptedModel.from_bytes(
+            setup.public, encrypt_model(setup.keypair, random_weights(setup.spec), epoch=2)
+        )
+        block = EncryptedBlock.from_bytes(setup.public, block_bytes)
+        inputs = model.ciphertexts() + block.ciphertexts()
+        before = [dump(ct) for ct in inputs]
+        levels = [ct.coeff_modulus_size() for ct in inputs]
+        process_block(setup.public, model, block)
+        assert [dump(ct) for ct in inputs] == before
+        assert [ct.coeff_modulus_size() for ct in inputs] == levels
+
+
+def test_result_is_one_compact_ciphertext_per_class_group(one_vs_rest: Setup) -> None:
+    X, labels, _ = random_data(one_vs_rest.spec, 200)
+    model = EncryptedModel.from_bytes(
+        one_vs_rest.public,
+        encrypt_model(one_vs_rest.keypair, random_weights(one_vs_rest.spec), epoch=0),
+    )
+    block = EncryptedBlock.from_bytes(
+        one_vs_rest.public, encrypt_block(one_vs_rest.public, X, labels, block_id="c")
+    )
+    results = process_block(one_vs_rest.public, model, block)
+    assert len(results) == one_vs_rest.spec.n_groups == 2
+    for ct in results:
+        # One prime left: 2 * 8192 * 8 bytes before compression, whatever the block size.
+        assert ct.coeff_modulus_size() == OUT
+        assert ct.scale == one_vs_rest.public.runtime.scales.out

@@ -1,0 +1,130 @@
+"""The spec's packing, checked in plain numpy: the layouts give z and the gradient sums."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fedmarket.errors import ConfigError
+from fedmarket.he import HESpec
+from fedmarket.he.packing import label_vectors
+from fedmarket.models import gradient_sums
+
+
+def rotate(vector: np.ndarray, step: int) -> np.ndarray:
+    """CKKS rotate_vector: slot k of the result is slot k + step of the input."""
+    return np.roll(vector, -step)
+
+
+def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """The processor's program on plaintext slot vectors, rotation for rotation."""
+    F = spec.block_matrix(X)
+    r = spec.class_lanes
+    out = np.zeros((spec.n_groups * r, spec.lanes))
+    weights = spec.poly.kappa * W if spec.is_logistic else W
+    for group, label in enumerate(label_vectors(spec, labels)):
+        rows = weights[group * r : (group + 1) * r]
+        model = [spec.to_physical(spec.model_layout(rows, b)) for b in range(spec.model_baby)]
+        z = np.zeros(spec.slots)
+        for g in reversed(range(spec.model_giant)):
+            z = rotate(z, -r * spec.model_baby) if g < spec.model_giant - 1 else z
+            z += sum(
+                model[b] * spec.to_physical(spec.z_layout(F, g, b)) for b in range(spec.model_baby)
+            )
+        h = (z * (z * z + spec.poly.linear_term) if spec.is_logistic else z) - label
+        baby = [rotate(h, r * b) for b in range(spec.sum_baby)]
+        acc = np.zeros(spec.slots)
+        for g in reversed(range(spec.sum_giant)):
+            acc = rotate(acc, r * spec.sum_baby) if g < spec.sum_giant - 1 else acc
+            acc += sum(
+                baby[b] * spec.to_physical(spec.sum_layout(F, g, b)) for b in range(spec.sum_baby)
+            )
+        stride = spec.lanes
+        while stride < spec.block_size:
+            acc = acc + rotate(acc, r * stride)
+            stride *= 2
+        replicas = spec.result_lanes(acc)
+        assert np.allclose(replicas, replicas[:, :1, :]), "every slot of a lane holds its total"
+        out[group * r : (group + 1) * r] = replicas[:, 0, :]
+    return out[: spec.n_outputs, : spec.n_features + 1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "features", "outputs", "samples"),
+    [
+        ("logistic", 5, 1, 300),
+        ("logistic", 40, 1, 4096),  # 64 lanes: two giant steps for z (Bz = 32)
+        ("linear", 3, 1, 1000),
+        ("one_vs_rest", 6, 3, 900),  # 2 class lanes
+        ("one_vs_rest", 9, 5, 600),  # 4 class lanes, 2 groups, 3 empty class lanes
+    ],
+)
+def test_layouts_compute_the_gradient_sums(
+    kind: str, features: int, outputs: int, samples: int
+) -> None:
+    spec = HESpec.for_task(
+        kind=kind,  # type: ignore[arg-type]
+        n_features=features,
+        n_outputs=outputs,
+        expected_samples=samples,
+    )
+    rng = np.random.default_rng(features)
+    n = min(samples, spec.block_size)
+    X = rng.uniform(-1, 1, (n, features))
+    if kind == "one_vs_rest":
+        labels = rng.integers(0, outputs, n)
+        targets = np.eye(outputs)[labels]
+    elif kind == "logistic":
+        labels = rng.integers(0, 2, n)
+        targets = labels[:, None].astype(float)
+    else:
+        labels = rng.uniform(-1, 1, n)
+        targets = labels[:, None]
+    W = rng.normal(0, 0.3, (outputs, features + 1))
+    expected = gradient_sums(kind, W, X, targets, spec.poly)  # type: ignore[arg-type]
+    assert np.allclose(simulate(spec, X, labels, W), expected, atol=1e-8)
+
+
+def test_one_vs_rest_shares_slots_when_few_samples() -> None:
+    spec = HESpec.for_task(kind="one_vs_rest", n_features=64, n_outputs=10, expected_samples=1347)
+    # 2 class lanes: one block of 2048 samples, 5 groups (vs 10 with one lane per class).
+    assert (spec.lanes, spec.class_lanes, spec.block_size, spec.n_groups) == (128, 2, 2048, 5)
+
+
+def test_rotation_steps_are_only_what_the_program_uses() -> None:
+    spec = HESpec.for_task(kind="logistic", n_features=100)
+    assert (spec.lanes, spec.model_baby, spec.sum_baby) == (128, 32, 16)
+    # z: -32 (giant); sums: 1, 2, 4, 8 (baby), 16 (giant), then 128..2048 (all-reduce).
+    assert spec.rotation_steps() == (-32, 1, 2, 4, 8, 16, 128, 256, 512, 1024, 2048)
+
+
+def test_json_round_trip_is_exact() -> None:
+    spec = HESpec.for_task(kind="one_vs_rest", n_features=12, n_outputs=4, expected_samples=100)
+    again = HESpec.from_json(json.loads(spec.canonical_bytes()))
+    assert again == spec and again.canonical_bytes() == spec.canonical_bytes()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lanes", 12, "power of two"),
+        ("lanes", True, "positive integer"),
+        ("kind", "svm", "unknown model kind"),
+        ("preset", "n4096", "unknown HE parameter preset"),
+        ("coeff_mod_bit_sizes", [60, 40, 30, 30, 60], "disagree"),
+        ("class_lanes", 8, "class_lanes"),
+        ("version", 2, "spec version"),
+    ],
+)
+def test_from_json_rejects_bad_specs(field: str, value: object, message: str) -> None:
+    data = HESpec.for_task(kind="logistic", n_features=5).to_json()
+    data[field] = value
+    with pytest.raises(ValueError, match=message):
+        HESpec.from_json(data)
+
+
+def test_too_many_features_for_the_ring_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="do not fit"):
+        HESpec.for_task(kind="logistic", n_features=5000)
