@@ -12,13 +12,14 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: help demo test lint typecheck bench-gas bench-he bench-all clean
+.PHONY: help demo test lint typecheck bench-gas bench-he bench-e2e clean
 
 help:
 	@echo "make demo       run the main job on the embedded defaults"
 	@echo "make test       run the whole test suite (lint, types, unit, contract, anvil)"
 	@echo "make bench-gas  gas of every contract call  -> benchmarks/results/gas.json"
 	@echo "make bench-he   encrypted-training speed    -> benchmarks/results/he.json"
+	@echo "make bench-e2e  a whole task, phases, sweep -> benchmarks/results/e2e.json"
 
 $(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then echo "error: fedmarket needs Python >= 3.11 on PATH (python3.11, python3.12 or python3.13)." >&2; exit 1; fi
@@ -34,7 +35,7 @@ $(ANVIL): tools/package.json
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/fedmarket chain demo
+	$(BIN)/fedmarket run examples/breast_cancer.toml --out runs/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -51,6 +52,9 @@ bench-gas: $(STAMP)
 
 bench-he: $(STAMP)
 	$(PY) benchmarks/he.py
+
+bench-e2e: $(STAMP)
+	$(PY) benchmarks/e2e.py
 
 clean:
 	rm -rf $(VENV) tools/node_modules .pytest_cache .mypy_cache .ruff_cache .fedmarket-cache

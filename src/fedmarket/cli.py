@@ -23,6 +23,100 @@ app.add_typer(chain_app, name="chain")
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+@app.command("run")
+def run(
+    task: Path = typer.Argument(
+        ..., help="The task spec (TOML), e.g. examples/breast_cancer.toml."
+    ),
+    chain: str = typer.Option(
+        "embedded", help="'embedded' (in-process EVM) or a JSON-RPC URL, e.g. http://127.0.0.1:8545"
+    ),
+    out: Path = typer.Option(Path("runs/latest"), help="Where to write the report and the model."),
+    workers: int = typer.Option(2, min=0, max=64, help="Processes per processor (0: in process)."),
+) -> None:
+    """Run a whole task: announce, bid, resolve, train on encrypted data, settle, report.
+
+    Ctrl-C once makes the requester back off cleanly on chain at the next epoch boundary.
+    """
+    import signal
+
+    from rich.live import Live
+    from rich.table import Table
+
+    from fedmarket.run import run_file
+
+    console = Console()
+    state: dict[str, object] = {"phase": "starting", "epoch": "-", "metric": "-"}
+    stop = {"asked": False}
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        console.print("[yellow]stopping: the requester backs off at the next epoch boundary[/]")
+
+    def view() -> Table:
+        table = Table.grid(padding=(0, 2))
+        table.add_row(
+            "phase",
+            str(state["phase"]),
+            "epoch",
+            str(state["epoch"]),
+            f"validation {state['metric']}",
+        )
+        return table
+
+    with Live(view(), console=console, refresh_per_second=4, transient=True) as live:
+
+        def progress(event: str, data: dict[str, object]) -> None:
+            if event == "phase":
+                state["phase"] = data["phase"]
+                console.print(f"[bold]▸ {data['phase']}[/]")
+            elif event == "epoch":
+                state["epoch"], state["metric"] = data["epoch"], f"{float(data['metric']):.4f}"  # type: ignore[arg-type]
+                console.print(f"  epoch {data['epoch']}: validation {state['metric']}")
+            elif event == "task":
+                console.print(f"  task {data['task']} on market {data['market']}")
+            live.update(view())
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            result = run_file(
+                task,
+                chain_url=None if chain == "embedded" else chain,
+                out=out,
+                workers=workers,
+                progress=progress,
+                stop_requested=lambda: stop["asked"],
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    report = result.report
+    console.print(f"[green]done[/]: {report.stop_reason}")
+    if report.epochs:
+        last = report.epochs[-1]
+        console.print(
+            f"final validation {report.metric_name} {last.metric:.4f} "
+            f"after {len(report.epochs)} epoch(s)"
+        )
+    from fedmarket.spec import load_spec
+    from fedmarket.units import format_units
+
+    decimals = load_spec(task).budget.token_decimals
+    tokens = Table(title="tokens (exact; the report keeps integer base units)")
+    for column in ("party", "paid in", "received", "net"):
+        tokens.add_column(column, justify="right" if column != "party" else "left")
+    for flow in report.tokens:
+        tokens.add_row(
+            flow.party,
+            format_units(flow.paid_in, decimals),
+            format_units(flow.received, decimals),
+            format_units(flow.net, decimals, sign=True),
+        )
+    console.print(tokens)
+    console.print(f"report: {out / 'report.md'}   model: {out / 'model.npz'}")
+
+
 @app.command("init")
 def init(
     out: Path = typer.Argument(Path("task.toml"), help="Where to write the spec."),

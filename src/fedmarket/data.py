@@ -1,7 +1,8 @@
 """Data sets for tasks: load by name, split off the requester's validation set, deal to owners.
 
 Names: ``sklearn:breast_cancer``, ``sklearn:digits``, ``sklearn:iris``, ``sklearn:wine``,
-``sklearn:diabetes`` (regression), or ``csv:PATH`` (relative paths resolve against the
+``sklearn:diabetes`` (regression), ``synthetic:SAMPLES:FEATURES`` (scikit-learn's
+``make_classification``, for benchmarks), or ``csv:PATH`` (relative paths resolve against the
 spec file's folder; rows with a missing value are dropped, and the report says how many).
 """
 
@@ -56,6 +57,20 @@ def load_dataset(name: str, *, label_column: str = "target", base: Path | None =
             np.asarray(loaded.target, dtype=np.float64),
             names,
         )
+    if kind == "synthetic":
+        # make_classification, generated here: for benchmarks at sizes no bundled set has
+        try:
+            n, d = (int(v) for v in arg.split(":"))
+        except ValueError:
+            raise ConfigError(
+                f"bad synthetic data set {name!r}", hint="use synthetic:SAMPLES:FEATURES"
+            ) from None
+        from sklearn.datasets import make_classification
+
+        X, y = make_classification(
+            n_samples=n, n_features=d, n_informative=max(2, d // 2), random_state=0
+        )
+        return Dataset(X.astype(np.float64), y.astype(np.float64), [f"x{i}" for i in range(d)])
     if kind == "csv":
         path = Path(arg)
         if not path.is_absolute() and base is not None:

@@ -88,9 +88,24 @@ class LabelsSection(_Strict):
 
 
 class HESection(_Strict):
-    """CKKS parameters, by preset name (see ``fedmarket.he``)."""
+    """CKKS parameters, by preset name (see ``fedmarket.he``), and the block size.
+
+    ``block_points`` caps the samples per encrypted block (0: as many as a ciphertext
+    holds). Smaller blocks cost more compute but give finer assignment and cross-checks.
+    """
 
     preset: Annotated[str, Field(min_length=1)] = "n8192"
+    block_points: Annotated[int, Field(ge=0, strict=True)] = 0
+
+
+class IntegritySection(_Strict):
+    """How the requester checks processors; announced so bidders can price it in.
+
+    ``replication`` is the fraction of blocks silently given to a second processor
+    (their results must be byte-identical).
+    """
+
+    replication: Annotated[float, Field(ge=0, le=1)] = 0.1
 
 
 class StoppingSection(_Strict):
@@ -116,6 +131,7 @@ class TaskSpec(_Strict):
     features: FeaturesSection
     labels: LabelsSection = Field(default_factory=LabelsSection)
     he: HESection = Field(default_factory=HESection)
+    integrity: IntegritySection = Field(default_factory=IntegritySection)
     stopping: StoppingSection = Field(default_factory=StoppingSection)
     offchain: OffchainSection = Field(default_factory=OffchainSection)
 
@@ -162,12 +178,21 @@ class ProcessorConfig(_Strict):
 
 
 class RunSection(_Strict):
-    """Local runs only (not announced, not hashed): the data source and the parties."""
+    """Local runs only (not announced, not hashed): the data source and the parties.
+
+    ``scenario`` is one of the paper's three: ``buy-all`` (the requester buys data and
+    compute), ``own-data`` (it sells its own ``requester_points`` into its task at price 0
+    and buys compute), ``own-compute`` (owners process their own encrypted data, so the
+    requester never handles data under its own key; ``processing_price`` is what each
+    owner asks per point per epoch).
+    """
 
     dataset: Annotated[str, Field(min_length=1)]
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     seed: int = 0
     scenario: Literal["buy-all", "own-data", "own-compute"] = "buy-all"
+    requester_points: NonNegativeInt = 0
+    processing_price: NonNegativeInt = 0
     owners: list[OwnerConfig] = Field(default_factory=list)
     processors: list[ProcessorConfig] = Field(default_factory=list)
 
@@ -177,8 +202,19 @@ class RunSection(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"party names must be unique, repeated: {', '.join(dupes)}")
-        if not self.processors:
+        if self.scenario == "own-compute":
+            if self.processors:
+                raise ValueError(
+                    "in own-compute the owners process their own data: list no processors"
+                )
+            if not self.owners or self.processing_price <= 0:
+                raise ValueError("own-compute needs owners and a positive processing_price")
+        elif not self.processors:
             raise ValueError("a run needs at least one processor")
+        if self.scenario == "own-data" and self.requester_points <= 0:
+            raise ValueError("own-data needs requester_points > 0 (the requester's own data)")
+        if self.scenario != "own-data" and self.requester_points:
+            raise ValueError("requester_points is only for the own-data scenario")
         return self
 
 

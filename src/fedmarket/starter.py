@@ -33,8 +33,12 @@ def starter_spec(
     model = "linear" if not classes else ("logistic" if len(classes) == 2 else "multiclass")
     per_owner = len(train) // owners
     num_points = per_owner * owners
-    data_budget = num_points * DATA_PRICE * 3 // 2
-    processing_budget = num_points * PROCESSING_PRICE * max_epochs * 3 // 2
+    capacity = -(-num_points // processors)
+    # Asks climb 1% per party; budgets are 1.5x what the asks cost, so the task resolves.
+    data_prices = [DATA_PRICE + i * DATA_PRICE // 100 for i in range(owners)]
+    processing_prices = [PROCESSING_PRICE + i * PROCESSING_PRICE // 100 for i in range(processors)]
+    data_budget = per_owner * sum(data_prices) * 3 // 2
+    processing_budget = capacity * sum(processing_prices) * max_epochs * 3 // 2
     slug = name or dataset.split(":")[-1].rsplit("/", 1)[-1].removesuffix(".csv")
     raw = {
         "task": {
@@ -57,7 +61,7 @@ def starter_spec(
                 {
                     "name": f"owner{i + 1}",
                     "points": per_owner,
-                    "price": DATA_PRICE + i * DATA_PRICE // 10,
+                    "price": data_prices[i],
                 }
                 for i in range(owners)
             ],
@@ -66,8 +70,8 @@ def starter_spec(
                     "name": f"processor{i + 1}",
                     # split the work: with greedy resolution a processor able to take
                     # everything would win everything
-                    "capacity": -(-num_points // processors),
-                    "price": PROCESSING_PRICE + i * PROCESSING_PRICE // 10,
+                    "capacity": capacity,
+                    "price": processing_prices[i],
                 }
                 for i in range(processors)
             ],

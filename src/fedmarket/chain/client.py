@@ -9,6 +9,7 @@ on any JSON-RPC node. Money is ``int`` token base units throughout.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -190,6 +191,7 @@ class GasEntry:
     gas_used: int
     tx_hash: str
     sender: str = ""
+    seconds: float = 0.0  # wall time from signing to the mined receipt
 
 
 class GasLog:
@@ -371,6 +373,7 @@ class _Transactor:
         function: str,
     ) -> tuple[Mapping[str, Any], tuple[Event, ...]]:
         label = f"{contract}.{function}"
+        started = time.perf_counter()
         tx: dict[str, Any] = {
             "from": account.address,
             "data": data,
@@ -416,7 +419,12 @@ class _Transactor:
         # A failed transaction still costs gas, so it is logged too.
         self.gas_log.record(
             GasEntry(
-                contract, function, int(receipt["gasUsed"]), tx_hash.to_0x_hex(), account.address
+                contract,
+                function,
+                int(receipt["gasUsed"]),
+                tx_hash.to_0x_hex(),
+                account.address,
+                time.perf_counter() - started,
             )
         )
         if receipt["status"] != 1:

@@ -13,6 +13,7 @@ expected, and the fields are validated strictly; any failure is an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -128,6 +129,25 @@ class EpochResult(Message):
     processor: Address
     blocks: list[BlockRef]
     payloads: list[bytes]
+
+    def block_digests(self) -> dict[BlockRef, bytes]:
+        """sha256 of each block's result payload: equal across honest processors."""
+        if len(self.blocks) != len(self.payloads):
+            raise ValueError(f"{len(self.blocks)} blocks but {len(self.payloads)} payloads")
+        return {
+            ref: hashlib.sha256(p).digest()
+            for ref, p in zip(self.blocks, self.payloads, strict=True)
+        }
+
+    def digest(self) -> bytes:
+        """What ``submit_result`` commits: the task, the epoch and every (block, payload hash)."""
+        h = hashlib.sha256(b"fedmarket/epoch-result/v1")
+        h.update(self.task_id.to_bytes(32, "big") + self.epoch.to_bytes(32, "big"))
+        for ref, d in sorted(
+            self.block_digests().items(), key=lambda kv: (kv[0].owner.lower(), kv[0].index)
+        ):
+            h.update(bytes.fromhex(ref.owner[2:]) + ref.index.to_bytes(8, "big") + d)
+        return h.digest()
 
 
 def _split(value: Any, blobs: list[bytes]) -> Any:

@@ -1,0 +1,59 @@
+"""Regenerate the example specs: python examples/generate.py (run from the repo root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedmarket.spec import SpecFile, dump_spec
+from fedmarket.starter import DATA_PRICE, PROCESSING_PRICE, starter_spec
+
+HERE = Path(__file__).parent
+COMMENTS = {
+    "task": "fedmarket task spec: all but [run] is announced and hashed on chain",
+    "budget": "token base units (integers); 18 decimals: 10**18 is one token",
+    "features": "scaling constants from the requester's own validation split",
+    "run": "local runs only: which simulated parties exist and their bids",
+}
+
+
+def write(name: str, spec: SpecFile, run_comment: str | None = None) -> None:
+    comments = {**COMMENTS, **({"run": run_comment} if run_comment else {})}
+    (HERE / name).write_text(dump_spec(spec, comments=comments))
+
+
+def main() -> None:
+    # the paper's A to E: one requester, two owners, two processors
+    write("breast_cancer.toml", starter_spec("sklearn:breast_cancer", base=HERE))
+    write("digits.toml", starter_spec("sklearn:digits", owners=4, processors=3, base=HERE))
+    write(
+        "framingham.toml",
+        starter_spec("csv:../../shared/data/framingham.csv", label_column="TenYearCHD", base=HERE),
+    )
+    own = starter_spec("sklearn:breast_cancer", name="breast_cancer_own_data", base=HERE)
+    d = own.model_dump(exclude_none=True)
+    d["run"].update(
+        scenario="own-data",
+        requester_points=200,
+        owners=[{"name": "owner1", "points": 254, "price": DATA_PRICE}],
+    )
+    d["budget"]["data"] = 254 * DATA_PRICE * 3 // 2
+    write(
+        "own_data.toml",
+        SpecFile.model_validate(d),
+        "own-data: the requester sells its own 200 points into its task at price 0, buys the rest",
+    )
+    own = starter_spec(
+        "sklearn:breast_cancer", name="breast_cancer_own_compute", processors=1, base=HERE
+    )
+    d = own.model_dump(exclude_none=True)
+    d["run"].update(scenario="own-compute", processing_price=PROCESSING_PRICE, processors=[])
+    d["integrity"]["replication"] = 0.0
+    write(
+        "own_compute.toml",
+        SpecFile.model_validate(d),
+        "own-compute: each owner processes its own encrypted points (see the README)",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The data owner: bids points, encrypts them under the requester's key, seals them to processors.
+
+Its plaintext never leaves this object: what goes out are CKKS ciphertexts sealed to a
+processor's channel key, their digests, and block sizes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedmarket.chain.client import Side
+from fedmarket.data import scale
+from fedmarket.errors import UntrustedInputError
+from fedmarket.he import PublicContext, encrypt_block
+from fedmarket.roles.assignment import assignment_hash
+from fedmarket.roles.channel import block_digest, data_root, seal
+from fedmarket.roles.messages import (
+    Assignment,
+    BlockRef,
+    ChannelKey,
+    DataManifest,
+    SealedBlock,
+    TaskAnnouncement,
+)
+from fedmarket.roles.party import Party
+from fedmarket.spec import TaskSpec
+
+
+def block_id(ref: BlockRef) -> str:
+    """The id an encrypted block carries inside its envelope."""
+    return f"{ref.owner.lower()}/{ref.index}"
+
+
+def targets_for(spec: TaskSpec, y: np.ndarray) -> np.ndarray:
+    """Labels as the encrypted program takes them (0/1, class index, or a value)."""
+    classes = spec.labels.classes
+    if spec.task.model == "logistic":
+        return (y == classes[1]).astype(np.float64)
+    if spec.task.model == "multiclass":
+        index = {c: i for i, c in enumerate(classes)}
+        unknown = sorted({int(v) for v in y} - set(index))
+        if unknown:
+            raise ValueError(f"labels {unknown} are not among the task's classes {classes}")
+        return np.array([index[int(v)] for v in y], dtype=np.float64)
+    return np.asarray(y, dtype=np.float64)
+
+
+@dataclass
+class DataOwner(Party):
+    """Holds ``X``, ``y`` in plaintext; offers ``points`` at ``price`` per point."""
+
+    X: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    points: int = 0
+    price: int = 0
+    spec: TaskSpec | None = field(default=None, init=False)
+    context: PublicContext | None = field(default=None, init=False)
+    fill: int = field(default=0, init=False)
+    blocks: list[bytes] = field(default_factory=list, init=False)
+
+    def on_announcement(self, message: TaskAnnouncement, spec: TaskSpec) -> None:
+        """Check the task against the chain, parse the public context, and bid."""
+        self.check_announcement(message, spec.spec_hash())
+        self.spec = spec
+        self.context = PublicContext.from_bytes(message.public_context, party="requester")
+        points = min(self.points, len(self.y))
+        self.market.bid_data(message.task_id, points, self.price)
+
+    def won(self) -> int:
+        """Points this owner sells (0 if it lost), read from the chain after resolution."""
+        assert self.task_id is not None
+        index = self.market.bid_index(self.task_id, Side.DATA, self.address)
+        if index == 0:
+            return 0
+        bid = self.market.get_bid(self.task_id, Side.DATA, index - 1)
+        self.fill = bid.fill if bid.winner else 0
+        return self.fill
+
+    def prepare(self, block_points: int = 0) -> DataManifest | None:
+        """Encrypt the points sold into blocks and commit their digests on chain."""
+        if self.won() == 0:
+            return None
+        assert self.spec is not None and self.context is not None and self.task_id is not None
+        features = self.spec.features
+        X = scale(self.X[: self.fill], features.mean, features.std, features.spread)
+        t = targets_for(self.spec, self.y[: self.fill])
+        size = self.context.spec.block_size
+        if block_points:
+            size = min(size, block_points)
+        count = -(-self.fill // size)
+        bounds = np.linspace(0, self.fill, count + 1).round().astype(int)
+        self.blocks = [
+            encrypt_block(
+                self.context,
+                X[a:b],
+                t[a:b],
+                block_id=block_id(BlockRef(owner=self.address, index=i)),
+            )
+            for i, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
+        digests = [block_digest(b) for b in self.blocks]
+        self.market.commit_data(self.task_id, data_root(digests))
+        return DataManifest(
+            task_id=self.task_id,
+            owner=self.address,
+            block_sizes=[int(b - a) for a, b in itertools.pairwise(bounds)],
+            digests=digests,
+        )
+
+    def seal_blocks(
+        self, assignment: Assignment, keys: dict[str, ChannelKey]
+    ) -> list[tuple[str, SealedBlock]]:
+        """(processor, sealed block) for every block of ours the on-chain assignment names."""
+        assert self.task_id is not None
+        if self.market.tasks(self.task_id).assignment_hash != assignment_hash(assignment):
+            raise UntrustedInputError(
+                "the assignment does not match the hash committed on chain", party="requester"
+            )
+        out = []
+        for processor, refs in sorted(assignment.blocks.items()):
+            for ref in refs:
+                if ref.owner.lower() != self.address.lower():
+                    continue
+                key = keys.get(processor)
+                if key is None:
+                    raise UntrustedInputError(
+                        f"no channel key for assigned processor {processor}", party="requester"
+                    )
+                if not 0 <= ref.index < len(self.blocks):
+                    raise UntrustedInputError(
+                        f"assignment names block {ref.index}, we have {len(self.blocks)}",
+                        party="requester",
+                    )
+                sealed = seal(self.blocks[ref.index], key.public_key)
+                out.append((processor, SealedBlock(task_id=self.task_id, ref=ref, sealed=sealed)))
+        return out

@@ -1,0 +1,147 @@
+"""The processor: stakes, receives sealed encrypted blocks, runs the HE program every epoch.
+
+It never sees plaintext data or the plaintext model. Everything it receives is checked
+against the chain before use: the owners' data roots, the requester's assignment hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedmarket.chain.client import Side
+from fedmarket.errors import UntrustedInputError
+from fedmarket.he import ProcessorPool, PublicContext
+from fedmarket.roles.assignment import assignment_hash
+from fedmarket.roles.channel import ChannelKeys, check_block, data_root, open_sealed
+from fedmarket.roles.messages import (
+    Assignment,
+    BlockRef,
+    ChannelKey,
+    DataManifest,
+    EncryptedModel,
+    EpochResult,
+    SealedBlock,
+    TaskAnnouncement,
+)
+from fedmarket.roles.owner import block_id
+from fedmarket.roles.party import Party
+from fedmarket.spec import TaskSpec
+
+MAX_SEALED_BLOCK_BYTES = 64 << 20
+
+
+@dataclass
+class Processor(Party):
+    """Offers ``capacity`` points per epoch at ``price`` per point; uses ``workers`` cores."""
+
+    capacity: int = 0
+    price: int = 0
+    workers: int = 2
+    channel: ChannelKeys = field(default_factory=ChannelKeys.generate, init=False)
+    context: PublicContext | None = field(default=None, init=False)
+    pool: ProcessorPool | None = field(default=None, init=False)
+    manifests: dict[str, DataManifest] = field(default_factory=dict, init=False)
+    expected: list[BlockRef] = field(default_factory=list, init=False)
+    delivered: set[BlockRef] = field(default_factory=set, init=False)
+    fill: int = field(default=0, init=False)
+
+    def on_announcement(self, message: TaskAnnouncement, spec: TaskSpec) -> None:
+        """Check the task against the chain, approve the stake, and bid."""
+        self.check_announcement(message, spec.spec_hash())
+        self.context = PublicContext.from_bytes(message.public_context, party="requester")
+        stake = self.capacity * self.price * spec.task.max_epochs
+        self.token.approve(self.market.address, stake)
+        self.market.bid_processing(message.task_id, self.capacity, self.price)
+        self.paid_in += stake
+
+    def won(self) -> int:
+        """Points per epoch this processor was allocated (0 if it lost)."""
+        assert self.task_id is not None
+        index = self.market.bid_index(self.task_id, Side.PROCESSING, self.address)
+        if index == 0:
+            return 0
+        bid = self.market.get_bid(self.task_id, Side.PROCESSING, index - 1)
+        self.fill = bid.fill if bid.winner else 0
+        return self.fill
+
+    def channel_key(self) -> ChannelKey:
+        assert self.task_id is not None
+        return ChannelKey(
+            task_id=self.task_id, processor=self.address, public_key=self.channel.public
+        )
+
+    def on_manifest(self, manifest: DataManifest) -> None:
+        """Keep an owner's block digests once they match the root it committed on chain."""
+        assert self.task_id is not None
+        party = f"owner {manifest.owner}"
+        index = self.market.bid_index(self.task_id, Side.DATA, manifest.owner)
+        bid = self.market.get_bid(self.task_id, Side.DATA, index - 1) if index else None
+        if bid is None or not bid.winner:
+            raise UntrustedInputError("is not a winning data owner of this task", party=party)
+        if len(manifest.digests) != len(manifest.block_sizes):
+            raise UntrustedInputError("manifest sizes and digests differ in number", party=party)
+        if sum(manifest.block_sizes) != bid.fill:
+            raise UntrustedInputError(
+                f"manifest has {sum(manifest.block_sizes)} points, the chain says {bid.fill}",
+                party=party,
+            )
+        if data_root(manifest.digests) != bid.data_root:
+            raise UntrustedInputError("manifest does not match the data root on chain", party=party)
+        self.manifests[manifest.owner.lower()] = manifest
+
+    def on_assignment(self, assignment: Assignment) -> None:
+        """Learn which blocks to expect, once the assignment matches its on-chain hash."""
+        assert self.task_id is not None
+        if self.market.tasks(self.task_id).assignment_hash != assignment_hash(assignment):
+            raise UntrustedInputError(
+                "the assignment does not match the hash committed on chain", party="requester"
+            )
+        self.expected = list(assignment.blocks.get(self.address, []))
+
+    def on_block(self, message: SealedBlock) -> None:
+        """Open a sealed block, check it against the owner's commitment, hand it to the workers."""
+        assert self.context is not None
+        ref = message.ref
+        party = f"owner {ref.owner}"
+        if ref not in self.expected:
+            raise UntrustedInputError(
+                f"sent block {ref.index}, which is not assigned to us", party=party
+            )
+        if ref in self.delivered:
+            raise UntrustedInputError(f"sent block {ref.index} twice", party=party)
+        manifest = self.manifests.get(ref.owner.lower())
+        if manifest is None:
+            raise UntrustedInputError("sent a block before its manifest", party=party)
+        block = open_sealed(
+            message.sealed, self.channel, party=party, max_bytes=MAX_SEALED_BLOCK_BYTES
+        )
+        check_block(block, ref.index, manifest.digests, data_root(manifest.digests), party=party)
+        if self.pool is None:
+            self.pool = ProcessorPool(self.context.data, workers=self.workers)
+        self.pool.add_block(block, party=party)
+        self.delivered.add(ref)
+
+    def missing_blocks(self) -> list[BlockRef]:
+        return [r for r in self.expected if r not in self.delivered]
+
+    def on_model(self, message: EncryptedModel) -> EpochResult:
+        """Run the program on every assigned block, commit the digest on chain, return results."""
+        assert self.task_id is not None
+        if self.pool is None or not self.expected:
+            raise UntrustedInputError("no blocks were delivered to this processor", party="owners")
+        results = self.pool.run_epoch(message.payload, party="requester")
+        refs = [r for r in self.expected if r in self.delivered]
+        result = EpochResult(
+            task_id=self.task_id,
+            epoch=message.epoch,
+            processor=self.address,
+            blocks=refs,
+            payloads=[results[block_id(r)] for r in refs],
+        )
+        self.market.submit_result(self.task_id, message.epoch, result.digest())
+        return result
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None

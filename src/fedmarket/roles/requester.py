@@ -1,0 +1,380 @@
+"""The requester: announces the task, holds the secret key, updates the model, pays.
+
+It never receives data ciphertexts (they are sealed to processors) and only ever decrypts
+block-level gradient totals (``fedmarket.he.decrypt_result``), so no per-sample value
+reaches it. Every result is checked against the digest its processor committed on chain,
+and replicated blocks must give byte-identical results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedmarket.chain.client import Side, TaskState
+from fedmarket.chain.events import ResultSubmitted
+from fedmarket.data import scale
+from fedmarket.errors import FedmarketError, UntrustedInputError
+from fedmarket.he import (
+    BlockSums,
+    HESpec,
+    KeyPair,
+    RequesterOptimizer,
+    decrypt_result,
+    encrypt_model,
+    max_abs_sum,
+)
+from fedmarket.models.linear import Model
+from fedmarket.models.training import ModelKind, TrainConfig, model_from_weights, score
+from fedmarket.roles.assignment import BlockInfo, Plan, plan_assignment
+from fedmarket.roles.channel import data_root
+from fedmarket.roles.messages import (
+    Assignment,
+    BlockRef,
+    DataManifest,
+    EncryptedModel,
+    EpochResult,
+    TaskAnnouncement,
+)
+from fedmarket.roles.owner import block_id
+from fedmarket.roles.party import Party
+from fedmarket.roles.stopping import EpochView, StoppingRule, first_reason
+from fedmarket.spec import TaskSpec
+
+KINDS: dict[str, ModelKind] = {
+    "logistic": "logistic",
+    "multiclass": "one_vs_rest",
+    "linear": "linear",
+}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Two processors returned different results for the same replicated block."""
+
+    block: BlockRef
+    processors: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class EpochOutcome:
+    """What the requester saw and decided in one epoch."""
+
+    epoch: int
+    metric: float
+    on_time: list[str]
+    late: list[str]
+    missing: list[str]
+    flagged: list[str]
+    mismatches: list[Mismatch]
+    rejected: dict[str, str]  # processor -> why its result was refused
+    blocks_used: int
+    stop_reason: str | None
+    seconds: float
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+
+@dataclass
+class Requester(Party):
+    """Owns the problem, the validation set and the secret key."""
+
+    spec: TaskSpec | None = None
+    X_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    y_val: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    rules: list[StoppingRule] = field(default_factory=list)
+    seed: int = 0
+    # The runtime's clock: moves a development chain forward, or sleeps on a real one.
+    wait_until: Callable[[int], None] | None = None
+    # own-compute: every owner processes its own blocks (no replication is possible)
+    self_processing: bool = False
+    keypair: KeyPair | None = field(default=None, init=False)
+    optimizer: RequesterOptimizer | None = field(default=None, init=False)
+    owners: dict[str, int] = field(default_factory=dict, init=False)  # address -> points
+    processors: dict[str, int] = field(default_factory=dict, init=False)  # address -> fill
+    epoch_cost: int = field(default=0, init=False)
+    manifests: dict[str, DataManifest] = field(default_factory=dict, init=False)
+    plan: Plan | None = field(default=None, init=False)
+    epoch: int = field(default=0, init=False)
+    results: dict[str, EpochResult] = field(default_factory=dict, init=False)
+    rejected: dict[str, str] = field(default_factory=dict, init=False)
+    history: list[float] = field(default_factory=list, init=False)
+    outcomes: list[EpochOutcome] = field(default_factory=list, init=False)
+    _epoch_start: float = field(default=0.0, init=False)
+
+    # ------------------------------------------------------------ setup
+
+    @property
+    def kind(self) -> ModelKind:
+        assert self.spec is not None
+        return KINDS[self.spec.task.model]
+
+    @property
+    def classes(self) -> np.ndarray:
+        assert self.spec is not None
+        return np.asarray(self.spec.labels.classes)
+
+    def _scaled_val(self) -> np.ndarray:
+        # The model lives in the spec's scaled feature space, like the owners' ciphertexts.
+        assert self.spec is not None
+        f = self.spec.features
+        return scale(self.X_val, f.mean, f.std, f.spread)
+
+    def announce(self) -> TaskAnnouncement:
+        """Make the key pair, escrow both budgets, create the task on chain."""
+        spec = self.spec
+        assert spec is not None
+        n_outputs = len(spec.labels.classes) if spec.task.model == "multiclass" else 1
+        he_spec = HESpec.for_task(
+            kind=self.kind,
+            n_features=len(spec.features.names),
+            n_outputs=n_outputs,
+            preset=spec.he.preset,
+            expected_samples=spec.task.num_points,
+        )
+        self.keypair = KeyPair.generate(he_spec)
+        context = self.keypair.public.data
+        budget = spec.budget.data + spec.budget.processing
+        self.token.approve(self.market.address, budget)
+        receipt = self.market.create_task(
+            spec.spec_hash(),
+            hashlib.sha256(context).digest(),
+            spec.task.num_points,
+            spec.task.epoch_seconds,
+            spec.task.max_epochs,
+            spec.budget.data,
+            spec.budget.processing,
+            spec.task.bidding_seconds,
+            spec.task.late_penalty_bps,
+        )
+        self.paid_in += budget
+        self.task_id = receipt.value
+        config = TrainConfig(epochs=spec.task.max_epochs)
+        self.optimizer = RequesterOptimizer(he_spec, config, self._scaled_val())
+        return TaskAnnouncement(
+            task_id=self.task_id,
+            market=self.market.address,
+            spec_json=spec.canonical_json(),
+            public_context=context,
+        )
+
+    def resolve(self) -> None:
+        """Submit the greedy allocation (after the bidding deadline) and learn the winners."""
+        assert self.task_id is not None
+        allocation = self.market.resolve_greedy(self.task_id).value
+        self.owners = {
+            self.market.get_bid(self.task_id, Side.DATA, f.bid).bidder: f.amount
+            for f in allocation.data
+        }
+        self.processors = {
+            self.market.get_bid(self.task_id, Side.PROCESSING, f.bid).bidder: f.amount
+            for f in allocation.processing
+        }
+        self.epoch_cost = allocation.processing_cost_per_epoch
+
+    def on_manifest(self, manifest: DataManifest) -> None:
+        """Record an owner's blocks (sizes only) once they match its on-chain data root."""
+        assert self.task_id is not None
+        party = f"owner {manifest.owner}"
+        index = self.market.bid_index(self.task_id, Side.DATA, manifest.owner)
+        bid = self.market.get_bid(self.task_id, Side.DATA, index - 1) if index else None
+        if bid is None or not bid.winner:
+            raise UntrustedInputError("is not a winning data owner of this task", party=party)
+        if (
+            len(manifest.digests) != len(manifest.block_sizes)
+            or sum(manifest.block_sizes) != bid.fill
+        ):
+            raise UntrustedInputError("manifest does not add up to the points sold", party=party)
+        if data_root(manifest.digests) != bid.data_root:
+            raise UntrustedInputError("manifest does not match the data root on chain", party=party)
+        self.manifests[manifest.owner.lower()] = manifest
+
+    def assign(self) -> Assignment:
+        """Spread the delivered blocks over the processors and commit the assignment's hash."""
+        assert self.spec is not None and self.task_id is not None
+        blocks = [
+            BlockInfo(BlockRef(owner=m.owner, index=i), size)
+            for m in self.manifests.values()
+            for i, size in enumerate(m.block_sizes)
+        ]
+        if not blocks:
+            raise FedmarketError(
+                "no winning data owner delivered a manifest; nothing to train on",
+                hint="the task can be ended with `claim_timeout` once its deadline passes",
+            )
+        if self.self_processing:
+            mine: dict[str, list[BlockRef]] = {p: [] for p in self.processors}
+            for b in blocks:
+                owner = next((p for p in mine if p.lower() == b.ref.owner.lower()), None)
+                if owner is None:
+                    raise FedmarketError(
+                        f"owner {b.ref.owner} delivered data but does not process it",
+                        hint="in own-compute every winning owner must also win processing",
+                    )
+                mine[owner].append(b.ref)
+            self.plan = Plan(Assignment(task_id=self.task_id, blocks=mine), frozenset())
+        else:
+            self.plan = plan_assignment(
+                self.task_id,
+                blocks,
+                self.processors,
+                replication=self.spec.integrity.replication,
+                rng=random.Random(self.seed),
+            )
+        self.market.commit_assignment(self.task_id, self.plan.hash)
+        return self.plan.assignment
+
+    # ------------------------------------------------------------ epochs
+
+    def model_message(self) -> EncryptedModel:
+        """The encrypted look-ahead weights for the current epoch."""
+        assert self.keypair is not None and self.optimizer is not None and self.task_id is not None
+        self._epoch_start = time.perf_counter()
+        self.results = {}
+        self.rejected = {}
+        payload = encrypt_model(self.keypair, self.optimizer.lookahead, epoch=self.epoch)
+        return EncryptedModel(task_id=self.task_id, epoch=self.epoch, payload=payload)
+
+    def on_result(self, result: EpochResult) -> None:
+        """Accept a processor's results if they are for now, from a winner, and match the chain."""
+        assert self.plan is not None and self.task_id is not None
+        party = f"processor {result.processor}"
+        who = result.processor
+        if who not in self.processors:
+            raise UntrustedInputError("is not a winning processor of this task", party=party)
+        if result.task_id != self.task_id or result.epoch != self.epoch:
+            raise UntrustedInputError(
+                f"sent results for epoch {result.epoch}, not {self.epoch}", party=party
+            )
+        assigned = set(self.plan.assignment.blocks.get(who, []))
+        if not set(result.blocks) <= assigned or len(set(result.blocks)) != len(result.blocks):
+            raise UntrustedInputError("sent results for blocks not assigned to it", party=party)
+        committed = [
+            e.digest
+            for e in self.market.logs(ResultSubmitted, task=self.task_id)
+            if e.epoch == self.epoch and e.processor.lower() == who.lower()
+        ]
+        if not committed or committed[-1] != result.digest():
+            self.rejected[who] = "results do not match the digest committed on chain"
+            raise UntrustedInputError(self.rejected[who], party=party)
+        self.results[who] = result
+
+    def _cross_check(self) -> tuple[dict[BlockRef, bytes], list[Mismatch]]:
+        """One result payload per block; replicated blocks must agree byte for byte."""
+        chosen: dict[BlockRef, tuple[str, bytes]] = {}
+        mismatches: list[Mismatch] = []
+        for who, result in sorted(self.results.items()):
+            digests = result.block_digests()
+            for ref, payload in zip(result.blocks, result.payloads, strict=True):
+                if ref in chosen:
+                    other, other_payload = chosen[ref]
+                    if hashlib.sha256(other_payload).digest() != digests[ref]:
+                        mismatches.append(Mismatch(ref, (other, who)))
+                else:
+                    chosen[ref] = (who, payload)
+        # Until a third party settles a mismatch, neither copy is trusted.
+        disputed = {m.block for m in mismatches}
+        return {ref: p for ref, (_, p) in chosen.items() if ref not in disputed}, mismatches
+
+    def close_epoch(self) -> EpochOutcome:
+        """Decrypt block totals, update, validate, decide, and close the epoch on chain."""
+        assert self.spec is not None and self.keypair is not None and self.optimizer is not None
+        assert self.task_id is not None
+        payloads, mismatches = self._cross_check()
+        sizes = {
+            BlockRef(owner=m.owner, index=i): s
+            for m in self.manifests.values()
+            for i, s in enumerate(m.block_sizes)
+        }
+        weights = self.optimizer.lookahead
+        sums: list[BlockSums] = []
+        for ref, payload in payloads.items():
+            sums.append(
+                decrypt_result(
+                    self.keypair,
+                    payload,
+                    party=f"block {block_id(ref)}",
+                    epoch=self.epoch,
+                    block_ids=[block_id(ref)],
+                    bound=max_abs_sum(self.keypair, sizes[ref], weights),
+                )
+            )
+        if sums:
+            self.optimizer.update(sums)
+        metric = score(self.model(), self._scaled_val(), self.y_val)
+        self.history.append(metric)
+
+        submitted = {
+            e.processor.lower(): e.on_time
+            for e in self.market.logs(ResultSubmitted, task=self.task_id)
+            if e.epoch == self.epoch
+        }
+        names = sorted(self.processors)
+        on_time = [p for p in names if submitted.get(p.lower()) is True]
+        late = [p for p in names if submitted.get(p.lower()) is False]
+        missing = [p for p in names if p.lower() not in submitted]
+        clock = self.market.clock_of(self.task_id)
+        view = EpochView(
+            epoch=self.epoch,
+            metrics=self.history,
+            higher_is_better=True,
+            budget_left=self.spec.budget.processing - clock.spent,
+            epoch_cost=self.epoch_cost,
+            epochs_left=self.spec.task.max_epochs - self.epoch - 1,
+        )
+        reason = first_reason(self.rules, view)
+        flagged: list[str] = []  # integrity policies (issue 5) decide flags from evidence
+        self._wait_for_deadline_if_needed(clock.submitted, clock.active, clock.deadline)
+        self.market.close_epoch(self.task_id, self.epoch, flagged, reason is None)
+        if reason is None and self.market.clock_of(self.task_id).state != TaskState.TRAINING:
+            reason = "no processor left"
+        outcome = EpochOutcome(
+            epoch=self.epoch,
+            metric=metric,
+            on_time=on_time,
+            late=late,
+            missing=missing,
+            flagged=flagged,
+            mismatches=mismatches,
+            rejected=dict(self.rejected),
+            blocks_used=len(sums),
+            stop_reason=reason,
+            seconds=time.perf_counter() - self._epoch_start,
+        )
+        self.outcomes.append(outcome)
+        self.epoch += 1
+        return outcome
+
+    def _wait_for_deadline_if_needed(self, submitted: int, active: int, deadline: int) -> None:
+        if submitted < active:
+            if self.wait_until is None:
+                raise FedmarketError(
+                    "an epoch cannot close before its deadline while a processor has not submitted",
+                    hint="give the requester a wait_until (the runtime's clock)",
+                )
+            self.wait_until(deadline + 1)
+
+    def back_off(self) -> str:
+        """Stop now, cleanly on chain: cancel during bidding, else close the open epoch."""
+        assert self.task_id is not None
+        clock = self.market.clock_of(self.task_id)
+        if clock.state == TaskState.BIDDING:
+            self.market.cancel(self.task_id)
+            return "cancelled during bidding"
+        if clock.state == TaskState.TRAINING:
+            self._wait_for_deadline_if_needed(clock.submitted, clock.active, clock.deadline)
+            self.market.close_epoch(self.task_id, clock.epoch, [], False)
+            return f"backed off at epoch {clock.epoch}"
+        return f"nothing to back off from (task is {clock.state.name.lower()})"
+
+    def model(self) -> Model:
+        """The current model (plaintext weights, in the requester's hands only)."""
+        assert self.optimizer is not None
+        return model_from_weights(self.kind, self.optimizer.weights, self.classes)

@@ -1,0 +1,1 @@
+"""How messages travel between parties: in-process (default) and, later, Flower."""

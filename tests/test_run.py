@@ -1,0 +1,233 @@
+"""Whole tasks end to end: accuracy, exact integer payments, refunds, conservation, faults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedmarket import load_model
+from fedmarket.chain.backends import Anvil
+from fedmarket.data import load_dataset, split_validation
+from fedmarket.roles.messages import SealedBlock
+from fedmarket.run import RunResult, run_task
+from fedmarket.runtime.local import LocalNetwork
+from fedmarket.spec import SpecFile, load_spec
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def small_spec(**run_changes: object) -> SpecFile:
+    """breast_cancer.toml with 3 epochs, no plateau stop, small blocks (so cross-checks happen)."""
+    spec = load_spec(EXAMPLES / "breast_cancer.toml")
+    data = spec.model_dump()
+    data["task"]["max_epochs"] = 3
+    data["stopping"]["patience"] = 0
+    data["he"]["block_points"] = 64
+    data["integrity"]["replication"] = 0.25
+    data["budget"]["processing"] = data["budget"]["processing"] * 3 // 10
+    for key, value in run_changes.items():
+        data["run"][key] = value
+    return SpecFile.model_validate(data)
+
+
+def run(spec: SpecFile, tmp_path: Path, **kwargs: object) -> RunResult:
+    return run_task(spec, base=EXAMPLES, out=tmp_path / "out", workers=1, **kwargs)  # type: ignore[arg-type]
+
+
+def flows(result: RunResult) -> dict[str, int]:
+    return {t.party: t.net for t in result.report.tokens}
+
+
+def expected_pay(spec: SpecFile, epochs_paid: dict[str, int]) -> dict[str, int]:
+    """What the contract must pay: owners fill x price, processors fill x price per epoch."""
+    assert spec.run is not None
+    owners = {o.name: o.points * o.price for o in spec.run.owners}
+    fills, left = {}, spec.task.num_points
+    for p in sorted(spec.run.processors, key=lambda p: p.price):
+        fills[p.name] = min(p.capacity, left)
+        left -= fills[p.name]
+    procs = {p.name: fills[p.name] * p.price * epochs_paid[p.name] for p in spec.run.processors}
+    return {**owners, **procs}
+
+
+def check_settlement(spec: SpecFile, result: RunResult, epochs_paid: dict[str, int]) -> None:
+    pay = expected_pay(spec, epochs_paid)
+    net = flows(result)
+    for name, amount in pay.items():
+        assert net[name] == amount, name
+    # the requester paid exactly what everyone else received; nothing else moved
+    assert net["requester"] == -sum(pay.values())
+    assert sum(net.values()) == -result.report.dust == 0
+
+
+def test_full_task_on_the_embedded_chain(tmp_path: Path) -> None:
+    spec = small_spec()
+    result = run(spec, tmp_path)
+    report = result.report
+    assert [e.epoch for e in report.epochs] == [0, 1, 2]
+    assert report.stop_reason == "max_epochs reached"
+    final = report.epochs[-1]
+    assert final.metric >= 0.92
+    assert final.baseline is not None and abs(final.metric - final.baseline) <= 0.01
+    check_settlement(spec, result, {"processor1": 3, "processor2": 3})
+    assert all(e.on_time == ["processor1", "processor2"] for e in report.epochs)
+    # everything a run promises lands on disk and the model loads back
+    out = tmp_path / "out"
+    for name in ("report.json", "report.md", "metric.png", "tokens.png", "phases.png", "model.npz"):
+        assert (out / name).stat().st_size > 0
+    # the saved model takes raw features: it scores like the requester's last validation
+    model = load_model(out)
+    data = load_dataset("sklearn:breast_cancer")
+    _, val = split_validation(data, spec.run.validation_fraction, seed=spec.run.seed)  # type: ignore[union-attr]
+    assert float(np.mean(model.predict(val.X) == val.y)) == pytest.approx(final.metric)
+    # the requester received model and results only, never a data ciphertext
+    by_name = {p.name: p for p in report.parties}
+    assert by_name["processor1"].bytes_received > by_name["requester"].bytes_received / 10
+
+
+def test_back_off_mid_task_pays_for_work_done_and_refunds_the_rest(tmp_path: Path) -> None:
+    spec = small_spec()
+    closed: list[int] = []
+
+    def progress(event: str, data: dict[str, object]) -> None:
+        if event == "epoch":
+            closed.append(int(data["epoch"]))  # type: ignore[call-overload]
+
+    result = run(spec, tmp_path, progress=progress, stop_requested=lambda: len(closed) >= 1)
+    assert [e.epoch for e in result.report.epochs] == [0]
+    assert "interrupted" in result.report.stop_reason
+    check_settlement(spec, result, {"processor1": 1, "processor2": 1})
+
+
+def test_a_processor_that_crashes_is_paid_less_and_the_task_completes(tmp_path: Path) -> None:
+    spec = small_spec()
+    assert spec.run is not None
+    processors = [p.model_dump() for p in spec.run.processors]
+    processors[1]["attack"] = "crash@1"
+    spec = small_spec(processors=processors)
+    result = run(spec, tmp_path)
+    epochs = result.report.epochs
+    assert len(epochs) == 3
+    assert epochs[1].missing == ["processor2"] and epochs[2].missing == ["processor2"]
+    assert epochs[-1].metric >= 0.9
+    check_settlement(spec, result, {"processor1": 3, "processor2": 1})
+
+
+def test_an_owner_that_never_delivers_is_not_paid(tmp_path: Path) -> None:
+    spec = small_spec()
+    assert spec.run is not None
+    owners = [o.model_dump() for o in spec.run.owners]
+    owners[1]["attack"] = "no-delivery"
+    spec = small_spec(owners=owners)
+    result = run(spec, tmp_path)
+    net = flows(result)
+    assert net["owner2"] == 0
+    pay = expected_pay(spec, {"processor1": 3, "processor2": 3})
+    assert net["owner1"] == pay["owner1"]
+    assert net["requester"] == -(pay["owner1"] + pay["processor1"] + pay["processor2"])
+    assert result.report.epochs[-1].metric >= 0.9
+
+
+@pytest.mark.anvil
+def test_full_task_on_anvil(tmp_path: Path) -> None:
+    spec = small_spec()
+    with Anvil() as node:
+        url = node.url
+        result = run_task(spec, base=EXAMPLES, chain_url=url, workers=1)
+    assert result.report.chain == url
+    assert result.report.epochs[-1].metric >= 0.92
+    check_settlement(spec, result, {"processor1": 3, "processor2": 3})
+
+
+def scenario_spec(name: str) -> SpecFile:
+    data = load_spec(EXAMPLES / name).model_dump()
+    data["task"]["max_epochs"] = 2
+    data["stopping"]["patience"] = 0
+    return SpecFile.model_validate(data)
+
+
+def test_own_data_scenario_the_requester_pays_itself_nothing(tmp_path: Path) -> None:
+    spec = scenario_spec("own_data.toml")
+    result = run(spec, tmp_path)
+    net = flows(result)
+    assert spec.run is not None
+    outside = spec.run.owners[0]
+    assert net["owner1"] == outside.points * outside.price
+    paid_processors = net["processor1"] + net["processor2"]
+    assert net["requester"] == -(net["owner1"] + paid_processors)
+    assert result.report.epochs[-1].metric >= 0.9
+
+
+def test_own_compute_scenario_owners_process_only_their_own_data(tmp_path: Path) -> None:
+    spec = scenario_spec("own_compute.toml")
+    network = LocalNetwork(capture=[])
+    result = run(spec, tmp_path, network=network)
+    assert network.capture is not None
+    sealed = [(s, r) for s, r, data in network.capture if decode_kind(data) == SealedBlock.kind]
+    assert sealed and all(s == r for s, r in sealed)  # every block goes to its own owner
+    assert spec.run is not None
+    roles = {p.name: p.role for p in result.report.parties}
+    assert roles == {
+        "requester": "requester",
+        "owner1": "owner+processor",
+        "owner2": "owner+processor",
+    }
+    net = flows(result)
+    for o in spec.run.owners:
+        assert net[o.name] == o.points * o.price + o.points * spec.run.processing_price * 2
+    assert result.report.epochs[-1].metric >= 0.9
+
+
+def decode_kind(frame: bytes) -> int:
+    return int.from_bytes(frame[4:6], "big")
+
+
+def test_no_plaintext_leaves_an_owner_and_the_requester_decrypts_only_block_sums(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fedmarket.roles.requester as requester_module
+    from fedmarket.data import partition, scale
+
+    decrypted: list[int] = []
+    real = requester_module.decrypt_result
+
+    def spy(*args: object, **kwargs: object) -> object:
+        sums = real(*args, **kwargs)  # type: ignore[arg-type]
+        decrypted.append(sums.n_samples)
+        return sums
+
+    monkeypatch.setattr(requester_module, "decrypt_result", spy)
+    spec = small_spec()
+    network = LocalNetwork(capture=[])
+    run(spec, tmp_path, network=network)
+    assert spec.run is not None and network.capture is not None
+    # rebuild the owners' plaintext exactly as the run dealt it
+    data = load_dataset("sklearn:breast_cancer")
+    train, _ = split_validation(data, spec.run.validation_fraction, seed=spec.run.seed)
+    shares = partition(train, [o.points for o in spec.run.owners], seed=spec.run.seed + 1)
+    f = spec.features
+    wire = b"".join(frame for _, _, frame in network.capture)
+    for share in shares:
+        scaled = scale(share.X, f.mean, f.std, f.spread)
+        for row in range(0, len(share.y), 25):
+            for values in (share.X[row], scaled[row]):
+                # any 3 consecutive feature values of a row, as the owner holds them
+                assert values[:3].tobytes() not in wire
+                assert values[:3].astype(np.float32).tobytes() not in wire
+    # the requester received no encrypted data block it could open
+    to_requester = [frame for _, r, frame in network.capture if r == "requester"]
+    assert not any(decode_kind(frame) == SealedBlock.kind for frame in to_requester)
+    # every value it decrypted was a total over a whole block of samples
+    assert decrypted and min(decrypted) >= 32
+
+
+def test_a_book_that_does_not_fit_the_budget_cancels_and_refunds_everyone(tmp_path: Path) -> None:
+    data = small_spec().model_dump()
+    data["budget"]["data"] = 1000  # far below what the owners ask
+    spec = SpecFile.model_validate(data)
+    result = run(spec, tmp_path)
+    assert result.report.stop_reason.startswith("cancelled: the cheapest data costs")
+    assert result.report.epochs == []
+    assert all(net == 0 for net in flows(result).values())
