@@ -30,7 +30,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 $(ANVIL): tools/package.json
 	@command -v npm >/dev/null || { echo "error: npm is needed to install anvil (@foundry-rs/anvil); install Node.js >= 18." >&2; exit 1; }
-	npm --prefix tools ci --no-audit --no-fund --loglevel=error
+	# `npm ci` rejects a lock that holds only this platform's anvil binary package; install honours it
+	npm --prefix tools install --no-audit --no-fund --loglevel=error
 	@test -x $(ANVIL) || { echo "error: npm installed @foundry-rs/anvil but no binary for this platform was found at $(ANVIL)." >&2; exit 1; }
 	@touch $@
 

@@ -120,6 +120,7 @@ def main() -> None:
         "bytes": {p.name: [p.bytes_sent, p.bytes_received] for p in result.report.parties},
     }
 
+    save(out)
     console.print("[bold](b) parties sweep, breast cancer, 3 epochs[/]")
     sweep = []
     table = Table(title="growth with the number of parties")
@@ -151,11 +152,17 @@ def main() -> None:
             f"{gas:,}",
             f"{gas // parties:,}",
         )
+        console.print(f"  {parties} parties: {wall:.1f} s, {result.chain_seconds:.1f} s on chain")
+        out["sweep"] = sweep
+        save(out)
     console.print(table)
-    out["sweep"] = sweep
+    console.print(f"wrote {RESULTS}")
+
+
+def save(out: dict[str, object]) -> None:
+    """Written after every measurement, so an interrupted run keeps what it measured."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

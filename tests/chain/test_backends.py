@@ -87,7 +87,7 @@ def test_anvil_starts_on_a_free_port_and_stops() -> None:
 def test_missing_anvil_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(ChainError) as info:
         Anvil(binary=tmp_path / "anvil").start()
-    assert "make test" in str(info.value) and "npm --prefix tools ci" in str(info.value)
+    assert "make test" in str(info.value) and "npm --prefix tools install" in str(info.value)
 
 
 def test_fedmarket_anvil_must_point_at_an_executable(

@@ -56,7 +56,7 @@ ANVIL_CHAIN_ID = 31337
 EVM_HARDFORK = "prague"
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _ANVIL_HINT = (
-    "run `make test` (it installs anvil under tools/), or `npm --prefix tools ci`, "
+    "run `make test` (it installs anvil under tools/), or `npm --prefix tools install`, "
     "or set FEDMARKET_ANVIL to an anvil binary"
 )
 
