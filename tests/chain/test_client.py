@@ -266,7 +266,7 @@ def test_lifecycle(
             lambda m, r: m.as_(r).create_task(SPEC, CONTEXT, 0, 60, 1, 0, 0, 60, 0),
             "market: bad num_points",
         ),
-        (lambda m, r: m.as_(r).claim_timeout(0), "market: task is over"),
+        (lambda m, r: m.as_(r).claim_timeout(0), "market: no such task"),
         (lambda m, r: m.get_bid(0, 2, 0), "market: side is 0 (data) or 1 (processing)"),
         (lambda m, r: m.as_(r).withdraw(), "market: nothing to withdraw"),
     ],
