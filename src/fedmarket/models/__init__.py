@@ -18,8 +18,10 @@ from fedmarket.models.training import (
     ModelKind,
     TrainConfig,
     TrainResult,
+    encode_labels,
     fit_plaintext,
     gradient_sums,
+    model_from_weights,
     score,
 )
 
@@ -40,8 +42,10 @@ __all__ = [
     "SigmoidPolynomial",
     "TrainConfig",
     "TrainResult",
+    "encode_labels",
     "fit_plaintext",
     "gradient_sums",
     "load_model",
+    "model_from_weights",
     "score",
 ]
