@@ -103,7 +103,7 @@ def run(
     from fedmarket.units import format_units
 
     decimals = load_spec(task).budget.token_decimals
-    tokens = Table(title="tokens (exact; the report keeps integer base units)")
+    tokens = Table(title="tokens, exact (report.json: integer base units)")
     for column in ("party", "paid in", "received", "net"):
         tokens.add_column(column, justify="right" if column != "party" else "left")
     for flow in report.tokens:
