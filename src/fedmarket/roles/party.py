@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 
-from fedmarket.chain.client import MarketClient, TokenClient
+from fedmarket.chain.client import MarketClient, Side, TokenClient
 from fedmarket.errors import UntrustedInputError
-from fedmarket.roles.messages import TaskAnnouncement
+from fedmarket.roles.channel import data_root
+from fedmarket.roles.messages import DataManifest, TaskAnnouncement
 
 
 @dataclass
@@ -38,6 +39,24 @@ class Party:
             amount = self.market.collect(self.task_id).value
         self.received += amount
         return amount
+
+    def check_manifest(self, manifest: DataManifest) -> None:
+        """Refuse an owner's manifest unless it matches that owner's winning bid on chain."""
+        assert self.task_id is not None
+        party = f"owner {manifest.owner}"
+        index = self.market.bid_index(self.task_id, Side.DATA, manifest.owner)
+        bid = self.market.get_bid(self.task_id, Side.DATA, index - 1) if index else None
+        if bid is None or not bid.winner:
+            raise UntrustedInputError("is not a winning data owner of this task", party=party)
+        if len(manifest.digests) != len(manifest.block_sizes):
+            raise UntrustedInputError("manifest sizes and digests differ in number", party=party)
+        if sum(manifest.block_sizes) != bid.fill:
+            raise UntrustedInputError(
+                f"manifest has {sum(manifest.block_sizes)} points, the chain says {bid.fill}",
+                party=party,
+            )
+        if data_root(manifest.digests) != bid.data_root:
+            raise UntrustedInputError("manifest does not match the data root on chain", party=party)
 
     def check_announcement(self, message: TaskAnnouncement, spec_hash: bytes) -> None:
         """Refuse a task whose announced spec or context differs from what is on chain."""

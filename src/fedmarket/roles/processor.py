@@ -72,21 +72,7 @@ class Processor(Party):
 
     def on_manifest(self, manifest: DataManifest) -> None:
         """Keep an owner's block digests once they match the root it committed on chain."""
-        assert self.task_id is not None
-        party = f"owner {manifest.owner}"
-        index = self.market.bid_index(self.task_id, Side.DATA, manifest.owner)
-        bid = self.market.get_bid(self.task_id, Side.DATA, index - 1) if index else None
-        if bid is None or not bid.winner:
-            raise UntrustedInputError("is not a winning data owner of this task", party=party)
-        if len(manifest.digests) != len(manifest.block_sizes):
-            raise UntrustedInputError("manifest sizes and digests differ in number", party=party)
-        if sum(manifest.block_sizes) != bid.fill:
-            raise UntrustedInputError(
-                f"manifest has {sum(manifest.block_sizes)} points, the chain says {bid.fill}",
-                party=party,
-            )
-        if data_root(manifest.digests) != bid.data_root:
-            raise UntrustedInputError("manifest does not match the data root on chain", party=party)
+        self.check_manifest(manifest)
         self.manifests[manifest.owner.lower()] = manifest
 
     def on_assignment(self, assignment: Assignment) -> None:

@@ -32,7 +32,6 @@ from fedmarket.he import (
 from fedmarket.models.linear import Model
 from fedmarket.models.training import ModelKind, TrainConfig, model_from_weights, score
 from fedmarket.roles.assignment import BlockInfo, Plan, plan_assignment
-from fedmarket.roles.channel import data_root
 from fedmarket.roles.messages import (
     Assignment,
     BlockRef,
@@ -181,19 +180,7 @@ class Requester(Party):
 
     def on_manifest(self, manifest: DataManifest) -> None:
         """Record an owner's blocks (sizes only) once they match its on-chain data root."""
-        assert self.task_id is not None
-        party = f"owner {manifest.owner}"
-        index = self.market.bid_index(self.task_id, Side.DATA, manifest.owner)
-        bid = self.market.get_bid(self.task_id, Side.DATA, index - 1) if index else None
-        if bid is None or not bid.winner:
-            raise UntrustedInputError("is not a winning data owner of this task", party=party)
-        if (
-            len(manifest.digests) != len(manifest.block_sizes)
-            or sum(manifest.block_sizes) != bid.fill
-        ):
-            raise UntrustedInputError("manifest does not add up to the points sold", party=party)
-        if data_root(manifest.digests) != bid.data_root:
-            raise UntrustedInputError("manifest does not match the data root on chain", party=party)
+        self.check_manifest(manifest)
         self.manifests[manifest.owner.lower()] = manifest
 
     def assign(self) -> Assignment:
