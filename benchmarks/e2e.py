@@ -6,7 +6,7 @@
     algorithm on the same points (measured in the same run).
 (b) 10, 50 and 100 parties on breast cancer (3 epochs): how time and gas grow.
 
-Writes benchmarks/results/e2e.json. Run: make bench-e2e
+Writes benchmarks/results/e2e.json. Run: make bench-e2e (or benchmarks/e2e.py --parties 10)
 """
 
 from __future__ import annotations
@@ -68,6 +68,13 @@ def centralised_seconds(spec: SpecFile) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--parties", type=int, nargs="*", default=[10, 50, 100], help="sizes of the sweep"
+    )
+    args = parser.parse_args()
     out: dict[str, object] = {}
     console.print("[bold](a) 20,000 x 30, 4 owners, 4 processors, 10 epochs[/]")
     spec = spec_for("synthetic:25000:30", owners=4, processors=4, epochs=10)
@@ -126,7 +133,7 @@ def main() -> None:
     table = Table(title="growth with the number of parties")
     for column in ("parties", "owners", "processors", "wall s", "chain s", "gas", "gas/party"):
         table.add_column(column, justify="right")
-    for parties in (10, 50, 100):
+    for parties in args.parties:
         owners = parties // 2
         processors = parties - owners - 1
         spec = spec_for("sklearn:breast_cancer", owners=owners, processors=processors, epochs=3)
