@@ -107,6 +107,7 @@ class Requester(Party):
     history: list[float] = field(default_factory=list, init=False)
     outcomes: list[EpochOutcome] = field(default_factory=list, init=False)
     _epoch_start: float = field(default=0.0, init=False)
+    _epoch_block: int = field(default=0, init=False)  # logs of this epoch start here
 
     # ------------------------------------------------------------ setup
 
@@ -224,6 +225,8 @@ class Requester(Party):
         """The encrypted look-ahead weights for the current epoch."""
         assert self.keypair is not None and self.optimizer is not None and self.task_id is not None
         self._epoch_start = time.perf_counter()
+        # Reading logs only from here keeps each query proportional to one epoch, not the chain.
+        self._epoch_block = self.market.w3.eth.block_number
         self.results = {}
         self.rejected = {}
         payload = encrypt_model(self.keypair, self.optimizer.lookahead, epoch=self.epoch)
@@ -243,15 +246,17 @@ class Requester(Party):
         assigned = set(self.plan.assignment.blocks.get(who, []))
         if not set(result.blocks) <= assigned or len(set(result.blocks)) != len(result.blocks):
             raise UntrustedInputError("sent results for blocks not assigned to it", party=party)
-        committed = [
-            e.digest
-            for e in self.market.logs(ResultSubmitted, task=self.task_id)
-            if e.epoch == self.epoch and e.processor.lower() == who.lower()
-        ]
+        committed = [e.digest for e in self._epoch_results() if e.processor.lower() == who.lower()]
         if not committed or committed[-1] != result.digest():
             self.rejected[who] = "results do not match the digest committed on chain"
             raise UntrustedInputError(self.rejected[who], party=party)
         self.results[who] = result
+
+    def _epoch_results(self) -> list[ResultSubmitted]:
+        """This epoch's ResultSubmitted events, read from the block the epoch's model went out."""
+        assert self.task_id is not None
+        logs = self.market.logs(ResultSubmitted, task=self.task_id, from_block=self._epoch_block)
+        return [e for e in logs if e.epoch == self.epoch]
 
     def _cross_check(self) -> tuple[dict[BlockRef, bytes], list[Mismatch]]:
         """One result payload per block; replicated blocks must agree byte for byte."""
@@ -298,11 +303,7 @@ class Requester(Party):
         metric = score(self.model(), self._scaled_val(), self.y_val)
         self.history.append(metric)
 
-        submitted = {
-            e.processor.lower(): e.on_time
-            for e in self.market.logs(ResultSubmitted, task=self.task_id)
-            if e.epoch == self.epoch
-        }
+        submitted = {e.processor.lower(): e.on_time for e in self._epoch_results()}
         names = sorted(self.processors)
         on_time = [p for p in names if submitted.get(p.lower()) is True]
         late = [p for p in names if submitted.get(p.lower()) is False]
