@@ -73,6 +73,12 @@ def test_full_task_on_the_embedded_chain(tmp_path: Path) -> None:
     assert final.baseline is not None and abs(final.metric - final.baseline) <= 0.01
     check_settlement(spec, result, {"processor1": 3, "processor2": 3})
     assert all(e.on_time == ["processor1", "processor2"] for e in report.epochs)
+    # every token movement is in the report, and they add up to each party's net
+    transfers = {t.party: t.transfers for t in report.tokens}
+    assert [what for what, _ in transfers["requester"]] == ["escrow", "collect"]
+    assert [what for what, _ in transfers["processor1"]] == ["stake", "collect"]
+    for flow in report.tokens:
+        assert sum(amount for _, amount in flow.transfers) == flow.net
     # everything a run promises lands on disk and the model loads back
     out = tmp_path / "out"
     for name in ("report.json", "report.md", "metric.png", "tokens.png", "phases.png", "model.npz"):
@@ -231,3 +237,14 @@ def test_a_book_that_does_not_fit_the_budget_cancels_and_refunds_everyone(tmp_pa
     assert result.report.stop_reason.startswith("cancelled: the cheapest data costs")
     assert result.report.epochs == []
     assert all(net == 0 for net in flows(result).values())
+
+
+def test_a_user_callback_stops_the_task_with_its_reason(tmp_path: Path) -> None:
+    from fedmarket.roles.stopping import Callback
+
+    spec = small_spec()
+    stop = Callback(lambda view: "good enough for me" if view.metrics[-1] > 0.5 else None)
+    result = run(spec, tmp_path, rules=[stop])
+    assert result.report.stop_reason == "good enough for me"
+    assert len(result.report.epochs) == 1
+    check_settlement(spec, result, {"processor1": 1, "processor2": 1})

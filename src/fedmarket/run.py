@@ -10,6 +10,7 @@ in one process these are simulated, never real crashes.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from fedmarket.models.linear import Model
 from fedmarket.models.scaled import ScaledModel
 from fedmarket.models.training import TrainConfig, fit_plaintext
 from fedmarket.report import EpochRecord, GasRecord, PartyRecord, RunReport, TokenFlow
+from fedmarket.roles.bidding import bid_price
 from fedmarket.roles.messages import ChannelKey
 from fedmarket.roles.owner import DataOwner
 from fedmarket.roles.party import Party
@@ -97,6 +99,7 @@ def run_task(
     progress: ProgressFn | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
     network: LocalNetwork | None = None,
+    rules: list[StoppingRule] | None = None,
 ) -> RunResult:
     """Play one task; ``stop_requested`` makes the requester back off at the next epoch."""
     progress = progress or (lambda event, data: None)
@@ -143,7 +146,7 @@ def run_task(
             spec=spec,
             X_val=val.X,
             y_val=val.y,
-            rules=_rules(spec_file),
+            rules=_rules(spec_file) + list(rules or []),
             seed=run.seed,
             wait_until=lambda ts: _wait_until(chain, ts),
             self_processing=run.scenario == "own-compute",
@@ -176,7 +179,7 @@ def run_task(
                     X=share.X,
                     y=share.y,
                     points=cfg.points,
-                    price=cfg.price,
+                    price=bid_price(cfg.strategy, cfg.price, random.Random(run.seed * 1009 + i)),
                 )
             )
         processors = []
@@ -190,7 +193,7 @@ def run_task(
                     m,
                     t,
                     capacity=pcfg.capacity,
-                    price=pcfg.price,
+                    price=bid_price(pcfg.strategy, pcfg.price, random.Random(run.seed * 2003 + i)),
                     workers=workers,
                 )
             )
@@ -355,6 +358,7 @@ def run_task(
                 end_balance[address],
                 sum(p.paid_in for p in roles),
                 sum(p.received for p in roles),
+                [t for p in roles for t in p.transfers],
             )
             for address, roles in accounts.items()
         ],

@@ -165,6 +165,7 @@ class OwnerConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=32)]
     points: PositiveInt
     price: NonNegativeInt
+    strategy: str = "fixed"  # see fedmarket.roles.bidding
     attack: str | None = None
 
 
@@ -174,6 +175,7 @@ class ProcessorConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=32)]
     capacity: PositiveInt
     price: PositiveInt
+    strategy: str = "fixed"  # see fedmarket.roles.bidding
     attack: str | None = None
 
 

@@ -28,6 +28,7 @@ class TokenFlow:
     end: int
     paid_in: int  # escrow and stakes sent to the market
     received: int  # withdrawn from the market
+    transfers: list[tuple[str, int]] = field(default_factory=list)  # (what, amount), in order
 
     @property
     def net(self) -> int:
@@ -94,7 +95,10 @@ class RunReport:
                 **data,
                 "parties": [PartyRecord(**p) for p in data["parties"]],
                 "epochs": [EpochRecord(**e) for e in data["epochs"]],
-                "tokens": [TokenFlow(**t) for t in tokens],
+                "tokens": [
+                    TokenFlow(**{**t, "transfers": [tuple(x) for x in t.get("transfers", [])]})
+                    for t in tokens
+                ],
                 "gas": [GasRecord(**g) for g in data["gas"]],
             }
         )

@@ -24,6 +24,8 @@ class Party:
     task_id: int | None = field(default=None, init=False)
     paid_in: int = field(default=0, init=False)  # escrow and stakes sent to the market
     received: int = field(default=0, init=False)  # withdrawn from the market
+    # every token movement with the market: (what, amount), negative when paid in
+    transfers: list[tuple[str, int]] = field(default_factory=list, init=False)
 
     @property
     def address(self) -> str:
@@ -37,6 +39,7 @@ class Party:
             amount = self.market.withdraw().value
         else:
             amount = self.market.collect(self.task_id).value
+        self.transfers.append(("collect", amount))
         self.received += amount
         return amount
 

@@ -53,6 +53,7 @@ class Processor(Party):
         self.token.approve(self.market.address, stake)
         self.market.bid_processing(message.task_id, self.capacity, self.price)
         self.paid_in += stake
+        self.transfers.append(("stake", -stake))
 
     def won(self) -> int:
         """Points per epoch this processor was allocated (0 if it lost)."""

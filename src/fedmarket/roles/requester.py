@@ -155,6 +155,7 @@ class Requester(Party):
             spec.task.late_penalty_bps,
         )
         self.paid_in += budget
+        self.transfers.append(("escrow", -budget))
         self.task_id = receipt.value
         config = TrainConfig(epochs=spec.task.max_epochs)
         self.optimizer = RequesterOptimizer(he_spec, config, self._scaled_val())
