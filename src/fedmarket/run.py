@@ -3,9 +3,10 @@
 The driver creates the parties a spec's ``[run]`` section lists, each with its own chain
 account, and plays the protocol in order; every message crosses a
 :class:`~fedmarket.runtime.local.LocalNetwork` as wire bytes. It is also the simulator that
-injects the faults a spec names (``attack = "crash@2"`` for a processor that stops
-answering from epoch 2, ``attack = "no-delivery"`` for an owner that never sends its data):
-in one process these are simulated, never real crashes.
+injects the misbehaviour a spec names in a party's ``attack`` (``fedmarket.attacks``): owners
+that poison their data or never deliver it, processors that forge, skip, replay, scale, come
+late (``late``) or stop answering (``crash@2``). Forgeries are real ciphertexts made with the
+public key; crashes and lateness are simulated in one process, never real.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedmarket.attacks import parse_owner_attack, parse_processor_attack
 from fedmarket.chain.allocation import InfeasibleAllocation
 from fedmarket.chain.backends import Chain, dev_keys, embedded, rpc
 from fedmarket.chain.client import MarketClient, TokenClient, deploy
@@ -29,7 +31,7 @@ from fedmarket.models.scaled import ScaledModel
 from fedmarket.models.training import TrainConfig, fit_plaintext
 from fedmarket.report import EpochRecord, GasRecord, PartyRecord, RunReport, TokenFlow
 from fedmarket.roles.bidding import bid_price
-from fedmarket.roles.messages import ChannelKey
+from fedmarket.roles.messages import BlockRef, ChannelKey, EncryptedModel, EpochResult
 from fedmarket.roles.owner import DataOwner
 from fedmarket.roles.party import Party
 from fedmarket.roles.processor import Processor
@@ -66,17 +68,6 @@ def _rules(spec: SpecFile) -> list[StoppingRule]:
     if s.patience > 0:
         rules.append(Plateau(s.patience, s.min_delta))
     return rules
-
-
-def _crash_epoch(attack: str | None) -> int | None:
-    if attack and attack.startswith("crash@"):
-        try:
-            return int(attack.removeprefix("crash@"))
-        except ValueError:
-            raise ConfigError(
-                f"bad attack {attack!r}", hint="use crash@EPOCH, e.g. crash@2"
-            ) from None
-    return None
 
 
 @contextmanager
@@ -132,6 +123,9 @@ def run_task(
         train, val = split_validation(data, run.validation_fraction, seed=run.seed)
         own = [run.requester_points] if run.scenario == "own-data" else []
         shares = partition(train, own + [o.points for o in run.owners], seed=run.seed + 1)
+        owner_attack = {c.name: parse_owner_attack(c.attack) for c in run.owners}
+        processor_attack = {c.name: parse_processor_attack(c.attack) for c in run.processors}
+        classes = np.asarray(spec.labels.classes)
 
         def party_clients(index: int) -> tuple[MarketClient, TokenClient]:
             account = chain.accounts[index]
@@ -170,6 +164,17 @@ def run_task(
             )
         for i, (cfg, share) in enumerate(zip(run.owners, shares, strict=True)):
             m, t = party_clients(2 + i)
+            poison = owner_attack[cfg.name]
+            if poison is not None and _attack_name(poison) != "no-delivery":
+                X, y = poison.apply(
+                    share.X,
+                    share.y,
+                    features=spec.features,
+                    classes=list(classes),
+                    rng=np.random.default_rng(run.seed * 4001 + i),
+                )
+                share = Dataset(X, y, share.feature_names)
+                notes.append(f"{cfg.name} poisons its data: {_attack_name(poison)} (simulated)")
             owners.append(
                 DataOwner(
                     cfg.name,
@@ -195,6 +200,8 @@ def run_task(
                     capacity=pcfg.capacity,
                     price=bid_price(pcfg.strategy, pcfg.price, random.Random(run.seed * 2003 + i)),
                     workers=workers,
+                    attack=processor_attack[pcfg.name],
+                    seed=run.seed * 3001 + i,
                 )
             )
         if run.scenario == "own-compute":
@@ -224,9 +231,25 @@ def run_task(
         net = network if network is not None else LocalNetwork()
         name_of = {p.address.lower(): p.name for p in reversed(everyone)}
 
-    owner_attack = {c.name: c.attack for c in run.owners}
-    processor_attack = {c.name: c.attack for c in run.processors}
     crashed: set[str] = set()
+    owner_of = {o.address.lower(): o for o in owners}
+
+    def arbitrate(ref: BlockRef, model: EncryptedModel) -> bytes | None:
+        """A disputed block goes to its owner, who recomputes it from its own ciphertexts."""
+        owner = owner_of.get(ref.owner.lower())
+        if owner is None:
+            return None
+        payload = owner.recompute(ref, net.deliver(requester.name, owner.name, model))
+        answer = EpochResult(
+            task_id=model.task_id,
+            epoch=model.epoch,
+            processor=owner.address,
+            blocks=[ref],
+            payloads=[payload],
+        )
+        return net.deliver(owner.name, requester.name, answer).payloads[0]
+
+    requester.arbiter = arbitrate
     stop_reason = "not started"
     try:
         with _phase(phases, "announce+bid", progress):
@@ -253,7 +276,7 @@ def run_task(
         with _phase(phases, "encrypt+distribute", progress):
             delivering = []
             for o in owners:
-                if owner_attack.get(o.name) == "no-delivery":
+                if _attack_name(owner_attack.get(o.name)) == "no-delivery":
                     o.won()
                     notes.append(f"{o.name} won but never delivered (simulated fault)")
                     continue
@@ -280,22 +303,30 @@ def run_task(
                     stop_reason = requester.back_off() + " (interrupted)"
                     break
                 model_msg = requester.model_message()
+                late: list[Processor] = []
                 for p in processors:
-                    if p not in winners_p:
+                    if p not in winners_p or p.address in requester.slashed:
                         continue
-                    crash = _crash_epoch(processor_attack.get(p.name))
-                    if crash is not None and requester.epoch >= crash:
+                    attack = processor_attack.get(p.name)
+                    if attack is not None and not attack.answers(requester.epoch):
                         if p.name not in crashed:
                             notes.append(
-                                f"{p.name} stopped answering at epoch {crash} (simulated crash)"
+                                f"{p.name} stopped answering at epoch {requester.epoch} "
+                                "(simulated crash)"
                             )
                             crashed.add(p.name)
                         continue
-                    result = p.on_model(net.deliver(requester.name, p.name, model_msg))
-                    try:
-                        requester.on_result(net.deliver(p.name, requester.name, result))
-                    except UntrustedInputError as exc:
-                        notes.append(f"epoch {requester.epoch}: rejected {exc}")
+                    if attack is not None and attack.submits_late:
+                        late.append(p)
+                        continue
+                    _serve(p, requester, net, model_msg, notes)
+                if late:
+                    # The late ones answer after the epoch's deadline (simulated on the chain's
+                    # clock): the contract pays them less, by the announced late penalty.
+                    clock = requester.market.clock_of(requester.task_id or 0)
+                    _wait_until(chain, clock.deadline + 1)
+                    for p in late:
+                        _serve(p, requester, net, model_msg, notes)
                 outcome = requester.close_epoch()
                 progress("epoch", {"epoch": outcome.epoch, "metric": outcome.metric})
                 if outcome.finished:
@@ -370,6 +401,17 @@ def run_task(
         stop_reason=stop_reason,
         dust=dust,
         notes=notes,
+        flags=[
+            {**f.to_json(), "party": name_of.get(f.party.lower(), f.party)}
+            for o in requester.outcomes
+            for f in o.flags
+        ],
+        alarms=[
+            {**e.to_json(), "party": name_of.get(e.party.lower(), e.party)}
+            for o in requester.outcomes
+            for e in o.evidence
+            if not any(f.party == e.party for f in o.flags)
+        ],
     )
     model = requester.model()
     out_path = None
@@ -385,6 +427,21 @@ def run_task(
     return RunResult(
         report, model, out_path, list(requester.outcomes), chain_seconds, net.codec_seconds
     )
+
+
+def _attack_name(attack: object) -> str:
+    return str(getattr(attack, "name", "")) if attack is not None else ""
+
+
+def _serve(
+    p: Processor, requester: Requester, net: LocalNetwork, model: EncryptedModel, notes: list[str]
+) -> None:
+    """One processor's epoch: the model out, its results (digest on chain) back."""
+    result = p.on_model(net.deliver(requester.name, p.name, model))
+    try:
+        requester.on_result(net.deliver(p.name, requester.name, result))
+    except UntrustedInputError as exc:
+        notes.append(f"epoch {requester.epoch}: rejected {exc}")
 
 
 def _role(party: Party) -> str:

@@ -14,6 +14,7 @@ out so they can travel between machines:
 """
 
 from fedmarket.he.baseline import TutorialTiming, time_tutorial_layout
+from fedmarket.he.forge import add_noise, forge_result, max_forgeable_total, restamp, scale_result
 from fedmarket.he.keys import KeyPair, PublicContext
 from fedmarket.he.optimizer import (
     BlockSums,
@@ -45,14 +46,19 @@ __all__ = [
     "PublicContext",
     "RequesterOptimizer",
     "TutorialTiming",
+    "add_noise",
     "combine",
     "decrypt_result",
     "encrypt_block",
     "encrypt_model",
+    "forge_result",
     "get_preset",
     "max_abs_sum",
+    "max_forgeable_total",
     "process_block",
+    "restamp",
     "run_program",
+    "scale_result",
     "security_level",
     "split_into_blocks",
     "time_tutorial_layout",

@@ -172,4 +172,8 @@ class RequesterOptimizer:
 
     def update(self, results: Iterable[BlockSums]) -> None:
         total, count = combine(results)
-        self.state.step(total / count, project=self.guard)
+        self.apply(total / count)
+
+    def apply(self, mean_gradient: np.ndarray) -> None:
+        """One step with an already-combined per-sample gradient (e.g. a robust aggregate)."""
+        self.state.step(mean_gradient, project=self.guard)

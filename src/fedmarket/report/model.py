@@ -77,6 +77,10 @@ class RunReport:
     stop_reason: str
     dust: int = 0
     notes: list[str] = field(default_factory=list)
+    # Every flag (a slash on chain) with the evidence that convicted it, and the evidence
+    # that did not (yet) lead to a flag: dicts as fedmarket.integrity's to_json gives them.
+    flags: list[dict[str, Any]] = field(default_factory=list)
+    alarms: list[dict[str, Any]] = field(default_factory=list)
     version: int = REPORT_VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -63,6 +63,17 @@ def render_markdown(report: RunReport) -> str:
         "s",
     ]
     out.append(_table(header, rows))
+    if report.flags or report.alarms:
+        out += ["", "## Integrity", ""]
+        for flag in report.flags:
+            how = "proven" if flag["proven"] else "statistical, repeated"
+            out.append(f"- **{flag['party']} flagged in epoch {flag['epoch']}** ({how}):")
+            out += [f"  - epoch {e['epoch']}, {e['kind']}: {e['detail']}" for e in flag["evidence"]]
+        for alarm in report.alarms:
+            out.append(
+                f"- alarm, epoch {alarm['epoch']}, {alarm['role']} {alarm['party']}, "
+                f"{alarm['kind']}: {alarm['detail']}"
+            )
     out += ["", "## Tokens (base units)", ""]
     roles = {p.name: p.role for p in report.parties}
     rows = [

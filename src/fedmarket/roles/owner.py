@@ -14,7 +14,7 @@ import numpy as np
 from fedmarket.chain.client import Side
 from fedmarket.data import scale
 from fedmarket.errors import UntrustedInputError
-from fedmarket.he import PublicContext, encrypt_block
+from fedmarket.he import PublicContext, encrypt_block, run_program
 from fedmarket.roles.assignment import assignment_hash
 from fedmarket.roles.channel import block_digest, data_root, seal
 from fedmarket.roles.messages import (
@@ -22,6 +22,7 @@ from fedmarket.roles.messages import (
     BlockRef,
     ChannelKey,
     DataManifest,
+    EncryptedModel,
     SealedBlock,
     TaskAnnouncement,
 )
@@ -137,3 +138,18 @@ class DataOwner(Party):
                 sealed = seal(self.blocks[ref.index], key.public_key)
                 out.append((processor, SealedBlock(task_id=self.task_id, ref=ref, sealed=sealed)))
         return out
+
+    def recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes:
+        """Arbitrate a dispute: run the (deterministic) program on our own copy of a block.
+
+        The owner kept the ciphertexts it sealed, so it computes exactly what an honest
+        processor must have returned for this block and model, byte for byte.
+        """
+        assert self.context is not None and self.task_id is not None
+        if ref.owner.lower() != self.address.lower() or not 0 <= ref.index < len(self.blocks):
+            raise UntrustedInputError(
+                f"asked to recompute block {ref.index}, not ours", party="requester"
+            )
+        if model.task_id != self.task_id:
+            raise UntrustedInputError("asked to recompute for another task", party="requester")
+        return run_program(self.context, model.payload, self.blocks[ref.index])

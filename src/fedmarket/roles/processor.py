@@ -7,7 +7,11 @@ against the chain before use: the owners' data roots, the requester's assignment
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+
+from fedmarket.attacks.processor import ProcessorAttack
 from fedmarket.chain.client import Side
 from fedmarket.errors import UntrustedInputError
 from fedmarket.he import ProcessorPool, PublicContext
@@ -32,11 +36,19 @@ MAX_SEALED_BLOCK_BYTES = 64 << 20
 
 @dataclass
 class Processor(Party):
-    """Offers ``capacity`` points per epoch at ``price`` per point; uses ``workers`` cores."""
+    """Offers ``capacity`` points per epoch at ``price`` per point; uses ``workers`` cores.
+
+    ``attack`` makes it a cheater (``fedmarket.attacks``; simulations and tests only): it then
+    computes honestly only when its attack needs the honest results, and sends what the attack
+    makes of them - real ciphertexts forged with the public key, committed on chain like any.
+    """
 
     capacity: int = 0
     price: int = 0
     workers: int = 2
+    attack: ProcessorAttack | None = None
+    seed: int = 0
+    memory: dict[str, Any] = field(default_factory=dict, init=False)
     channel: ChannelKeys = field(default_factory=ChannelKeys.generate, init=False)
     context: PublicContext | None = field(default=None, init=False)
     pool: ProcessorPool | None = field(default=None, init=False)
@@ -116,8 +128,26 @@ class Processor(Party):
         assert self.task_id is not None
         if self.pool is None or not self.expected:
             raise UntrustedInputError("no blocks were delivered to this processor", party="owners")
-        results = self.pool.run_epoch(message.payload, party="requester")
         refs = [r for r in self.expected if r in self.delivered]
+        attack = self.attack
+        if attack is None or attack.needs_honest(message.epoch, self.memory):
+            results: dict[str, bytes] | None = self.pool.run_epoch(
+                message.payload, party="requester"
+            )
+        else:
+            results = None  # a cheater that does not need them skips the work
+        if attack is not None:
+            assert self.context is not None
+            sizes = {
+                block_id(r): self.manifests[r.owner.lower()].block_sizes[r.index] for r in refs
+            }
+            rng = np.random.default_rng([self.seed, message.epoch])
+            results = dict(
+                attack.encrypted(
+                    self.context, message.epoch, results, sizes, rng, self.memory, party="self"
+                )
+            )
+        assert results is not None
         result = EpochResult(
             task_id=self.task_id,
             epoch=message.epoch,

@@ -3,7 +3,10 @@
 It never receives data ciphertexts (they are sealed to processors) and only ever decrypts
 block-level gradient totals (``fedmarket.he.decrypt_result``), so no per-sample value
 reaches it. Every result is checked against the digest its processor committed on chain,
-and replicated blocks must give byte-identical results.
+and replicated blocks must give byte-identical results; a disagreement is settled by the
+block's owner recomputing it. The decrypted totals then go through ``fedmarket.integrity``:
+statistical monitors, the robust aggregator and the flag policy, whose flags ``close_epoch``
+slashes on chain.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from fedmarket.chain.events import ResultSubmitted
 from fedmarket.data import scale
 from fedmarket.errors import FedmarketError, UntrustedInputError
 from fedmarket.he import (
-    BlockSums,
     HESpec,
     KeyPair,
     RequesterOptimizer,
@@ -29,6 +31,11 @@ from fedmarket.he import (
     encrypt_model,
     max_abs_sum,
 )
+from fedmarket.integrity.checker import EpochChecker, IntegrityConfig
+from fedmarket.integrity.policy import Flag
+from fedmarket.integrity.replication import find_disputes, settle
+from fedmarket.integrity.types import BlockGradient, Evidence, Strength
+from fedmarket.integrity.validation import reference_gradient, validation_loss
 from fedmarket.models.linear import Model
 from fedmarket.models.training import ModelKind, TrainConfig, model_from_weights, score
 from fedmarket.roles.assignment import BlockInfo, Plan, plan_assignment
@@ -75,6 +82,9 @@ class EpochOutcome:
     blocks_used: int
     stop_reason: str | None
     seconds: float
+    evidence: list[Evidence] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
+    check_seconds: float = 0.0  # replication, decryption checks, monitors and aggregation
 
     @property
     def finished(self) -> bool:
@@ -94,6 +104,8 @@ class Requester(Party):
     wait_until: Callable[[int], None] | None = None
     # own-compute: every owner processes its own blocks (no replication is possible)
     self_processing: bool = False
+    # Recomputes a disputed block (its owner holds the ciphertexts): the result bytes, or None.
+    arbiter: Callable[[BlockRef, EncryptedModel], bytes | None] | None = None
     keypair: KeyPair | None = field(default=None, init=False)
     optimizer: RequesterOptimizer | None = field(default=None, init=False)
     owners: dict[str, int] = field(default_factory=dict, init=False)  # address -> points
@@ -106,6 +118,9 @@ class Requester(Party):
     rejected: dict[str, str] = field(default_factory=dict, init=False)
     history: list[float] = field(default_factory=list, init=False)
     outcomes: list[EpochOutcome] = field(default_factory=list, init=False)
+    checker: EpochChecker | None = field(default=None, init=False)
+    slashed: set[str] = field(default_factory=set, init=False)
+    _model_msg: EncryptedModel | None = field(default=None, init=False)
     _epoch_start: float = field(default=0.0, init=False)
     _epoch_block: int = field(default=0, init=False)  # logs of this epoch start here
 
@@ -159,6 +174,17 @@ class Requester(Party):
         self.task_id = receipt.value
         config = TrainConfig(epochs=spec.task.max_epochs)
         self.optimizer = RequesterOptimizer(he_spec, config, self._scaled_val())
+        i = spec.integrity
+        self.checker = EpochChecker(
+            IntegrityConfig(
+                aggregator=i.aggregator,
+                z_threshold=i.z_threshold,
+                repeat=i.repeat,
+                window=i.window,
+                monitors=tuple(i.monitors),
+                audits=i.audits,
+            )
+        )
         return TaskAnnouncement(
             task_id=self.task_id,
             market=self.market.address,
@@ -231,7 +257,13 @@ class Requester(Party):
         self.results = {}
         self.rejected = {}
         payload = encrypt_model(self.keypair, self.optimizer.lookahead, epoch=self.epoch)
-        return EncryptedModel(task_id=self.task_id, epoch=self.epoch, payload=payload)
+        self._model_msg = EncryptedModel(task_id=self.task_id, epoch=self.epoch, payload=payload)
+        return self._model_msg
+
+    @property
+    def active(self) -> set[str]:
+        """Winning processors still in the task (a slashed one has left it)."""
+        return {p for p in self.processors if p not in self.slashed}
 
     def on_result(self, result: EpochResult) -> None:
         """Accept a processor's results if they are for now, from a winner, and match the chain."""
@@ -259,49 +291,121 @@ class Requester(Party):
         logs = self.market.logs(ResultSubmitted, task=self.task_id, from_block=self._epoch_block)
         return [e for e in logs if e.epoch == self.epoch]
 
-    def _cross_check(self) -> tuple[dict[BlockRef, bytes], list[Mismatch]]:
-        """One result payload per block; replicated blocks must agree byte for byte."""
+    def _cross_check(
+        self,
+    ) -> tuple[dict[BlockRef, tuple[str, bytes]], list[Mismatch], list[Evidence]]:
+        """One (processor, payload) per block; replicas must agree byte for byte.
+
+        A disagreement goes to the arbiter (the block's owner recomputes it); whoever differs
+        from the recomputation is proven to have lied. Unsettled blocks are used from nobody.
+        """
         chosen: dict[BlockRef, tuple[str, bytes]] = {}
-        mismatches: list[Mismatch] = []
+        payload_of: dict[tuple[str, BlockRef], bytes] = {}
+        digests: dict[str, dict[str, bytes]] = {}
+        ref_of: dict[str, BlockRef] = {}
         for who, result in sorted(self.results.items()):
-            digests = result.block_digests()
+            digests[who] = {}
             for ref, payload in zip(result.blocks, result.payloads, strict=True):
-                if ref in chosen:
-                    other, other_payload = chosen[ref]
-                    if hashlib.sha256(other_payload).digest() != digests[ref]:
-                        mismatches.append(Mismatch(ref, (other, who)))
-                else:
-                    chosen[ref] = (who, payload)
-        # Until a third party settles a mismatch, neither copy is trusted.
-        disputed = {m.block for m in mismatches}
-        return {ref: p for ref, (_, p) in chosen.items() if ref not in disputed}, mismatches
+                chosen.setdefault(ref, (who, payload))
+                payload_of[(who, ref)] = payload
+                digests[who][block_id(ref)] = hashlib.sha256(payload).digest()
+                ref_of[block_id(ref)] = ref
+        mismatches: list[Mismatch] = []
+        proven: list[Evidence] = []
+        for dispute in find_disputes(digests):
+            ref = ref_of[dispute.block]
+            pair = sorted(dispute.digests)
+            mismatches.append(Mismatch(ref, (pair[0], pair[-1])))
+            recomputed = None
+            if self.arbiter is not None and self._model_msg is not None:
+                answer = self.arbiter(ref, self._model_msg)
+                recomputed = None if answer is None else hashlib.sha256(answer).digest()
+            s = settle(dispute, recomputed, epoch=self.epoch, arbiter=f"owner {ref.owner}")
+            proven += s.evidence
+            if s.truthful is not None:
+                chosen[ref] = (s.truthful, payload_of[(s.truthful, ref)])
+            else:
+                chosen.pop(ref, None)
+        return chosen, mismatches, proven
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        classes = list(self.classes)
+        if self.kind == "linear":
+            return np.asarray(y, dtype=np.float64)[:, None]
+        if self.kind == "logistic":
+            return (np.asarray(y) == classes[1]).astype(np.float64)[:, None]
+        return (np.asarray(y)[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
 
     def close_epoch(self) -> EpochOutcome:
-        """Decrypt block totals, update, validate, decide, and close the epoch on chain."""
+        """Decrypt block totals, check, aggregate, update, validate, flag, close on chain."""
         assert self.spec is not None and self.keypair is not None and self.optimizer is not None
-        assert self.task_id is not None
-        payloads, mismatches = self._cross_check()
+        assert self.task_id is not None and self.checker is not None
+        check_start = time.perf_counter()
+        chosen, mismatches, proven = self._cross_check()
         sizes = {
             BlockRef(owner=m.owner, index=i): s
             for m in self.manifests.values()
             for i, s in enumerate(m.block_sizes)
         }
         weights = self.optimizer.lookahead
-        sums: list[BlockSums] = []
-        for ref, payload in payloads.items():
-            sums.append(
-                decrypt_result(
+        blocks: list[BlockGradient] = []
+        for ref, (who, payload) in sorted(chosen.items(), key=lambda kv: block_id(kv[0])):
+            try:
+                sums = decrypt_result(
                     self.keypair,
                     payload,
-                    party=f"block {block_id(ref)}",
+                    party=f"processor {who}, block {block_id(ref)}",
                     epoch=self.epoch,
                     block_ids=[block_id(ref)],
                     bound=max_abs_sum(self.keypair, sizes[ref], weights),
                 )
-            )
-        if sums:
-            self.optimizer.update(sums)
-        metric = score(self.model(), self._scaled_val(), self.y_val)
+            except UntrustedInputError as exc:
+                # No honest processor can produce this from the committed inputs.
+                proven.append(
+                    Evidence(
+                        who,
+                        "processor",
+                        self.epoch,
+                        "bad-result",
+                        Strength.PROVEN,
+                        f"block {block_id(ref)}: {exc.message}",
+                        1.0,
+                        (block_id(ref),),
+                    )
+                )
+                continue
+            if sums.n_samples != sizes[ref]:
+                proven.append(
+                    Evidence(
+                        who,
+                        "processor",
+                        self.epoch,
+                        "bad-result",
+                        Strength.PROVEN,
+                        f"block {block_id(ref)}: claims {sums.n_samples} samples, "
+                        f"the owner's manifest says {sizes[ref]}",
+                        1.0,
+                        (block_id(ref),),
+                    )
+                )
+                continue
+            blocks.append(BlockGradient(block_id(ref), who, ref.owner, sums.n_samples, sums.sums))
+        X_val = self._scaled_val()
+        t_val = self._targets(self.y_val)
+        verdict = self.checker.check(
+            self.epoch,
+            blocks,
+            proven=proven,
+            active=self.active,
+            reference=reference_gradient(self.kind, weights, X_val, t_val),
+            loss=validation_loss(self.kind, X_val, t_val),
+            weights=weights,
+            step=self.optimizer.config.optimizer(self.kind).learning_rate,
+        )
+        if verdict.gradient is not None:
+            self.optimizer.apply(verdict.gradient)
+        check_seconds = time.perf_counter() - check_start
+        metric = score(self.model(), X_val, self.y_val)
         self.history.append(metric)
 
         submitted = {e.processor.lower(): e.on_time for e in self._epoch_results()}
@@ -319,7 +423,8 @@ class Requester(Party):
             epochs_left=self.spec.task.max_epochs - self.epoch - 1,
         )
         reason = first_reason(self.rules, view)
-        flagged: list[str] = []  # integrity policies (issue 5) decide flags from evidence
+        flagged = verdict.flagged
+        self.slashed.update(flagged)
         self._wait_for_deadline_if_needed(clock.submitted, clock.active, clock.deadline)
         self.market.close_epoch(self.task_id, self.epoch, flagged, reason is None)
         if reason is None and self.market.clock_of(self.task_id).state != TaskState.TRAINING:
@@ -333,9 +438,12 @@ class Requester(Party):
             flagged=flagged,
             mismatches=mismatches,
             rejected=dict(self.rejected),
-            blocks_used=len(sums),
+            blocks_used=verdict.used_blocks,
             stop_reason=reason,
             seconds=time.perf_counter() - self._epoch_start,
+            evidence=verdict.evidence,
+            flags=verdict.flags,
+            check_seconds=check_seconds,
         )
         self.outcomes.append(outcome)
         self.epoch += 1
