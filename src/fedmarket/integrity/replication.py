@@ -5,8 +5,10 @@ the same bytes. A fraction ``q`` of the blocks secretly goes to a second process
 (``fedmarket.roles.assignment``); where their digests differ, a third party that holds the
 block's ciphertexts (its owner, or a third processor) recomputes it, and whoever disagrees with
 the recomputation is proven to have lied. A processor that skips or forges a fraction ``s`` of
-its ``blocks`` is caught with probability ``1 - (1 - q) ** (s * blocks)`` per epoch
-(``detection_probability``); ``tests/integrity/test_replication.py`` checks it empirically.
+its ``blocks`` is caught with probability at least ``1 - (1 - q) ** (s * blocks)`` per epoch
+(``detection_probability``). It is in fact higher: a processor also holds the second copies
+of others' blocks, all of them checked, so a fraction ``2q / (1 + q)`` of what it holds is
+checked; ``tests/integrity/test_replication.py`` measures both.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ class SimConfig:
     owner_attack: str | None = None
     fraction: float = 0.0  # of processors (processor attack) or owners (owner attack)
     integrity: IntegrityConfig = field(default_factory=IntegrityConfig)
+    audit: bool = True  # owners recompute suspicious blocks (False: no auditor reachable)
     test_fraction: float = 0.25
     val_fraction: float = 0.1  # of the rest: the requester's validation set
 
@@ -262,7 +263,7 @@ def simulate(cfg: SimConfig) -> SimResult:
             loss=loss,
             weights=W,
             step=config.optimizer(kind).learning_rate,
-            audit=functools.partial(_matches, honest),
+            audit=functools.partial(_matches, honest) if cfg.audit else None,
         )
         check_seconds += time.perf_counter() - check_start
         for p in active:
