@@ -96,6 +96,8 @@ def _run(args: tuple[Cell, str]) -> tuple[Cell, dict[str, Any]]:
     return cell, {
         "accuracy": result.accuracy,
         "backdoor_success": result.backdoor_success,
+        "trigger_rate": result.trigger_rate,
+        "audits_per_epoch": result.audits / EPOCHS,
         "tpr": rates["tpr"],
         "fpr": rates["fpr"],
         "false_slashes": rates["false_slashes"],
@@ -112,7 +114,7 @@ def _run(args: tuple[Cell, str]) -> tuple[Cell, dict[str, Any]]:
 def cells(quick: bool, seeds: int) -> list[Cell]:
     out = []
     datasets = DATASETS[:1] if quick else DATASETS
-    defences = ["mean", "trimmed-mean"] if quick else DEFENCES
+    defences = ["mean", "fltrust"] if quick else DEFENCES
     p_attacks = ["random", "partial:0.5"] if quick else PROCESSOR_ATTACKS
     o_attacks = ["label-flip", "backdoor"] if quick else OWNER_ATTACKS
     for dataset, split, defence, seed in product(datasets, SPLITS, defences, range(seeds)):
@@ -136,6 +138,16 @@ def summarise(results: list[tuple[Cell, dict[str, Any]]]) -> list[dict[str, Any]
         for c, r in results
         if c.side == "clean"
     }
+    trigger = {
+        (c.dataset, c.split, c.defence, c.seed): r["trigger_rate"]
+        for c, r in results
+        if c.side == "clean"
+    }
+    undefended = {
+        (c.dataset, c.split, c.seed): r["accuracy"]
+        for c, r in results
+        if c.side == "clean" and c.defence == "mean"
+    }
     groups: dict[tuple[Any, ...], list[tuple[Cell, dict[str, Any]]]] = {}
     for c, r in results:
         key = (c.dataset, c.split, c.defence, c.side, c.attack, c.fraction)
@@ -151,6 +163,16 @@ def summarise(results: list[tuple[Cell, dict[str, Any]]]) -> list[dict[str, Any]
         flags = [e for _, r in members for e in r["epochs_to_flag"]]
         adv = sum(r["adversarial_processors"] for _, r in members)
         backdoor = [r["backdoor_success"] for _, r in members if r["backdoor_success"] is not None]
+        excess = [
+            r["backdoor_success"] - trigger[(c.dataset, c.split, c.defence, c.seed)]
+            for c, r in members
+            if r["backdoor_success"] is not None
+        ]
+        vs_mean = [
+            100 * (undefended[(c.dataset, c.split, c.seed)] - r["accuracy"])
+            for c, r in members
+            if (c.dataset, c.split, c.seed) in undefended
+        ]
         rows.append(
             {
                 "dataset": dataset,
@@ -162,7 +184,10 @@ def summarise(results: list[tuple[Cell, dict[str, Any]]]) -> list[dict[str, Any]
                 "seeds": len(members),
                 "accuracy": mean(r["accuracy"] for _, r in members),
                 "drop_points": mean(drops),
+                "drop_vs_undefended_clean": mean(vs_mean) if vs_mean else None,
                 "backdoor_success": mean(backdoor) if backdoor else None,
+                "backdoor_excess": mean(excess) if excess else None,
+                "audits_per_epoch": mean(r["audits_per_epoch"] for _, r in members),
                 "tpr": _nanmean([r["tpr"] for _, r in members]),
                 "fpr": _nanmean([r["fpr"] for _, r in members]),
                 "caught": f"{len(flags)}/{adv}" if adv else "-",
@@ -186,44 +211,69 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def print_matrix(rows: list[dict[str, Any]]) -> None:
+def print_matrix(rows: list[dict[str, Any]], default: str) -> None:
+    """Accuracy drop per defence (all attacks), then detection per attack (default defence)."""
     for dataset, split in product(DATASETS, SPLITS):
         mine = [r for r in rows if r["dataset"] == dataset and r["split"] == split]
         if not mine:
             continue
-        table = Table(title=f"{dataset}, {split}: accuracy drop (points) / TPR / FPR / caught")
-        for col in (
-            "attack",
-            "frac",
-            *[d for d in DEFENCES if any(r["defence"] == d for r in mine)],
-        ):
+        defences = [d for d in DEFENCES if any(r["defence"] == d for r in mine)]
+        table = Table(
+            title=f"{dataset}, {split}: accuracy drop vs a clean run, points "
+            "(backdoor: + success above the clean model's)"
+        )
+        for col in ("attack", "adv", *defences):
             table.add_column(col, justify="right")
-        keys = sorted({(r["side"], r["attack"], r["fraction"]) for r in mine})
-        for side, attack, fraction in keys:
-            cells_ = []
-            for d in DEFENCES:
-                match = [
+        for side, attack, fraction in sorted(
+            {(r["side"], r["attack"], r["fraction"]) for r in mine}
+        ):
+            row = []
+            for d in defences:
+                [r] = [
                     r
                     for r in mine
                     if (r["side"], r["attack"], r["fraction"], r["defence"])
                     == (side, attack, fraction, d)
                 ]
-                if not any(r["defence"] == d for r in mine):
-                    continue
-                if not match:
-                    cells_.append("")
-                    continue
-                r = match[0]
                 text = (
-                    f"{r['drop_points']:+.1f}" if side != "clean" else f"{100 * r['accuracy']:.1f}%"
+                    f"{100 * r['accuracy']:.1f}%" if side == "clean" else f"{r['drop_points']:+.1f}"
                 )
-                if side == "processor":
-                    text += f" / {_fmt(r['tpr'], 2)} / {_fmt(r['fpr'], 3)} / {r['caught']}"
-                if r["backdoor_success"] is not None:
-                    text += f" / bd {100 * r['backdoor_success']:.1f}%"
-                cells_.append(text)
-            table.add_row(attack, f"{fraction:.0%}", *cells_)
+                if r["backdoor_excess"] is not None:
+                    text += f" {100 * r['backdoor_excess']:+.1f}%"
+                row.append(text)
+            table.add_row(attack, f"{fraction:.0%}", *row)
         console.print(table)
+    table = Table(
+        title=f"processor attacks, {default}: alarm TPR / FPR per processor-epoch, "
+        "caught, mean epoch of the flag (0 = first)"
+    )
+    table.add_column("attack")
+    table.add_column("adv", justify="right")
+    combos = [
+        (d, s)
+        for d, s in product(DATASETS, SPLITS)
+        if any(r["dataset"] == d and r["split"] == s for r in rows)
+    ]
+    for d, sp in combos:
+        table.add_column(f"{d} {sp}", justify="right")
+    keys = sorted({(r["attack"], r["fraction"]) for r in rows if r["side"] == "processor"})
+    for attack, fraction in keys:
+        row = []
+        for d, sp in combos:
+            match = [
+                r
+                for r in rows
+                if (r["dataset"], r["split"], r["defence"], r["attack"], r["fraction"])
+                == (d, sp, default, attack, fraction)
+            ]
+            if not match:
+                row.append("")
+                continue
+            r = match[0]
+            when = "-" if r["epochs_to_flag"] is None else f"{r['epochs_to_flag'] - 1:.1f}"
+            row.append(f"{_fmt(r['tpr'], 2)} / {_fmt(r['fpr'], 3)} / {r['caught']} / {when}")
+        table.add_row(attack, f"{fraction:.0%}", *row)
+    console.print(table)
 
 
 def measure_overhead(epochs: int) -> dict[str, Any]:
@@ -323,9 +373,14 @@ def targets(
         if r["attack"] == "backdoor" and r["fraction"] == 0.3 and r["defence"] == default
     ]
     if bd:
-        s = max(r["backdoor_success"] for r in bd)
+        s = max(r["backdoor_excess"] for r in bd)
         d = max(r["drop_points"] for r in bd)
-        add("30% backdoor owners: success", f"<= {BACKDOOR_SUCCESS}", s, s <= BACKDOOR_SUCCESS)
+        add(
+            "30% backdoor owners: success above the clean model's",
+            f"<= {BACKDOOR_SUCCESS}",
+            s,
+            s <= BACKDOOR_SUCCESS,
+        )
         add(
             "30% backdoor owners: accuracy drop",
             f"<= {BACKDOOR_DROP} points",
@@ -356,7 +411,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one data set, few cells")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--defence", default="trimmed-mean", help="the default the targets use")
+    parser.add_argument("--defence", default="fltrust", help="the defence the targets judge")
     parser.add_argument("--no-he", action="store_true", help="skip (b), the encrypted runs")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -366,7 +421,7 @@ def main() -> int:
         results = list(pool.map(_run, todo, chunksize=4))
     rows = summarise(results)
     console.print(f"matrix done in {time.perf_counter() - start:.0f}s")
-    print_matrix(rows)
+    print_matrix(rows, args.defence)
     overhead = None if args.no_he else measure_overhead(epochs=4 if args.quick else 6)
     if overhead is not None:
         console.print(

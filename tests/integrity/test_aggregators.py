@@ -332,9 +332,12 @@ def test_weights_and_invariances(n: int, seed: int, name: str) -> None:
     assert result.name == agg.name
     assert set(result.weights) == {b.block for b in blocks}
     assert all(0 <= w <= 1 + 1e-12 for w in result.weights.values())
-    assert sum(result.weights.values()) == pytest.approx(1.0) or set(result.weights.values()) == {
-        0.0
-    }
+    total = sum(result.weights.values())
+    if name == "fltrust":
+        # per output row; a row no block agrees with falls back to the reference, weightless
+        assert total <= 1 + 1e-9
+    else:
+        assert total == pytest.approx(1.0) or set(result.weights.values()) == {0.0}
     shuffled = [blocks[i] for i in rng.permutation(n)]
     np.testing.assert_allclose(
         agg(shuffled, reference=reference).gradient, result.gradient, atol=1e-12

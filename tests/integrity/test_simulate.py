@@ -39,10 +39,16 @@ def test_a_stale_replayer_is_caught_once_it_starts_replaying() -> None:
 def test_fltrust_contains_label_flipping_owners_where_the_mean_does_not() -> None:
     def drop(aggregator: str) -> float:
         integrity = IntegrityConfig(aggregator=aggregator)
-        cfg = {"dataset": "digits", "block_points": 32, "integrity": integrity}
+        cfg = {
+            "dataset": "digits",
+            "block_points": 32,
+            "integrity": integrity,
+            "split": "dirichlet",
+            "epochs": 20,
+        }
         clean = simulate(sim(**cfg)).accuracy
         return clean - simulate(sim(owner_attack="label-flip", fraction=0.3, **cfg)).accuracy
 
     robust, plain = drop("fltrust"), drop("mean")
     assert robust <= 0.015
-    assert plain >= robust + 0.03
+    assert plain >= robust + 0.05

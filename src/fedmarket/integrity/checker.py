@@ -46,6 +46,12 @@ class IntegrityConfig:
     window: int = 3
     monitors: tuple[str, ...] = MONITORS
     audits: int = 2  # extra recomputations per epoch beyond one per alarmed processor
+    # Blocks above this robust z are audit candidates: lower than z_threshold, because an
+    # audit cannot slash an honest processor (its result matches), it only costs a recompute.
+    audit_threshold: float = 2.5
+    # Owners whose blocks are outliers in `repeat` of `window` epochs stop counting (the
+    # contract cannot slash an owner; leaving its data out is what the requester can do).
+    quarantine: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.monitors) - set(MONITORS)
@@ -67,6 +73,7 @@ class EpochVerdict:
     flags: list[Flag]
     used_blocks: int
     audited: dict[str, bool] = field(default_factory=dict)  # block -> did the recomputation match
+    quarantined: frozenset[str] = frozenset()  # owners whose blocks no longer count
 
     @property
     def flagged(self) -> list[str]:
@@ -84,6 +91,8 @@ class EpochChecker:
     config: IntegrityConfig = field(default_factory=IntegrityConfig)
     policy: FlagPolicy = field(init=False)
     stability: StabilityMonitor = field(default_factory=StabilityMonitor, init=False)
+    owner_alarms: dict[str, set[int]] = field(default_factory=dict, init=False)
+    quarantined: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.policy = FlagPolicy(repeat=self.config.repeat, window=self.config.window)
@@ -116,13 +125,32 @@ class EpochChecker:
         evidence = list(proven) + statistical
         flags = self.policy.decide(epoch, evidence, active)
         convicted = liars | {f.party for f in flags}
-        used = [b for b in kept if b.processor not in convicted]
+        if self.config.quarantine:
+            self._quarantine(epoch, statistical)
+        used = [b for b in kept if b.processor not in convicted and b.owner not in self.quarantined]
+        quarantined = frozenset(self.quarantined)
         if not used:
-            return EpochVerdict(epoch, None, {}, evidence, flags, 0, audited)
+            return EpochVerdict(epoch, None, {}, evidence, flags, 0, audited, quarantined)
         aggregate = get_aggregator(self.config.aggregator)(used, reference=reference)
         return EpochVerdict(
-            epoch, aggregate.gradient, aggregate.weights, evidence, flags, len(used), audited
+            epoch,
+            aggregate.gradient,
+            aggregate.weights,
+            evidence,
+            flags,
+            len(used),
+            audited,
+            quarantined,
         )
+
+    def _quarantine(self, epoch: int, statistical: list[Evidence]) -> None:
+        for e in statistical:
+            if e.role == "owner":
+                self.owner_alarms.setdefault(e.party, set()).add(epoch)
+        window = self.config.window
+        for owner, epochs in self.owner_alarms.items():
+            if len([t for t in epochs if epoch - window < t <= epoch]) >= self.config.repeat:
+                self.quarantined.add(owner)
 
     def _audit(
         self,
@@ -143,7 +171,7 @@ class EpochChecker:
         extra = [
             b
             for b, z in sorted(block_z.items(), key=lambda kv: -kv[1])
-            if z > self.config.z_threshold and b not in order
+            if z > self.config.audit_threshold and b not in order
         ]
         order += extra[: self.config.audits]
         audited: dict[str, bool] = {}
@@ -219,8 +247,14 @@ class EpochChecker:
         for owner, owned in sorted(by_owner.items()):
             kind, score = self._party_z(owned, z)
             if score > threshold:
-                suspicious_owners.add(owner)
                 out.append(self._evidence(owner, "owner", epoch, kind, score, owned))
+                # Only outliers computed by two or more processors exonerate the processors;
+                # otherwise the audit decides whose fault it is.
+                hot = {
+                    b.processor for b in owned if max(z[b.block].values(), default=0) > threshold
+                }
+                if len(hot) >= 2:
+                    suspicious_owners.add(owner)
         for processor, mine in sorted(by_processor.items()):
             clean = [b for b in mine if b.owner not in suspicious_owners]
             kind, score = self._party_z(clean, z)

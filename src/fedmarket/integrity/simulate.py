@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedmarket.attacks import parse_owner_attack, parse_processor_attack
+from fedmarket.attacks.owner import Backdoor
 from fedmarket.data import Dataset, load_dataset, partition, scale, scaling_constants
 from fedmarket.integrity.checker import EpochChecker, IntegrityConfig
 from fedmarket.integrity.replication import find_disputes, settle
@@ -78,6 +79,7 @@ class SimResult:
     config: SimConfig
     accuracy: float
     backdoor_success: float | None  # triggered test points (not of the target) -> target
+    trigger_rate: float  # the same measured on this run's model whatever the attack (baseline)
     adversaries: list[str]
     flagged: dict[str, int]  # processor -> epoch flagged
     flag_evidence: dict[str, list[Evidence]]
@@ -86,6 +88,7 @@ class SimResult:
     stakes_slashed: int
     epoch_seconds: float
     check_seconds: float
+    audits: int = 0  # blocks recomputed by their owners over the whole run
 
     def rates(self) -> dict[str, float]:
         """Alarm TPR/FPR per processor-epoch, and false slashes per honest processor-epoch."""
@@ -194,6 +197,7 @@ def simulate(cfg: SimConfig) -> SimResult:
     alarms: list[tuple[int, str, bool]] = []
     judged = dict.fromkeys(processors, 0)
     epoch_seconds = check_seconds = 0.0
+    audits = 0
     stake = 1  # one unit per processor; scaled by the benchmark
 
     for epoch in range(cfg.epochs):
@@ -266,6 +270,7 @@ def simulate(cfg: SimConfig) -> SimResult:
             audit=functools.partial(_matches, honest) if cfg.audit else None,
         )
         check_seconds += time.perf_counter() - check_start
+        audits += len(verdict.audited)
         for p in active:
             judged[p] += 1
         accused = {e.party for e in verdict.evidence if e.role == "processor"}
@@ -283,16 +288,19 @@ def simulate(cfg: SimConfig) -> SimResult:
     model = model_from_weights(kind, opt.weights, classes)
     X_test = scaled(test.X)
     accuracy = score(model, X_test, test.y)
-    backdoor = None
-    if owner_attack is not None and getattr(owner_attack, "name", "") == "backdoor":
-        target = owner_attack.target_class(classes)  # type: ignore[attr-defined]
-        keep = test.y != target
-        triggered = scaled(owner_attack.apply_trigger(test.X[keep], features))  # type: ignore[attr-defined]
-        backdoor = float(np.mean(model.predict(triggered) == target)) if keep.any() else 0.0
+    # The trigger's success on this model, whoever trained it: for a clean run it is the
+    # baseline (a trigger can push points to the target class even in a clean model).
+    trigger = owner_attack if isinstance(owner_attack, Backdoor) else parse_owner_attack("backdoor")
+    assert isinstance(trigger, Backdoor)
+    target = trigger.target_class(list(classes))
+    keep = test.y != target
+    triggered = scaled(trigger.apply_trigger(test.X[keep], features))
+    rate = float(np.mean(model.predict(triggered) == target)) if keep.any() else 0.0
     return SimResult(
         config=cfg,
         accuracy=accuracy,
-        backdoor_success=backdoor,
+        backdoor_success=rate if isinstance(owner_attack, Backdoor) else None,
+        trigger_rate=rate,
         adversaries=sorted(bad_procs | bad_owners),
         flagged=flagged,
         flag_evidence=evidence_of,
@@ -301,4 +309,5 @@ def simulate(cfg: SimConfig) -> SimResult:
         stakes_slashed=stake * len(flagged),
         epoch_seconds=epoch_seconds / max(cfg.epochs, 1),
         check_seconds=check_seconds / max(cfg.epochs, 1),
+        audits=audits,
     )
