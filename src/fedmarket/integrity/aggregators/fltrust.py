@@ -28,8 +28,9 @@ class FLTrust:
     weight is its average share over the rows (a row no block is trusted for falls back to
     the reference and gives no block weight). Trust ignores sample counts, as in the paper.
     A block pointing away from the reference gets no weight, and rescaling caps every block's
-    magnitude, so neither a flipped nor a huge gradient can dominate. If every trust is 0 (no block agrees with the reference, or the
-    reference is zero), the result is the reference itself and every weight is 0.
+    magnitude, so neither a flipped nor a huge gradient can dominate. If every trust is 0 (no
+    block agrees with the reference, or the reference is zero), the result is the reference
+    itself and every weight is 0.
     """
 
     @property
