@@ -304,7 +304,7 @@ def measure_overhead(epochs: int) -> dict[str, Any]:
             "check_seconds": [o.check_seconds for o in result.outcomes],
             "accuracy": result.outcomes[-1].metric,
             "flags": result.report.flags,
-            "tokens": {t.name: t.end - t.start for t in result.report.tokens},
+            "tokens": {t.party: t.net for t in result.report.tokens},
         }
 
     off = {"replication": 0.0, "aggregator": "mean", "monitors": []}
