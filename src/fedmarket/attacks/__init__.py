@@ -41,6 +41,7 @@ from fedmarket.attacks.owner import (
 from fedmarket.attacks.processor import (
     MAX_SCALE_FACTOR,
     Collude,
+    Corrupt,
     Crash,
     Late,
     Partial,
@@ -61,6 +62,7 @@ PROCESSOR_FORMS = (
     "scale:F",
     "sign-flip",
     "late",
+    "corrupt",
     "crash@N",
     "collude:GROUP:random[:SCALE]",
 )
@@ -110,8 +112,13 @@ def _processor(text: str) -> ProcessorAttack:
         if epoch < 0:
             raise _Bad("crash epoch N must be >= 0")
         return Crash(epoch)
-    if head in ("zero", "sign-flip", "late") and not args:
-        return {"zero": ZeroTotals(), "sign-flip": Scale(-1), "late": Late()}[head]
+    if head in ("zero", "sign-flip", "late", "corrupt") and not args:
+        return {
+            "zero": ZeroTotals(),
+            "sign-flip": Scale(-1),
+            "late": Late(),
+            "corrupt": Corrupt(),
+        }[head]
     if head == "random" and len(args) <= 1:
         scale = _number(args[0], "SCALE") if args else RandomTotals.scale
         if scale <= 0:
@@ -187,6 +194,7 @@ __all__ = [
     "Artificial",
     "Backdoor",
     "Collude",
+    "Corrupt",
     "Crash",
     "FeatureRanges",
     "LabelFlip",

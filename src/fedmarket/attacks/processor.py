@@ -453,6 +453,57 @@ class Scale(ProcessorAttack):
         }
 
 
+@dataclass(frozen=True)
+class Corrupt(ProcessorAttack):
+    """``corrupt``: honest results with bytes flipped inside every ciphertext (a broken or
+    malicious sender). The plaintext twin cannot express it: its face returns ``nan``s, which
+    the twin's bound check rejects just as decryption rejects the bytes."""
+
+    @property
+    def name(self) -> str:
+        return "corrupt"
+
+    def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
+        return True
+
+    def plain(
+        self,
+        epoch: int,
+        honest: Mapping[str, np.ndarray] | None,
+        n_samples: Mapping[str, int],
+        rng: np.random.Generator,
+        memory: dict[str, Any],
+        *,
+        shape: tuple[int, int] | None = None,
+    ) -> Totals:
+        _require(honest, n_samples, self.text)
+        assert honest is not None
+        return {
+            block: np.full_like(np.asarray(honest[block]), np.nan) for block in sorted(n_samples)
+        }
+
+    def encrypted(
+        self,
+        context: PublicContext,
+        epoch: int,
+        honest: Mapping[str, bytes] | None,
+        n_samples: Mapping[str, int],
+        rng: np.random.Generator,
+        memory: dict[str, Any],
+        *,
+        party: str = "processor",
+    ) -> Results:
+        _require(honest, n_samples, self.text)
+        assert honest is not None
+        out = {}
+        for block in sorted(n_samples):
+            data = bytearray(honest[block])
+            for at in range(len(data) // 2, len(data) - 64, max(1, len(data) // 64)):
+                data[at] ^= 0x5A  # deep inside the ciphertext payload, past the envelope
+            out[block] = bytes(data)
+        return out
+
+
 class _Honest(ProcessorAttack):
     """Attacks whose results are honest; the runtime applies what they mark."""
 

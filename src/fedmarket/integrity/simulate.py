@@ -242,7 +242,7 @@ def simulate(cfg: SimConfig) -> SimResult:
             else:
                 chosen.pop(dispute.block, None)
         for b, (p, v) in list(chosen.items()):
-            if np.max(np.abs(v)) > n_samples[b] * residual_bound:
+            if not np.all(np.isfinite(v)) or np.max(np.abs(v)) > n_samples[b] * residual_bound:
                 proven.append(
                     Evidence(
                         p,
@@ -255,8 +255,11 @@ def simulate(cfg: SimConfig) -> SimResult:
                         (b,),
                     )
                 )
+        bad = {e.party for e in proven if e.kind == "out-of-bound"}
         blocks = [
-            BlockGradient(b, p, block_owner[b], n_samples[b], v) for b, (p, v) in chosen.items()
+            BlockGradient(b, p, block_owner[b], n_samples[b], v)
+            for b, (p, v) in chosen.items()
+            if p not in bad
         ]
         verdict = checker.check(
             epoch,

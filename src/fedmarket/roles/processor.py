@@ -55,6 +55,7 @@ class Processor(Party):
     manifests: dict[str, DataManifest] = field(default_factory=dict, init=False)
     expected: list[BlockRef] = field(default_factory=list, init=False)
     delivered: set[BlockRef] = field(default_factory=set, init=False)
+    blocks: dict[BlockRef, bytes] = field(default_factory=dict, init=False)  # opened, checked
     fill: int = field(default=0, init=False)
 
     def on_announcement(self, message: TaskAnnouncement, spec: TaskSpec) -> None:
@@ -115,10 +116,16 @@ class Processor(Party):
             message.sealed, self.channel, party=party, max_bytes=MAX_SEALED_BLOCK_BYTES
         )
         check_block(block, ref.index, manifest.digests, data_root(manifest.digests), party=party)
+        self.restore_block(ref, block, party=party)
+
+    def restore_block(self, ref: BlockRef, block: bytes, *, party: str = "local state") -> None:
+        """Hand an opened, checked block to the workers (also after a restart, from disk)."""
+        assert self.context is not None
         if self.pool is None:
             self.pool = ProcessorPool(self.context.data, workers=self.workers)
         self.pool.add_block(block, party=party)
         self.delivered.add(ref)
+        self.blocks[ref] = block
 
     def missing_blocks(self) -> list[BlockRef]:
         return [r for r in self.expected if r not in self.delivered]

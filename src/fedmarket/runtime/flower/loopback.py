@@ -1,0 +1,211 @@
+"""Start a whole federation as separate processes on this machine: a SuperLink, SuperNodes,
+and a run of the requester's ServerApp. What the multi-process tests, ``make bench-deploy``
+and ``fedmarket node`` / ``fedmarket request`` use; docs/deploy.md gives the same commands
+for several machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedmarket.errors import FedmarketError
+
+APP = Path(__file__).resolve().parents[4] / "deploy" / "flower-app"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # SuperLink and SuperNodes start `flower-superexec` by name: it must be on PATH.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["FLWR_HOME"] = str(home)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def node_config(options: dict[str, Any]) -> str:
+    """Flower's ``--node-config`` syntax: ``key='string' key=123``."""
+    parts = []
+    for key, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            parts.append(f"{key}={json.dumps(str(value))}")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+@dataclass
+class Tls:
+    """``ca.crt``, ``server.pem``, ``server.key`` in ``folder`` (``make certs``)."""
+
+    folder: Path
+
+    def link_args(self) -> list[str]:
+        f = self.folder
+        return [
+            "--ssl-ca-certfile", str(f / "ca.crt"),
+            "--ssl-certfile", str(f / "server.pem"),
+            "--ssl-keyfile", str(f / "server.key"),
+        ]  # fmt: skip
+
+    def node_args(self) -> list[str]:
+        return ["--root-certificates", str(self.folder / "ca.crt")]
+
+
+@dataclass
+class Federation:
+    """Processes under ``workdir``; ``tls=None`` runs insecure (tests, loopback only)."""
+
+    workdir: Path
+    tls: Tls | None = None
+    port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        home = self.workdir / "flwr" / name
+        home.mkdir(parents=True, exist_ok=True)
+        log = (self.workdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            args, env=_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start_superlink(self) -> None:
+        security = self.tls.link_args() if self.tls else ["--insecure"]
+        self._spawn(
+            "superlink",
+            [
+                "flower-superlink", *security, "--port", str(self.port),
+                "--disable-runtime-dependency-installation",
+            ],
+        )  # fmt: skip
+
+    def start_node(self, name: str, options: dict[str, Any]) -> None:
+        """A SuperNode whose ClientApp plays ``options['role']`` (see runtime.flower.node)."""
+        self.configs[name] = options
+        security = self.tls.node_args() if self.tls else ["--insecure"]
+        self._spawn(
+            name,
+            [
+                "flower-supernode", *security, "--superlink", self.address,
+                "--port", str(free_port()), "--node-config", node_config(options),
+            ],
+        )  # fmt: skip
+
+    def stop(self, name: str, *, kill: bool = False) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def restart(self, name: str) -> None:
+        self.stop(name)
+        self.start_node(name, self.configs[name])
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def __enter__(self) -> Federation:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.start_superlink()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until the SuperLink accepts connections (it takes a few seconds to start)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs.get("superlink")
+            if proc is not None and proc.poll() is not None:
+                raise FedmarketError(
+                    f"the SuperLink exited with code {proc.returncode}",
+                    hint=f"see {self.workdir / 'superlink.log'}",
+                )
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    time.sleep(1.0)  # the port opens a moment before the API serves
+                    return
+            time.sleep(0.25)
+        raise FedmarketError(f"the SuperLink did not start within {timeout:.0f} s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cli_config(self) -> Path:
+        """The `flwr` CLI's config for this SuperLink (a federation called ``loop``)."""
+        home = self.workdir / "flwr" / "cli"
+        home.mkdir(parents=True, exist_ok=True)
+        security = (
+            f'root-certificates = "{self.tls.folder / "ca.crt"}"' if self.tls else "insecure = true"
+        )
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "loop"\n\n[superlink.loop]\n'
+            f'address = "{self.address}"\n{security}\n'
+        )
+        return home
+
+    def request(self, run_config: dict[str, Any], *, timeout: float = 900) -> dict[str, Any]:
+        """Submit the requester's run and wait for its ``result.json``."""
+        self.submit(run_config)
+        return self.wait(run_config, timeout=timeout)
+
+    def submit(self, run_config: dict[str, Any]) -> None:
+        """``flwr run`` the requester's ServerApp; returns once the SuperLink accepted it."""
+        out = Path(str(run_config["out"]))
+        (out / "result.json").unlink(missing_ok=True)
+        home = self.cli_config()
+        config = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
+        args = ["flwr", "run", str(APP), "loop", "--run-config", config]
+        with (self.workdir / "request.log").open("ab") as log:
+            log.write(f"$ {shlex.join(args)}\n".encode())
+            log.flush()
+            subprocess.run(
+                args, env=_env(home), stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True
+            )
+
+    def wait(self, run_config: dict[str, Any], *, timeout: float = 900) -> dict[str, Any]:
+        """The run's ``result.json`` (written when the requester finishes or fails)."""
+        result_file = Path(str(run_config["out"])) / "result.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if result_file.exists():
+                try:
+                    result: dict[str, Any] = json.loads(result_file.read_text())
+                    return result
+                except json.JSONDecodeError:
+                    pass  # being written
+            time.sleep(1.0)
+        raise FedmarketError(
+            f"the requester's run did not finish within {timeout:.0f} s",
+            hint=f"see the logs in {self.workdir}",
+        )

@@ -1,0 +1,112 @@
+"""A federation on loopback for the multi-process tests and bench-deploy: anvil, a SuperLink,
+SuperNodes for owners and processors, each with its own keystore and state file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedmarket.chain.backends import dev_keys
+from fedmarket.deploy_cli import RunningChain, chain_up, write_key
+from fedmarket.runtime.flower.loopback import Federation, Tls
+from fedmarket.spec import SpecFile, dump_spec, load_spec
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PASSWORD = "loopback-test-password"
+
+
+@dataclass
+class Party:
+    name: str
+    role: str
+    index: int  # anvil dev account
+    options: dict[str, Any]
+
+
+def small_spec(folder: Path, epochs: int = 3, **integrity: Any) -> Path:
+    """breast_cancer.toml with few epochs, no plateau stop and 64-point blocks."""
+    data = load_spec(EXAMPLES / "breast_cancer.toml").model_dump()
+    data["task"]["max_epochs"] = epochs
+    data["task"]["epoch_seconds"] = 600
+    data["stopping"]["patience"] = 0
+    data["he"]["block_points"] = 64
+    data["integrity"].update(integrity)
+    path = folder / "task.toml"
+    path.write_text(dump_spec(SpecFile.model_validate(data)))
+    return path
+
+
+def parties(spec: Path, extra_processor: bool = True, **attacks: str) -> list[Party]:
+    s = load_spec(spec)
+    assert s.run is not None
+    out = []
+    for i, o in enumerate(s.run.owners):
+        out.append(Party(o.name, "owner", 2 + i, {
+            "data": s.run.dataset, "shard": f"{i}/{len(s.run.owners)}",
+            "points": o.points, "price": o.price, "seed": s.run.seed,
+        }))  # fmt: skip
+    processors = [(p.name, p.capacity, p.price) for p in s.run.processors]
+    if extra_processor:  # asks too much: wins nothing
+        processors.append(("processor3", 227, 10**18))
+    for j, (name, capacity, price) in enumerate(processors):
+        out.append(Party(name, "processor", 2 + len(s.run.owners) + j, {
+            "capacity": capacity, "price": price, "workers": 1,
+        }))  # fmt: skip
+    for p in out:
+        if p.name in attacks:
+            p.options["attack"] = attacks[p.name]
+    return out
+
+
+class Loopback:
+    """Everything for one multi-process task; ``with Loopback(tmp) as lb: lb.run()``."""
+
+    def __init__(self, workdir: Path, spec: Path, members: list[Party], *, tls: Path | None):
+        self.workdir = workdir
+        self.spec = spec
+        self.members = members
+        self.tls = tls
+        keys = dev_keys(2 + len(members))
+        (workdir / "password").write_text(PASSWORD + "\n")
+        self.keys = {}
+        for name, index in [("requester", 1)] + [(m.name, m.index) for m in members]:
+            path = workdir / "keys" / f"{name}.json"
+            write_key(path, keys[index], PASSWORD, overwrite=True)
+            self.keys[name] = path
+        self.chain: RunningChain | None = None
+        self.fed: Federation | None = None
+
+    def __enter__(self) -> Loopback:
+        self.chain = chain_up()
+        self.fed = Federation(self.workdir, Tls(self.tls) if self.tls else None).__enter__()
+        for m in self.members:
+            self.start(m)
+        return self
+
+    def start(self, m: Party) -> None:
+        assert self.chain is not None and self.fed is not None
+        self.fed.start_node(m.name, {
+            "role": m.role, "name": m.name, "key": str(self.keys[m.name]),
+            "password-file": str(self.workdir / "password"), "chain": self.chain.url,
+            "state": str(self.workdir / "state" / f"{m.name}.sqlite"), **m.options,
+        })  # fmt: skip
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fed is not None:
+            self.fed.close()
+        if self.chain is not None:
+            self.chain.stop()
+
+    def config(self, **config: Any) -> dict[str, Any]:
+        assert self.chain is not None
+        return {
+            "spec": str(self.spec), "chain": self.chain.url,
+            "market": self.chain.info["market"], "key": str(self.keys["requester"]),
+            "password-file": str(self.workdir / "password"), "nodes": len(self.members),
+            "out": str(self.workdir / "out"), "timeout": 120.0, **config,
+        }  # fmt: skip
+
+    def run(self, **config: Any) -> dict[str, Any]:
+        assert self.fed is not None
+        return self.fed.request(self.config(**config))

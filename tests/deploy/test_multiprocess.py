@@ -1,0 +1,132 @@
+"""Every party its own process: anvil, a SuperLink and SuperNodes on loopback (real TLS).
+
+Slow (minutes: Flower polls every 3 s and runs each message in a fresh process), so the
+happy path and the faults share as few runs as possible.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fedmarket.chain.backends import rpc
+from fedmarket.chain.client import MarketClient
+from fedmarket.chain.events import ResultSubmitted
+from fedmarket.spec import load_spec
+
+from .federation import Loopback, parties, small_spec
+
+pytestmark = [pytest.mark.anvil, pytest.mark.xdist_group("deploy")]
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
+START = 10**24  # what chain_up mints to each dev account
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("certs")
+    subprocess.run([str(TOOLS / "mkcerts.sh"), str(folder)], check=True, capture_output=True)
+    return folder
+
+
+def nets(result: dict[str, object]) -> dict[str, int]:
+    """Token change per party; the market (which starts empty) is one of them."""
+    balances = result["balances"]
+    assert isinstance(balances, dict)
+    return {name: int(b) - (0 if name == "market" else START) for name, b in balances.items()}
+
+
+def test_a_task_across_processes_over_tls_pays_exactly_and_conserves_tokens(
+    tmp_path: Path, certs: Path
+) -> None:
+    spec = small_spec(tmp_path, epochs=3)
+    with Loopback(tmp_path, spec, parties(spec), tls=certs) as lb:
+        result = lb.run()
+    assert result["status"] == "finished", result
+    assert result["stop_reason"] == "max_epochs reached"
+    epochs = result["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert all(sorted(e["on_time"]) == ["processor1", "processor2"] for e in epochs)
+    assert epochs[-1]["metric"] >= 0.9
+    # the node that asked too much won nothing, was never sent data, and lost nothing
+    assert result["winners"] == {"processors": ["processor1", "processor2"],
+                                 "owners": ["owner1", "owner2"]}  # fmt: skip
+    assert result["bytes_received"]["processor3"] == 0
+    s = load_spec(spec)
+    assert s.run is not None
+    net = nets(result)
+    owed = {o.name: o.points * o.price for o in s.run.owners}
+    owed |= {p.name: p.capacity * p.price * 3 for p in s.run.processors}
+    for name, amount in owed.items():
+        assert net[name] == amount, name
+    assert net["processor3"] == 0
+    assert net["requester"] == -sum(owed.values())
+    assert net["market"] == 0 and result["unsettled"] == {}
+    assert sum(net.values()) == 0  # every token accounted for, across five processes
+
+
+def test_faults_a_killed_node_a_restarted_node_and_a_corrupt_ciphertext(tmp_path: Path) -> None:
+    spec = small_spec(tmp_path, epochs=3)
+    members = parties(spec, extra_processor=False, processor2="corrupt")
+    for m in members:
+        if m.role == "processor":
+            m.options["capacity"] = 160
+    from .federation import Party
+
+    members.append(Party("processor3", "processor", 2 + len(members), {
+        "capacity": 160, "price": 102_000_000_000_000, "workers": 1,
+    }))  # fmt: skip
+    with Loopback(tmp_path, spec, members, tls=None) as lb:
+        assert lb.chain is not None and lb.fed is not None
+        chain = rpc(lb.chain.url, [])
+        market = MarketClient.at(chain.w3, lb.chain.info["market"], None)  # type: ignore[arg-type]
+        address = {m.name: a for m, a in zip(members, _addresses(lb, members), strict=True)}
+        events: list[str] = []
+
+        def saboteur() -> None:
+            # once processor1 and processor3 have submitted epoch 0: processor3 dies for good
+            # (kill -9, mid-task), processor1 is killed and restarted from its state file
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                done = {e.processor.lower() for e in market.logs(ResultSubmitted) if e.epoch == 0}
+                if {address["processor1"], address["processor3"]} <= done:
+                    lb.fed.stop("processor3", kill=True)  # type: ignore[union-attr]
+                    lb.fed.stop("processor1", kill=True)  # type: ignore[union-attr]
+                    lb.fed.start_node("processor1", lb.fed.configs["processor1"])  # type: ignore[union-attr]
+                    events.append("done")
+                    return
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=saboteur, daemon=True)
+        thread.start()
+        result = lb.run(timeout=45.0)
+        thread.join(timeout=5)
+    assert events == ["done"]
+    assert result["status"] == "finished", result
+    epochs = result["epochs"]
+    assert len(epochs) == 3  # the task went on
+    # the corrupt ciphertext was rejected and its sender flagged (slashed) at once
+    assert epochs[0]["flagged"] == ["processor2"]
+    assert any(e["kind"] == "bad-result" and e["party"].lower() == address["processor2"]
+               for e in epochs[0]["evidence"])  # fmt: skip
+    # the killed node missed every later epoch; the restarted one resumed from its state file
+    assert all("processor3" in e["missing"] for e in epochs[1:])
+    assert "processor1" in epochs[-1]["on_time"]
+    assert epochs[-1]["metric"] >= 0.85
+    net = nets(result)
+    assert net["processor2"] < 0 and net["processor1"] > 0 and net["requester"] < 0
+    # the dead node never came to collect: what it is owed waits in the market for it
+    assert set(result["unsettled"]) == {"processor3"}
+    assert net["market"] == result["unsettled"]["processor3"] + result["dust"]
+    assert sum(net.values()) == 0
+
+
+def _addresses(lb: Loopback, members: list) -> list[str]:  # type: ignore[type-arg]
+    from fedmarket.deploy_cli import load_key
+
+    return [
+        str(load_key(lb.keys[m.name], lb.workdir / "password").address).lower() for m in members
+    ]
