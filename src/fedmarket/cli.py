@@ -173,6 +173,16 @@ def chain_demo(
     run_demo(chain)
 
 
+def _register() -> None:
+    from fedmarket import deploy_cli, node_cli
+
+    deploy_cli.register(app, chain_app)
+    node_cli.register(app, chain_app)
+
+
+_register()
+
+
 def main() -> None:
     """Console entry point: user mistakes print a clear message, never a traceback."""
     try:

@@ -16,9 +16,8 @@ import pytest
 from fedmarket.chain.backends import rpc
 from fedmarket.chain.client import MarketClient
 from fedmarket.chain.events import ResultSubmitted
+from fedmarket.runtime.flower.harness import Loopback, Party, parties, small_spec
 from fedmarket.spec import load_spec
-
-from .federation import Loopback, parties, small_spec
 
 pytestmark = [pytest.mark.anvil, pytest.mark.xdist_group("deploy")]
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
@@ -74,8 +73,6 @@ def test_faults_a_killed_node_a_restarted_node_and_a_corrupt_ciphertext(tmp_path
     for m in members:
         if m.role == "processor":
             m.options["capacity"] = 160
-    from .federation import Party
-
     members.append(Party("processor3", "processor", 2 + len(members), {
         "capacity": 160, "price": 102_000_000_000_000, "workers": 1,
     }))  # fmt: skip

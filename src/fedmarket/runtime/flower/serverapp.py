@@ -268,6 +268,7 @@ def run(grid: Grid, run_id: int, cfg: dict[str, Any]) -> dict[str, Any]:
     requester.arbiter = arbitrate
     stop_reason = ""
     epoch_seconds: list[float] = []
+    sent_before, received_before = Counter(session.sent), Counter(session.received)
     while True:
         t0 = time.perf_counter()
         model = requester.model_message()
@@ -283,6 +284,8 @@ def run(grid: Grid, run_id: int, cfg: dict[str, Any]) -> dict[str, Any]:
         if outcome.finished:
             stop_reason = outcome.stop_reason or ""
             break
+    epoch_sent = session.sent - sent_before
+    epoch_received = session.received - received_before
     requester.settle()
     session.ask(everyone, "settle")  # losers take their stakes back too
     balances = {p.name: token.balance_of(p.address) for p in session.peers.values()}
@@ -321,6 +324,8 @@ def run(grid: Grid, run_id: int, cfg: dict[str, Any]) -> dict[str, Any]:
         "unsettled": {k: v for k, v in unsettled.items() if v},
         "dust": market.dust(requester.task_id),
         "bytes_sent": dict(session.sent),
+        "epoch_bytes_sent": dict(epoch_sent),  # requester -> node, during the epochs
+        "epoch_bytes_received": dict(epoch_received),  # node -> requester
         "bytes_received": dict(session.received),
         "events": session.events,
         "winners": {

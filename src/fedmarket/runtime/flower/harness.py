@@ -1,5 +1,6 @@
-"""A federation on loopback for the multi-process tests and bench-deploy: anvil, a SuperLink,
-SuperNodes for owners and processors, each with its own keystore and state file."""
+"""A whole task on loopback, for the multi-process tests and ``make bench-deploy``: anvil
+(``fedmarket chain up``), a SuperLink, a SuperNode per owner and processor, each with its own
+keystore (anvil's dev keys: public, for tests only) and state file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from fedmarket.deploy_cli import RunningChain, chain_up, write_key
 from fedmarket.runtime.flower.loopback import Federation, Tls
 from fedmarket.spec import SpecFile, dump_spec, load_spec
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[4] / "examples"
 PASSWORD = "loopback-test-password"
 
 
