@@ -7,6 +7,7 @@ to a SuperLink and waits for the task to end. See docs/deploy.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -49,8 +50,15 @@ def node(
     insecure: bool = typer.Option(False, help="No TLS (loopback tests only)."),
     root_certificates: Path | None = typer.Option(None, help="CA certificate of the SuperLink."),
     port: int = typer.Option(9094, help="Local port of this SuperNode's ClientApp API."),
+    watch_seconds: float = typer.Option(
+        30.0, help="How often to check the chain for a requester that timed out."
+    ),
 ) -> None:
-    """Serve as a data owner or a processor until stopped (Ctrl-C)."""
+    """Serve as a data owner or a processor until stopped (Ctrl-C).
+
+    Beside the SuperNode it watches the chain: if the requester vanishes (its deadline plus
+    the grace period passes), the node claims the timeout and collects what it is owed.
+    """
     from fedmarket.deploy_cli import load_key
     from fedmarket.runtime.flower.loopback import _env, node_config
 
@@ -85,7 +93,10 @@ def node(
     home = state.resolve().parent / f".flwr-{state.stem}"
     proc = subprocess.Popen(args, env=_env(home))
     try:
-        proc.wait()
+        while proc.poll() is None:
+            _watch(options)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=watch_seconds)
     except KeyboardInterrupt:
         proc.terminate()
         proc.wait(timeout=15)
@@ -94,6 +105,23 @@ def node(
             f"the SuperNode exited with code {proc.returncode}",
             hint="check --superlink and the TLS options (its log is above)",
         )
+
+
+def _watch(options: dict[str, Any]) -> None:
+    from fedmarket.errors import FedmarketError
+    from fedmarket.runtime.flower.node import Node, NodeConfig
+
+    try:
+        node = Node(NodeConfig.parse(options))
+        try:
+            done = node.watch()
+        finally:
+            node.close()
+    except FedmarketError as exc:
+        typer.echo(f"watch: {exc}", err=True)
+        return
+    if done:
+        typer.echo(done)
 
 
 def request(

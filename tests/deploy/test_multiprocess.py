@@ -127,3 +127,65 @@ def _addresses(lb: Loopback, members: list) -> list[str]:  # type: ignore[type-a
     return [
         str(load_key(lb.keys[m.name], lb.workdir / "password").address).lower() for m in members
     ]
+
+
+def test_when_the_requester_dies_the_winners_claim_the_timeout_and_collect(
+    tmp_path: Path,
+) -> None:
+    from fedmarket.runtime.flower.node import Node, NodeConfig
+
+    spec = small_spec(tmp_path, epochs=3)
+    members = parties(spec, extra_processor=False)
+    with Loopback(tmp_path, spec, members, tls=None) as lb:
+        assert lb.chain is not None and lb.fed is not None
+        chain = rpc(lb.chain.url, [])
+        market = MarketClient.at(chain.w3, lb.chain.info["market"], None)  # type: ignore[arg-type]
+        lb.fed.submit(lb.config())
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if len([e for e in market.logs(ResultSubmitted) if e.epoch == 0]) == 2:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("epoch 0 never completed")
+        lb.fed.stop("superlink", kill=True)  # the requester (its ServerApp) dies with it
+        task = 0
+        clock = market.clock_of(task)
+        # nothing to claim before the deadline plus the grace period
+        node = Node(NodeConfig.parse(lb.fed.configs["processor1"]))
+        assert node.watch() is None
+        node.close()
+        chain.time_travel(clock.deadline + market.grace_seconds() + 1 - chain.timestamp())
+        done = {}
+        for m in members:
+            node = Node(NodeConfig.parse(lb.fed.configs[m.name]))
+            done[m.name] = node.watch()
+            node.close()
+        from fedmarket.chain.client import TokenClient
+
+        token = TokenClient.at(chain.w3, market.token(), None)  # type: ignore[arg-type]
+        from fedmarket.deploy_cli import load_key
+
+        requester = str(load_key(lb.keys["requester"], lb.workdir / "password").address)
+        balances = {
+            m.name: token.balance_of(a)
+            for m, a in zip(members, _addresses(lb, members), strict=True)
+        }
+        owed_requester = market.owed(task, requester) + market.claimable(requester)
+        in_market = token.balance_of(market.address)
+        requester_balance = token.balance_of(requester)
+        dust = market.dust(task)
+    # the first to look ends the task; everyone collects
+    assert all(d is not None and "collected" in d for d in done.values()), done
+    assert sum("claimed the timeout" in str(d) for d in done.values()) == 1
+    s = load_spec(spec)
+    assert s.run is not None
+    # processors are paid for the epoch they finished (it counts as closed), owners in full
+    for p in s.run.processors:
+        assert balances[p.name] - START >= p.capacity * p.price, p.name
+    for o in s.run.owners:
+        assert balances[o.name] - START == o.points * o.price, o.name
+    # what is left in the market is the requester's refund, waiting for it
+    assert in_market == owed_requester + dust
+    total = sum(b - START for b in balances.values()) + (requester_balance - START) + in_market
+    assert total == 0

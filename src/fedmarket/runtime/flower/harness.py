@@ -68,6 +68,7 @@ class Loopback:
         self.spec = spec
         self.members = members
         self.tls = tls
+        workdir.mkdir(parents=True, exist_ok=True)
         keys = dev_keys(2 + len(members))
         (workdir / "password").write_text(PASSWORD + "\n")
         self.keys = {}

@@ -333,4 +333,32 @@ class Node:
     def settle(self) -> RecordDict:
         role = self.role()
         amount = role.settle()
+        self.state["settled"] = True
+        self.save()
         return records.pack({"received": str(amount)})
+
+    def watch(self) -> str | None:
+        """If the requester is gone (its deadline plus the grace period has passed while the
+        task is open), end the task with ``claim_timeout`` and collect. What ``fedmarket
+        node`` runs every few seconds beside its SuperNode; returns what it did, if anything."""
+        from fedmarket.chain.client import TaskState
+
+        task = self.state.get("task_id")
+        if task is None or self.state.get("settled"):
+            return None
+        role = self.role()
+        market = role.market
+        clock = market.clock_of(task)
+        if clock.state == TaskState.BIDDING:
+            return None
+        what = "the task is over"
+        if clock.state in (TaskState.ASSIGNING, TaskState.TRAINING):
+            now = int(market.w3.eth.get_block("latest")["timestamp"])
+            if now <= clock.deadline + market.grace_seconds() or not role.won():
+                return None
+            market.claim_timeout(task)
+            what = f"the requester timed out at epoch {clock.epoch}: claimed the timeout"
+        amount = role.settle()
+        self.state["settled"] = True
+        self.save()
+        return f"{what}; collected {amount}"
