@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,6 @@ from eth_utils import is_address, to_checksum_address
 
 from fedmarket.chain.backends import (
     ANVIL_CHAIN_ID,
-    EVM_HARDFORK,
     Anvil,
     dev_keys,
     find_anvil,
@@ -300,36 +298,11 @@ class _ServedAnvil(Anvil):
             return self
         port = self._claimable_port(self.requested_port or 0)
         binary = self.binary if self.binary is not None else find_anvil()
-        self.port = port
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        command = [
-            str(binary),
-            "--host",
-            self.host,
-            "--port",
-            str(port),
-            "--accounts",
-            str(self.num_accounts),
-            "--mnemonic",
-            self.mnemonic,
-            "--chain-id",
-            str(self.chain_id),
-            "--hardfork",
-            EVM_HARDFORK,
-            "--silent",
-        ]
         try:
-            # Own process group, as Anvil does: the npm wrapper and the real binary both stop.
-            self._proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
+            self._spawn(binary, self.host, port)
+        except ChainError:
             self.stop()
-            raise ChainError(f"cannot run anvil at {binary}: {exc}") from exc
+            raise
         if self._wait_ready():
             return self
         output = self._output()

@@ -300,6 +300,39 @@ class Anvil:
         """A :class:`Chain` on this node, signing with its funded accounts."""
         return rpc(self.url, self.private_keys, chain_id=self.chain_id)
 
+    def _spawn(self, binary: Path, host: str, port: int) -> None:
+        """Launch anvil on ``host:port``; its output goes to a temporary file for errors."""
+        self.port = port
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        command = [
+            str(binary),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--accounts",
+            str(self.num_accounts),
+            "--mnemonic",
+            self.mnemonic,
+            "--chain-id",
+            str(self.chain_id),
+            "--hardfork",
+            EVM_HARDFORK,
+            "--silent",
+        ]
+        try:
+            # Own process group: the npm package's anvil is a Node wrapper that spawns
+            # the real binary, and both must go on stop().
+            self._proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ChainError(f"cannot run anvil at {binary}: {exc}", hint=_ANVIL_HINT) from exc
+
     def start(self) -> Anvil:
         binary = self.binary if self.binary is not None else find_anvil()
         if not (binary.is_file() and os.access(binary, os.X_OK)):
@@ -307,37 +340,7 @@ class Anvil:
         last_error = ""
         # A port found free can be taken before anvil binds it; try a few.
         for _attempt in range(3):
-            self.port = _free_port()
-            # Closed in stop(); anvil writes its output here for error messages.
-            self._log = tempfile.TemporaryFile()  # noqa: SIM115
-            command = [
-                str(binary),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--accounts",
-                str(self.num_accounts),
-                "--mnemonic",
-                self.mnemonic,
-                "--chain-id",
-                str(self.chain_id),
-                "--hardfork",
-                EVM_HARDFORK,
-                "--silent",
-            ]
-            try:
-                # Own process group: the npm package's anvil is a Node wrapper that spawns
-                # the real binary, and both must go on stop().
-                self._proc = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=self._log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ChainError(f"cannot run anvil at {binary}: {exc}", hint=_ANVIL_HINT) from exc
+            self._spawn(binary, "127.0.0.1", _free_port())
             if self._wait_ready():
                 return self
             last_error = self._output()

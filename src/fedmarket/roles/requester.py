@@ -336,6 +336,14 @@ class Requester(Party):
             return (np.asarray(y) == classes[1]).astype(np.float64)[:, None]
         return (np.asarray(y)[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
 
+    def _bad_result(self, who: str, ref: BlockRef, why: str) -> Evidence:
+        """Proof against a processor: a result that no honest block and model can produce."""
+        block = block_id(ref)
+        return Evidence(
+            who, "processor", self.epoch, "bad-result", Strength.PROVEN, f"block {block}: {why}",
+            1.0, (block,),
+        )  # fmt: skip
+
     def close_epoch(self) -> EpochOutcome:
         """Decrypt block totals, check, aggregate, update, validate, flag, close on chain."""
         assert self.spec is not None and self.keypair is not None and self.optimizer is not None
@@ -361,33 +369,11 @@ class Requester(Party):
                 )
             except UntrustedInputError as exc:
                 # No honest processor can produce this from the committed inputs.
-                proven.append(
-                    Evidence(
-                        who,
-                        "processor",
-                        self.epoch,
-                        "bad-result",
-                        Strength.PROVEN,
-                        f"block {block_id(ref)}: {exc.message}",
-                        1.0,
-                        (block_id(ref),),
-                    )
-                )
+                proven.append(self._bad_result(who, ref, exc.message))
                 continue
             if sums.n_samples != sizes[ref]:
-                proven.append(
-                    Evidence(
-                        who,
-                        "processor",
-                        self.epoch,
-                        "bad-result",
-                        Strength.PROVEN,
-                        f"block {block_id(ref)}: claims {sums.n_samples} samples, "
-                        f"the owner's manifest says {sizes[ref]}",
-                        1.0,
-                        (block_id(ref),),
-                    )
-                )
+                claim = f"claims {sums.n_samples} samples, the owner's manifest says {sizes[ref]}"
+                proven.append(self._bad_result(who, ref, claim))
                 continue
             blocks.append(BlockGradient(block_id(ref), who, ref.owner, sums.n_samples, sums.sums))
         X_val = self._scaled_val()
