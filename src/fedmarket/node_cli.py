@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -92,6 +93,11 @@ def node(
     typer.echo(f"{role} {account.address}: SuperNode for {superlink}, state in {state}")
     home = state.resolve().parent / f".flwr-{state.stem}"
     proc = subprocess.Popen(args, env=_env(home))
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the SuperNode too, not just this wrapper
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         while proc.poll() is None:
             _watch(options)
