@@ -134,7 +134,7 @@ def _epoch_seconds(
 def sweep_point(n: int, d: int, *, single_worker: bool) -> dict[str, Any]:
     """Owner encryption, then the processor's epoch time on n samples x d features."""
     rng = np.random.default_rng(n * 1000 + d)
-    spec = HESpec.for_task(kind="logistic", n_features=d)
+    spec = HESpec.for_task(kind="logistic", n_features=d, expected_samples=n)
     keypair = KeyPair.generate(spec)
     X = rng.uniform(-1.0, 1.0, (n, d))
     y = rng.integers(0, 2, n)
@@ -154,6 +154,7 @@ def sweep_point(n: int, d: int, *, single_worker: bool) -> dict[str, Any]:
         "samples": n,
         "features": d,
         "lanes": spec.lanes,
+        "z_copies": spec.z_copies,
         "blocks": len(blocks),
         "epoch_seconds": seconds,
         "sample_features_per_second": n * d / seconds,
@@ -220,6 +221,7 @@ def accuracy(name: str, X: np.ndarray, y: np.ndarray, workers: int) -> dict[str,
         "spec": {
             "lanes": encrypted.spec.lanes,
             "class_lanes": encrypted.spec.class_lanes,
+            "z_copies": encrypted.spec.z_copies,
             "groups": encrypted.spec.n_groups,
         },
     }

@@ -54,13 +54,17 @@ def setup_for(name: str) -> Setup:
         return make_setup("logistic", 5)
     if name == "linear":  # 3 features (4 lanes)
         return make_setup("linear", 3)
+    if name == "copies":  # binary, 12 features (16 lanes), blocks of 1024 samples in 4 z-copies
+        setup = make_setup("logistic", 12, expected=1000)
+        assert setup.spec.z_copies == 4 and setup.spec.block_size == 1024
+        return setup
     # 3 classes, 6 features; 2 class lanes (blocks of 2048 samples), so 2 class groups
     setup = make_setup("one_vs_rest", 6, 3, expected=1500)
     assert setup.spec.class_lanes == 2 and setup.spec.n_groups == 2
     return setup
 
 
-SETUPS = ("logistic", "linear", "one_vs_rest")
+SETUPS = ("logistic", "linear", "one_vs_rest", "copies")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 
 from fedmarket.he import ProcessorPool, encrypt_block, encrypt_model, run_program
 
-from .conftest import Setup, random_data, random_weights
+from .conftest import Setup, random_data, random_weights, setup_for
 
 CHILD = textwrap.dedent(
     """
@@ -34,8 +34,9 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_processes_give_identical_bytes(one_vs_rest: Setup, tmp_path: Path) -> None:
-    setup = one_vs_rest
+@pytest.mark.parametrize("name", ["one_vs_rest", "copies"])
+def test_two_processes_give_identical_bytes(name: str, tmp_path: Path) -> None:
+    setup = setup_for(name)
     X, labels, _ = random_data(setup.spec, 900, seed=21)
     (tmp_path / "context").write_bytes(setup.public.data)
     (tmp_path / "block").write_bytes(encrypt_block(setup.public, X, labels, block_id="d"))

@@ -32,7 +32,7 @@ def keys() -> dict[str, tuple[KeyPair, PublicContext]]:
     out = {}
     for name, spec in (
         ("logistic", HESpec.for_task(kind="logistic", n_features=5)),
-        (
+        (  # 4 class lanes and 8 z-copies: blocks of 128 samples
             "one_vs_rest",
             HESpec.for_task(kind="one_vs_rest", n_features=5, n_outputs=3, expected_samples=100),
         ),
@@ -59,12 +59,12 @@ def test_forged_totals_decrypt_to_the_chosen_values(
     keypair, public = keys[name]
     spec = public.spec
     totals = np.random.default_rng(1).uniform(-300.0, 300.0, (spec.n_outputs, spec.n_features + 1))
-    data = forge_result(public, block_id="owner/3", epoch=4, n_samples=600, totals=totals)
+    data = forge_result(public, block_id="owner/3", epoch=4, n_samples=100, totals=totals)
     result = decrypt_result(keypair, data, party="cheat", epoch=4, block_ids=["owner/3"])
-    assert (result.block_id, result.epoch, result.n_samples) == ("owner/3", 4, 600)
+    assert (result.block_id, result.epoch, result.n_samples) == ("owner/3", 4, 100)
     np.testing.assert_allclose(result.sums, totals, rtol=RTOL, atol=ATOL)
     # The same size as an honest result: nothing on the wire tells them apart.
-    honest = honest_result(keypair, public, 600, epoch=4)
+    honest = honest_result(keypair, public, 100, epoch=4)
     assert len(data) == len(honest)
 
 
@@ -74,7 +74,7 @@ def test_scale_noise_and_restamp_of_a_real_result(
 ) -> None:
     keypair, public = keys[name]
     spec = public.spec
-    data = honest_result(keypair, public, 500, epoch=2)
+    data = honest_result(keypair, public, 100, epoch=2)
     honest = decrypt_result(keypair, data, party="p", epoch=2).sums
     assert np.max(np.abs(honest)) > 1.0
     for factor in (-1, 3):

@@ -26,13 +26,16 @@ def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> 
     weights = spec.poly.kappa * W if spec.is_logistic else W
     for group, label in enumerate(label_vectors(spec, labels)):
         rows = weights[group * r : (group + 1) * r]
-        model = [spec.to_physical(spec.model_layout(rows, b)) for b in range(spec.model_baby)]
+        cts = range(spec.model_ciphertexts)
+        model = [spec.to_physical(spec.model_layout(rows, j)) for j in cts]
         z = np.zeros(spec.slots)
         for g in reversed(range(spec.model_giant)):
             z = rotate(z, -r * spec.model_baby) if g < spec.model_giant - 1 else z
-            z += sum(
-                model[b] * spec.to_physical(spec.z_layout(F, g, b)) for b in range(spec.model_baby)
-            )
+            z += sum(model[j] * spec.to_physical(spec.z_layout(F, g, j)) for j in cts)
+        stride = spec.block_size
+        while stride < spec.length:  # z-copy segments
+            z = z + rotate(z, r * stride)
+            stride *= 2
         h = (z * (z * z + spec.poly.linear_term) if spec.is_logistic else z) - label
         baby = [rotate(h, r * b) for b in range(spec.sum_baby)]
         acc = np.zeros(spec.slots)
@@ -42,7 +45,7 @@ def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> 
                 baby[b] * spec.to_physical(spec.sum_layout(F, g, b)) for b in range(spec.sum_baby)
             )
         stride = spec.lanes
-        while stride < spec.block_size:
+        while stride < spec.length:
             acc = acc + rotate(acc, r * stride)
             stride *= 2
         replicas = spec.result_lanes(acc)
@@ -54,15 +57,18 @@ def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> 
 @pytest.mark.parametrize(
     ("kind", "features", "outputs", "samples"),
     [
-        ("logistic", 5, 1, 300),
+        ("logistic", 5, 1, 300),  # 8 z-copies of 512 slots: one model ciphertext
+        ("logistic", 5, 1, None),  # no z-copies
         ("logistic", 40, 1, 4096),  # 64 lanes: two giant steps for z (Bz = 32)
-        ("linear", 3, 1, 1000),
-        ("one_vs_rest", 6, 3, 900),  # 2 class lanes
+        ("logistic", 40, 1, 1000),  # two giant steps for z with 4 z-copies
+        ("linear", 3, 1, 1000),  # 4 z-copies
+        ("one_vs_rest", 6, 3, 900),  # 4 class lanes
+        ("one_vs_rest", 6, 3, 200),  # 4 class lanes and 4 z-copies
         ("one_vs_rest", 9, 5, 600),  # 4 class lanes, 2 groups, 3 empty class lanes
     ],
 )
 def test_layouts_compute_the_gradient_sums(
-    kind: str, features: int, outputs: int, samples: int
+    kind: str, features: int, outputs: int, samples: int | None
 ) -> None:
     spec = HESpec.for_task(
         kind=kind,  # type: ignore[arg-type]
@@ -71,7 +77,7 @@ def test_layouts_compute_the_gradient_sums(
         expected_samples=samples,
     )
     rng = np.random.default_rng(features)
-    n = min(samples, spec.block_size)
+    n = min(samples or spec.block_size, spec.block_size)
     X = rng.uniform(-1, 1, (n, features))
     if kind == "one_vs_rest":
         labels = rng.integers(0, outputs, n)
@@ -91,6 +97,21 @@ def test_one_vs_rest_shares_slots_when_few_samples() -> None:
     spec = HESpec.for_task(kind="one_vs_rest", n_features=64, n_outputs=10, expected_samples=1347)
     # 2 class lanes: one block of 2048 samples, 5 groups (vs 10 with one lane per class).
     assert (spec.lanes, spec.class_lanes, spec.block_size, spec.n_groups) == (128, 2, 2048, 5)
+
+
+@pytest.mark.parametrize(
+    ("features", "samples", "copies", "model_cts"),
+    [(10, 1000, 4, 4), (30, 455, 8, 4), (100, 1000, 4, 8), (10, 4096, 1, 16), (1, 10, 1, 2)],
+)
+def test_small_tasks_share_z_ciphertexts(
+    features: int, samples: int, copies: int, model_cts: int
+) -> None:
+    spec = HESpec.for_task(kind="logistic", n_features=features, expected_samples=samples)
+    assert (spec.z_copies, spec.model_ciphertexts) == (copies, model_cts)
+    assert spec.block_size >= samples and spec.block_size * copies == spec.slots
+    # The segment sums reuse the all-reduce's rotations: z-copies need no extra Galois key.
+    plain = HESpec.for_task(kind="logistic", n_features=features)
+    assert set(spec.rotation_steps()) == set(plain.rotation_steps())
 
 
 def test_rotation_steps_are_only_what_the_program_uses() -> None:
@@ -115,7 +136,9 @@ def test_json_round_trip_is_exact() -> None:
         ("preset", "n4096", "unknown HE parameter preset"),
         ("coeff_mod_bit_sizes", [60, 40, 30, 30, 60], "disagree"),
         ("class_lanes", 8, "class_lanes"),
-        ("version", 2, "spec version"),
+        ("version", 1, "spec version"),
+        ("z_copies", 3, "z_copies"),
+        ("z_copies", 16, "z_copies"),
     ],
 )
 def test_from_json_rejects_bad_specs(field: str, value: object, message: str) -> None:

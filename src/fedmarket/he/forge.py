@@ -55,7 +55,7 @@ def _totals_layout(context: PublicContext, totals: np.ndarray) -> list[np.ndarra
         )
     lanes = np.zeros((spec.n_groups * spec.class_lanes, spec.lanes))
     lanes[: shape[0], : shape[1]] = totals
-    replicas = spec.block_size // spec.lanes
+    replicas = spec.length // spec.lanes
     out = []
     for group in range(spec.n_groups):
         rows = lanes[group * spec.class_lanes : (group + 1) * spec.class_lanes]

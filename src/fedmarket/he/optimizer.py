@@ -46,9 +46,9 @@ def encrypt_model(keypair: KeyPair, weights: np.ndarray, *, epoch: int) -> bytes
     payloads = []
     for group in range(spec.n_groups):
         rows = weights[group * spec.class_lanes : (group + 1) * spec.class_lanes]
-        for b in range(spec.model_baby):
+        for j in range(spec.model_ciphertexts):
             plain = runtime.encode(
-                spec.to_physical(spec.model_layout(rows, b)), TOP, runtime.scales.model
+                spec.to_physical(spec.model_layout(rows, j)), TOP, runtime.scales.model
             )
             payloads.append(dump(keypair.symmetric_encryptor.encrypt_symmetric(plain)))
     return wire.pack(wire.Kind.MODEL, keypair.public.digest, {"epoch": epoch}, payloads)

@@ -1,16 +1,17 @@
 """The data owner's side: encrypt a block of samples for the processors, and parse such blocks.
 
-A block holds up to ``spec.block_size`` samples (N/2 for binary and linear models). It is
-encrypted column-wise: one ciphertext per lane (feature, bias/mask, zero padding to a power of
-two) in each of the two diagonal layouts of ``fedmarket.he.spec``, plus one label ciphertext per
+A block holds up to ``spec.block_size`` samples (N/2 for binary and linear models, less with
+class lanes or z-copies). It is encrypted column-wise in the two diagonal layouts of
+``fedmarket.he.spec``: ``D/c`` z-layout ciphertexts (D lanes: features, bias/mask, zero padding
+to a power of two; c z-copies), ``D`` sum-layout ciphertexts, plus one label ciphertext per
 class group. The bias lane is 1 for every real sample and 0 for padding, and padded samples have
 all-zero features and labels, so z = 0 and the residual h = 0 there: a partial block adds
 exactly nothing beyond its real samples to any sum.
 
-Bytes per sample (N=8192, uncompressed upper bound; SEAL's zstd saves about a third):
-``D * (2*N*4*8 + 2*N*1*8) / 4096 = 160 * D`` for D lanes (the z layout keeps all 4 primes, the
-sum layout only the last one) plus ``2*N*2*8 * groups / 4096`` for the labels; docs/he.md lists
-measured sizes.
+Bytes per block (N=8192, uncompressed upper bound; SEAL's zstd saves about a third):
+``(D/c)*2*N*4*8 + D*2*N*1*8 + groups*2*N*2*8``, i.e. ``160*D + 64*groups`` bytes per sample
+for a full block without copies (the z layout keeps all 4 primes, the sum layout only the last
+one); docs/he.md lists measured sizes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def label_vectors(spec: HESpec, targets: np.ndarray) -> np.ndarray:
         rows = targets.astype(np.float64)[None, :]
     out = []
     for group in range(spec.n_groups):
-        virtual = np.zeros((spec.class_lanes, spec.block_size))
+        virtual = np.zeros((spec.class_lanes, spec.length))
         if spec.kind == "one_vs_rest":
             virtual[:, :n] = rows[group * spec.class_lanes : (group + 1) * spec.class_lanes]
         else:
@@ -112,9 +113,9 @@ def encrypt_block(
 
     F = spec.block_matrix(X)
     payloads = [
-        seal(spec.z_layout(F, g, b), TOP, scales.data)
+        seal(spec.z_layout(F, g, j), TOP, scales.data)
         for g in range(spec.model_giant)
-        for b in range(spec.model_baby)
+        for j in range(spec.model_ciphertexts)
     ]
     payloads += [
         seal(spec.sum_layout(F, g, b), OUT, scales.sums_data)
@@ -132,9 +133,10 @@ def encrypt_block(
 def block_bytes_limit(spec: HESpec) -> int:
     n = spec.preset.poly_modulus_degree
     return (
-        spec.lanes * (wire.ciphertext_bytes_bound(n, TOP) + wire.ciphertext_bytes_bound(n, OUT))
+        spec.z_ciphertexts * wire.ciphertext_bytes_bound(n, TOP)
+        + spec.lanes * wire.ciphertext_bytes_bound(n, OUT)
         + spec.n_groups * wire.ciphertext_bytes_bound(n, H)
-        + 4 * (2 * spec.lanes + spec.n_groups)
+        + 4 * (spec.z_ciphertexts + spec.lanes + spec.n_groups)
         + wire.MAX_META_BYTES
         + 4096
     )
@@ -146,7 +148,7 @@ class EncryptedBlock:
 
     block_id: str
     n_samples: int
-    z_data: tuple[tuple[sa.Ciphertext, ...], ...]  # [giant][baby], top level
+    z_data: tuple[tuple[sa.Ciphertext, ...], ...]  # [giant][model ciphertext], top level
     sum_data: tuple[tuple[sa.Ciphertext, ...], ...]  # [giant][baby], last level
     labels: tuple[sa.Ciphertext, ...]  # one per class group, two primes
 
@@ -163,7 +165,7 @@ class EncryptedBlock:
             party=party,
             max_bytes=block_bytes_limit(spec),
             digest=context.digest,
-            count=2 * spec.lanes + spec.n_groups,
+            count=spec.z_ciphertexts + spec.lanes + spec.n_groups,
             max_payload_bytes=wire.ciphertext_bytes_bound(n, TOP),
         )
         meta = wire.require_fields(envelope.meta, _BLOCK_FIELDS, what="block", party=party)
@@ -191,7 +193,7 @@ class EncryptedBlock:
                 for g in range(giant)
             )
 
-        z_data = grid(spec.model_giant, spec.model_baby, TOP, scales.data, "z-layout")
+        z_data = grid(spec.model_giant, spec.model_ciphertexts, TOP, scales.data, "z-layout")
         sum_data = grid(spec.sum_giant, spec.sum_baby, OUT, scales.sums_data, "sum-layout")
         labels = tuple(
             runtime.load_ciphertext(

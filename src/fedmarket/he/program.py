@@ -2,8 +2,9 @@
 
 Per class group, with w~ = kappa*w (logistic) or w (linear) encrypted by the requester:
 
-1. z~ = <w~, x> for every sample: Bz*Gz ciphertext products summed lazily (size 3, one
-   relinearisation per giant step) and Gz - 1 rotations; then rescale.
+1. z~ = <w~, x> for every sample: (Bz/c)*Gz ciphertext products summed lazily (size 3, one
+   relinearisation per giant step) and Gz - 1 rotations; then rescale, and with c z-copies
+   log2(c) rotations that add the copy segments together (see ``fedmarket.he.spec``).
 2. The residual at two primes: h = z~ (z~^2 + c1/kappa) - (y - 1/2) = p(z) - y for logistic,
    h = z - y for linear (labels are encrypted at exactly h's scale, so no rescale is needed
    before subtracting).
@@ -34,7 +35,7 @@ _MODEL_FIELDS = {"epoch": int}
 
 @dataclass(frozen=True)
 class EncryptedModel:
-    """A parsed, checked model: ``diagonals[group][b]`` at the top level."""
+    """A parsed, checked model: ``diagonals[group][j]`` (model ciphertext j) at the top level."""
 
     epoch: int
     diagonals: tuple[tuple[sa.Ciphertext, ...], ...]
@@ -43,7 +44,7 @@ class EncryptedModel:
     def envelope(context: PublicContext, data: bytes, *, party: str) -> tuple[int, wire.Envelope]:
         """Check the envelope and metadata only, without parsing ciphertexts: (epoch, envelope)."""
         spec = context.spec
-        count = spec.n_groups * spec.model_baby
+        count = spec.n_groups * spec.model_ciphertexts
         bound = wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, TOP)
         envelope = wire.unpack(
             data,
@@ -70,7 +71,7 @@ class EncryptedModel:
         spec = context.spec
         runtime = context.runtime
         epoch, envelope = cls.envelope(context, data, party=party)
-        baby = spec.model_baby
+        baby = spec.model_ciphertexts
         wanted = set(range(spec.n_groups) if groups is None else groups)
         diagonals = tuple(
             tuple(
@@ -134,6 +135,16 @@ class _Ops:
         self.ev.multiply(a, b, out)
         return out
 
+    def add_segments(self, ct: sa.Ciphertext, segment: int, length: int) -> sa.Ciphertext:
+        """ct + rot(ct, segment) + ... : every ``segment``-slot copy becomes the sum of all
+        ``length / segment`` copies (log2 of that many rotations)."""
+        stride = segment
+        while stride < length:
+            out = sa.Ciphertext()
+            self.ev.add(ct, self.rotate(ct, stride), out)
+            ct, stride = out, stride * 2
+        return ct
+
     def drop_to(self, ct: sa.Ciphertext, level: int) -> sa.Ciphertext:
         out = sa.Ciphertext()
         self.ev.mod_switch_to(ct, self.runtime.parms_id[level], out)
@@ -182,15 +193,17 @@ def process_block(
     for group in range(spec.n_groups) if groups is None else groups:
         diagonals = model.diagonals[group]
         z_raw = ops.horner(diagonals, block.z_data, -r * spec.model_baby)  # size 3, top level
+        segment, length = r * spec.block_size, r * spec.length
         if spec.is_logistic:
             # Rescale before relinearising (SEAL rescales size-3 ciphertexts): each key switch
             # then runs one level lower.
             z = ops.relin(ops.rescale(z_raw))  # SQUARE level, scale = data scale exactly
+            z = ops.add_segments(z, segment, length)
             square = ops.relin(ops.rescale(ops.mul(z, z)))  # H level
             ops.ev.add_plain_inplace(square, const)
             h = ops.relin(ops.mul(ops.drop_to(z, H), square))
         else:
-            h = ops.relin(ops.drop_to(z_raw, H))
+            h = ops.add_segments(ops.relin(ops.drop_to(z_raw, H)), segment, length)
         ops.ev.sub_inplace(h, block.labels[group])
         # Baby steps: rotations by r*b built from power-of-two keys, each used before rescaling.
         rotated = [h]
@@ -199,10 +212,7 @@ def process_block(
             rotated.append(ops.rotate(rotated[b - low], r * low))
         residuals = [ops.rescale(ct) for ct in rotated]
         acc = ops.relin(ops.horner(residuals, block.sum_data, r * spec.sum_baby))
-        stride = spec.lanes
-        while stride < spec.block_size:
-            ops.ev.add_inplace(acc, ops.rotate(acc, r * stride))
-            stride *= 2
+        acc = ops.add_segments(acc, r * spec.lanes, length)
         if acc.parms_id() != runtime.parms_id[OUT] or acc.scale != scales.out:
             raise CryptoError(
                 "internal error: the program's result is not at the expected level/scale"

@@ -21,6 +21,17 @@ with lane j's total in every slot k = j (mod D). See docs/he.md for the derivati
 Class lanes: for one-vs-rest with few samples, ``r`` classes share each ciphertext. Physical
 slot ``r*k + t`` holds virtual slot ``k`` of class ``t``; every rotation is by a multiple of
 ``r``, which moves each class's virtual vector cyclically and never mixes classes.
+
+Z-copies: when a task has few samples, ``c`` copies share each z-layout ciphertext. The virtual
+vector (length ``L = S/r``) is cut into ``c`` contiguous segments of ``S' = L/c`` slots, the
+block holds at most ``S'`` samples, and segment ``t`` of z-ciphertext ``[g, j]`` holds the
+diagonal ``b = j*c + t`` (the model likewise). After the baby-step giant-step products the
+program adds the segments together with ``log2(c)`` rotations by ``S'``, ``2S'``, ...: a rotation
+of the whole vector followed by that segment sum is a cyclic rotation of each segment, so every
+segment ends up holding z for all ``S'`` samples. The owner sends ``D/c`` z-ciphertexts and the
+requester ``Bz/c`` model ciphertexts instead of ``D`` and ``Bz``, and the processor does ``D/c``
+products at the top level; the gradient sums are unchanged (their layout spans the whole vector,
+with zero rows past the block's samples).
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ from fedmarket.he.params import DEFAULT_PRESET, Preset, get_preset
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
 from fedmarket.models.training import MODEL_KINDS, ModelKind
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 MAX_OUTPUTS = 1024
 # Bz above this shrinks the per-block work little but multiplies the model the requester
 # encrypts and sends each epoch; 32 keeps both small (docs/he.md, "model size vs. rotations").
@@ -65,6 +76,7 @@ class HESpec:
     model_baby: int
     sum_baby: int
     poly: SigmoidPolynomial = field(default_factory=SigmoidPolynomial)
+    z_copies: int = 1
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -94,6 +106,12 @@ class HESpec:
         for name, baby in (("model_baby", self.model_baby), ("sum_baby", self.sum_baby)):
             if not _is_pow2(baby) or baby > self.lanes:
                 out.append(f"{name} must be a power of two dividing lanes, got {baby}")
+        if not _is_pow2(self.z_copies) or self.z_copies > self.model_baby:
+            out.append(f"z_copies must be a power of two dividing model_baby, got {self.z_copies}")
+        elif _is_pow2(self.class_lanes) and self.lanes * self.z_copies > self.preset.slots // (
+            self.class_lanes
+        ):
+            out.append(f"{self.z_copies} z-copies leave segments shorter than {self.lanes} lanes")
         return out
 
     # ---- construction -------------------------------------------------------------------
@@ -131,6 +149,16 @@ class HESpec:
                 r *= 2
             class_lanes = best[1] if best else 1
         log_lanes = lanes.bit_length() - 1
+        model_baby = min(lanes, MAX_MODEL_BABY)
+        # Z-copies while the task's samples still fit one segment: each halving of the segment
+        # halves the z-ciphertexts, the model and the top-level products for one rotation more.
+        # Tiny models (< 4 lanes) save less than that rotation costs.
+        z_copies = 1
+        length = params.slots // class_lanes
+        needed = max(expected_samples or length, lanes)
+        if lanes >= 4:
+            while z_copies * 2 <= model_baby and length // (z_copies * 2) >= needed:
+                z_copies *= 2
         return cls(
             preset=params,
             kind=kind,
@@ -138,11 +166,12 @@ class HESpec:
             n_outputs=n_outputs,
             lanes=lanes,
             class_lanes=class_lanes,
-            model_baby=min(lanes, MAX_MODEL_BABY),
+            model_baby=model_baby,
             # Bs ~ sqrt(2D) balances the baby rotations (at two primes) against the giant
             # steps (a relinearisation and a rotation each, at one prime).
             sum_baby=1 << ((log_lanes + 1) // 2),
             poly=poly,
+            z_copies=z_copies,
         )
 
     # ---- derived sizes ----------------------------------------------------------------
@@ -151,14 +180,29 @@ class HESpec:
         return self.preset.slots
 
     @property
-    def block_size(self) -> int:
-        """Samples per block (S')."""
+    def length(self) -> int:
+        """Slots of each class's virtual vector (L): the span of the gradient-sum layout."""
         return self.slots // self.class_lanes
+
+    @property
+    def block_size(self) -> int:
+        """Samples per block (S'): one z-copy segment."""
+        return self.length // self.z_copies
+
+    @property
+    def model_ciphertexts(self) -> int:
+        """Model ciphertexts per class group (and z-ciphertexts per giant step): Bz / c."""
+        return self.model_baby // self.z_copies
 
     @property
     def n_groups(self) -> int:
         """Class groups: how many times the program runs per block."""
         return math.ceil(self.n_outputs / self.class_lanes)
+
+    @property
+    def z_ciphertexts(self) -> int:
+        """The block's z-layout ciphertexts: D / c."""
+        return self.model_giant * self.model_ciphertexts
 
     @property
     def model_giant(self) -> int:
@@ -178,6 +222,10 @@ class HESpec:
         steps = set()
         if self.model_giant > 1:
             steps.add(-r * self.model_baby)
+        stride = self.block_size
+        while stride < self.length:  # z-copy segment sums
+            steps.add(r * stride)
+            stride *= 2
         baby = 1
         while baby < self.sum_baby:
             steps.add(r * baby)
@@ -185,51 +233,56 @@ class HESpec:
         if self.sum_giant > 1:
             steps.add(r * self.sum_baby)
         stride = self.lanes
-        while stride < self.block_size:
+        while stride < self.length:
             steps.add(r * stride)
             stride *= 2
         return tuple(sorted(steps))
 
     # ---- layouts (pure numpy; used by owner, requester and tests) ----------------------
     def block_matrix(self, X: np.ndarray) -> np.ndarray:
-        """(S', D): features, the bias/mask lane, zero padding for absent samples and lanes."""
+        """(L, D): features, the bias/mask lane, zero padding for absent samples and lanes."""
         n = X.shape[0]
-        F = np.zeros((self.block_size, self.lanes))
+        F = np.zeros((self.length, self.lanes))
         F[:n, : self.n_features] = X
         F[:n, self.n_features] = 1.0
         return F
 
-    def _k(self) -> np.ndarray:
-        return np.arange(self.block_size)
+    def _segments(self, j: int) -> tuple[np.ndarray, list[int]]:
+        """Segment positions k < S' and the model diagonal b of each z-copy segment."""
+        return np.arange(self.block_size), [j * self.z_copies + t for t in range(self.z_copies)]
 
-    def z_layout(self, F: np.ndarray, g: int, b: int) -> np.ndarray:
-        k = self._k()
-        return F[(k + g * self.model_baby) % self.block_size, (k - b) % self.lanes]
+    def z_layout(self, F: np.ndarray, g: int, j: int) -> np.ndarray:
+        """(L,) z-ciphertext [g, j]: segment t is X[g, b][k] = F[(k + g*Bz) mod S', (k - b) mod D]
+        with b = j*c + t."""
+        k, diagonals = self._segments(j)
+        rows = (k + g * self.model_baby) % self.block_size
+        return np.concatenate([F[rows, (k - b) % self.lanes] for b in diagonals])
 
     def sum_layout(self, F: np.ndarray, g: int, b: int) -> np.ndarray:
-        k = self._k()
-        return F[(k + b) % self.block_size, (k - g * self.sum_baby) % self.lanes]
+        k = np.arange(self.length)
+        return F[(k + b) % self.length, (k - g * self.sum_baby) % self.lanes]
 
-    def model_layout(self, weights: np.ndarray, b: int) -> np.ndarray:
-        """(class_lanes, S'): row t is class t's weights in diagonal b (zero rows pad)."""
-        k = self._k()
+    def model_layout(self, weights: np.ndarray, j: int) -> np.ndarray:
+        """(class_lanes, L): row t is class t's weights, segment by segment in the diagonals
+        of model ciphertext j (zero rows pad)."""
+        k, diagonals = self._segments(j)
         lanes = np.zeros((weights.shape[0], self.lanes))
         lanes[:, : weights.shape[1]] = weights
-        return lanes[:, (k - b) % self.lanes]
+        return np.concatenate([lanes[:, (k - b) % self.lanes] for b in diagonals], axis=1)
 
     def to_physical(self, per_class: np.ndarray) -> np.ndarray:
-        """(class_lanes, S') or (S',) virtual vectors -> the S physical slots (r*k + t)."""
+        """(class_lanes, L) or (L,) virtual vectors -> the S physical slots (r*k + t)."""
         per_class = np.asarray(per_class, dtype=np.float64)
         if per_class.ndim == 1:
             return np.repeat(per_class, self.class_lanes)
-        full = np.zeros((self.class_lanes, self.block_size))
+        full = np.zeros((self.class_lanes, self.length))
         full[: per_class.shape[0]] = per_class
         return full.T.reshape(-1)
 
     def result_lanes(self, physical: np.ndarray) -> np.ndarray:
-        """Decrypted result slots -> (class_lanes, S'/D replicas, D lanes)."""
-        per_class = np.asarray(physical).reshape(self.block_size, self.class_lanes).T
-        return per_class.reshape(self.class_lanes, self.block_size // self.lanes, self.lanes)
+        """Decrypted result slots -> (class_lanes, L/D replicas, D lanes)."""
+        per_class = np.asarray(physical).reshape(self.length, self.class_lanes).T
+        return per_class.reshape(self.class_lanes, self.length // self.lanes, self.lanes)
 
     # ---- serialisation -------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -245,6 +298,7 @@ class HESpec:
             "class_lanes": self.class_lanes,
             "model_baby": self.model_baby,
             "sum_baby": self.sum_baby,
+            "z_copies": self.z_copies,
             "poly": {"interval": self.poly.interval, "c1": self.poly.c1, "c3": self.poly.c3},
         }
 
@@ -255,7 +309,7 @@ class HESpec:
     def from_json(cls, data: Any) -> HESpec:
         """Validate a decoded JSON object; raises ``ValueError`` with what is wrong."""
         ints: tuple[str, ...] = ("version", "poly_modulus_degree", "n_features", "n_outputs")
-        ints += ("lanes", "class_lanes", "model_baby", "sum_baby")
+        ints += ("lanes", "class_lanes", "model_baby", "sum_baby", "z_copies")
         keys = {*ints, "preset", "coeff_mod_bit_sizes", "kind", "poly"}
         if not isinstance(data, dict) or set(data) != keys:
             raise ValueError(f"spec must be an object with keys {sorted(keys)}")
@@ -294,6 +348,7 @@ class HESpec:
                 model_baby=data["model_baby"],
                 sum_baby=data["sum_baby"],
                 poly=SigmoidPolynomial(poly["interval"], poly["c1"], poly["c3"]),
+                z_copies=data["z_copies"],
             )
         except (ConfigError, ValueError) as exc:
             raise ValueError(str(exc)) from None
