@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -33,6 +32,7 @@ from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import Web3Exception
 
 from fedmarket.errors import ChainError, ConfigError
+from fedmarket.processes import stop_group
 
 __all__ = [
     "ANVIL_CHAIN_ID",
@@ -383,15 +383,9 @@ class Anvil:
         proc, self._proc = self._proc, None
         if proc is not None:
             # start_new_session made the wrapper the leader of its own group: signal that group
-            # (and nothing else), even if the wrapper itself is gone and its child is not.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+            # (and nothing else), and return only when all of it is gone, so the port is free
+            # again (a restart on it then works).
+            stop_group(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmarket.errors import FedmarketError
+from fedmarket.processes import stop_group
 
 APP = Path(__file__).resolve().parents[4] / "deploy" / "flower-app"
 
@@ -117,15 +117,7 @@ class Federation:
         proc = self.procs.pop(name, None)
         if proc is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=15, kill=kill)
 
     def restart(self, name: str) -> None:
         self.stop(name)
