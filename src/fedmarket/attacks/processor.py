@@ -143,22 +143,23 @@ class ProcessorAttack(ABC):
         ``honest`` in parse errors)."""
 
 
-@dataclass(frozen=True)
-class RandomTotals(ProcessorAttack):
-    """``random[:SCALE]``: every total uniform in [-SCALE, SCALE] * n_samples."""
-
-    scale: float = DEFAULT_RANDOM_SCALE
-
-    @property
-    def name(self) -> str:
-        return "random"
-
-    @property
-    def text(self) -> str:
-        return f"random:{_num(self.scale)}"
+class _Forging(ProcessorAttack):
+    """Attacks that skip the work and make up every block's totals (``forge``); under HE the
+    made-up totals are encrypted with the public key (``fedmarket.he.forge``)."""
 
     def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
         return False
+
+    @abstractmethod
+    def forge(
+        self,
+        block: str,
+        epoch: int,
+        n_samples: int,
+        shape: tuple[int, ...],
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """One block's made-up totals (blocks are visited in sorted order)."""
 
     def plain(
         self,
@@ -172,7 +173,7 @@ class RandomTotals(ProcessorAttack):
     ) -> Totals:
         size = _shape_of(honest, shape)
         return {
-            block: rng.uniform(-self.scale, self.scale, size) * n_samples[block]
+            block: self.forge(block, epoch, n_samples[block], size, rng)
             for block in sorted(n_samples)
         }
 
@@ -191,16 +192,21 @@ class RandomTotals(ProcessorAttack):
         return _forge_all(context, epoch, totals, n_samples)
 
 
-@dataclass(frozen=True)
-class ZeroTotals(ProcessorAttack):
-    """``zero``: the free rider reports all-zero totals without computing anything."""
-
-    @property
-    def name(self) -> str:
-        return "zero"
+class _PerBlock(ProcessorAttack):
+    """Attacks that compute honestly and then change each block's result on its own
+    (``change_plain`` / ``change_encrypted``); they send nothing in an epoch they do not
+    ``answer``."""
 
     def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
-        return False
+        return self.answers(epoch)
+
+    @abstractmethod
+    def change_plain(self, totals: np.ndarray) -> np.ndarray:
+        """The reported totals of one block, from its honest totals (a new array)."""
+
+    @abstractmethod
+    def change_encrypted(self, context: PublicContext, result: bytes, party: str) -> bytes:
+        """The sent result message of one block, from its honest one."""
 
     def plain(
         self,
@@ -212,8 +218,11 @@ class ZeroTotals(ProcessorAttack):
         *,
         shape: tuple[int, int] | None = None,
     ) -> Totals:
-        size = _shape_of(honest, shape)
-        return {block: np.zeros(size) for block in sorted(n_samples)}
+        if not self.answers(epoch):
+            return {}
+        _require(honest, n_samples, self.text)
+        assert honest is not None
+        return {block: self.change_plain(np.asarray(honest[block])) for block in sorted(n_samples)}
 
     def encrypted(
         self,
@@ -226,8 +235,58 @@ class ZeroTotals(ProcessorAttack):
         *,
         party: str = "processor",
     ) -> Results:
-        totals = self.plain(epoch, None, n_samples, rng, memory, shape=_he_shape(context))
-        return _forge_all(context, epoch, totals, n_samples)
+        if not self.answers(epoch):
+            return {}
+        _require(honest, n_samples, self.text)
+        assert honest is not None
+        return {
+            block: self.change_encrypted(context, honest[block], party)
+            for block in sorted(n_samples)
+        }
+
+
+@dataclass(frozen=True)
+class RandomTotals(_Forging):
+    """``random[:SCALE]``: every total uniform in [-SCALE, SCALE] * n_samples."""
+
+    scale: float = DEFAULT_RANDOM_SCALE
+
+    @property
+    def name(self) -> str:
+        return "random"
+
+    @property
+    def text(self) -> str:
+        return f"random:{_num(self.scale)}"
+
+    def forge(
+        self,
+        block: str,
+        epoch: int,
+        n_samples: int,
+        shape: tuple[int, ...],
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        return rng.uniform(-self.scale, self.scale, shape) * n_samples
+
+
+@dataclass(frozen=True)
+class ZeroTotals(_Forging):
+    """``zero``: the free rider reports all-zero totals without computing anything."""
+
+    @property
+    def name(self) -> str:
+        return "zero"
+
+    def forge(
+        self,
+        block: str,
+        epoch: int,
+        n_samples: int,
+        shape: tuple[int, ...],
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        return np.zeros(shape)
 
 
 _STALE = "stale"  # memory key: block id -> the first epoch's honest result
@@ -402,7 +461,7 @@ class Partial(ProcessorAttack):
 
 
 @dataclass(frozen=True)
-class Scale(ProcessorAttack):
+class Scale(_PerBlock):
     """``scale:F``: the honest totals times an integer F (F != 0, 1; |F| <= 100)."""
 
     factor: int
@@ -415,46 +474,17 @@ class Scale(ProcessorAttack):
     def text(self) -> str:
         return "sign-flip" if self.factor == -1 else f"scale:{self.factor}"
 
-    def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
-        return True
+    def change_plain(self, totals: np.ndarray) -> np.ndarray:
+        return self.factor * totals
 
-    def plain(
-        self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        _require(honest, n_samples, self.text)
-        assert honest is not None
-        return {block: self.factor * np.asarray(honest[block]) for block in sorted(n_samples)}
-
-    def encrypted(
-        self,
-        context: PublicContext,
-        epoch: int,
-        honest: Mapping[str, bytes] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        party: str = "processor",
-    ) -> Results:
+    def change_encrypted(self, context: PublicContext, result: bytes, party: str) -> bytes:
         from fedmarket.he.forge import scale_result
 
-        _require(honest, n_samples, self.text)
-        assert honest is not None
-        return {
-            block: scale_result(context, honest[block], self.factor, party=party)
-            for block in sorted(n_samples)
-        }
+        return scale_result(context, result, self.factor, party=party)
 
 
 @dataclass(frozen=True)
-class Corrupt(ProcessorAttack):
+class Corrupt(_PerBlock):
     """``corrupt``: honest results with bytes flipped inside every ciphertext (a broken or
     malicious sender). The plaintext twin cannot express it: its face returns ``nan``s, which
     the twin's bound check rejects just as decryption rejects the bytes."""
@@ -463,85 +493,24 @@ class Corrupt(ProcessorAttack):
     def name(self) -> str:
         return "corrupt"
 
-    def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
-        return True
+    def change_plain(self, totals: np.ndarray) -> np.ndarray:
+        return np.full_like(totals, np.nan)
 
-    def plain(
-        self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        _require(honest, n_samples, self.text)
-        assert honest is not None
-        return {
-            block: np.full_like(np.asarray(honest[block]), np.nan) for block in sorted(n_samples)
-        }
-
-    def encrypted(
-        self,
-        context: PublicContext,
-        epoch: int,
-        honest: Mapping[str, bytes] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        party: str = "processor",
-    ) -> Results:
-        _require(honest, n_samples, self.text)
-        assert honest is not None
-        out = {}
-        for block in sorted(n_samples):
-            data = bytearray(honest[block])
-            for at in range(len(data) // 2, len(data) - 64, max(1, len(data) // 64)):
-                data[at] ^= 0x5A  # deep inside the ciphertext payload, past the envelope
-            out[block] = bytes(data)
-        return out
+    def change_encrypted(self, context: PublicContext, result: bytes, party: str) -> bytes:
+        data = bytearray(result)
+        for at in range(len(data) // 2, len(data) - 64, max(1, len(data) // 64)):
+            data[at] ^= 0x5A  # deep inside the ciphertext payload, past the envelope
+        return bytes(data)
 
 
-class _Honest(ProcessorAttack):
+class _Honest(_PerBlock):
     """Attacks whose results are honest; the runtime applies what they mark."""
 
-    def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
-        return self.answers(epoch)
+    def change_plain(self, totals: np.ndarray) -> np.ndarray:
+        return np.array(totals)
 
-    def plain(
-        self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        if not self.answers(epoch):
-            return {}
-        _require(honest, n_samples, self.text)
-        assert honest is not None
-        return {block: np.array(honest[block]) for block in sorted(n_samples)}
-
-    def encrypted(
-        self,
-        context: PublicContext,
-        epoch: int,
-        honest: Mapping[str, bytes] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        party: str = "processor",
-    ) -> Results:
-        if not self.answers(epoch):
-            return {}
-        _require(honest, n_samples, self.text)
-        assert honest is not None
-        return {block: honest[block] for block in sorted(n_samples)}
+    def change_encrypted(self, context: PublicContext, result: bytes, party: str) -> bytes:
+        return result
 
 
 @dataclass(frozen=True)
@@ -587,7 +556,7 @@ def clear_side_channel() -> None:
 
 
 @dataclass(frozen=True)
-class Collude(ProcessorAttack):
+class Collude(_Forging):
     """``collude:GROUP:random[:SCALE]``: processors of one GROUP return identical forged totals
     for the same block and epoch, uniform in [-SCALE, SCALE] * n_samples, so replication
     between two colluders sees agreement. The values come from a hash of (GROUP, block, epoch),
@@ -606,29 +575,18 @@ class Collude(ProcessorAttack):
         suffix = "" if self.scale == DEFAULT_RANDOM_SCALE else f":{_num(self.scale)}"
         return f"collude:{self.group}:random{suffix}"
 
-    def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
-        return False
-
-    def totals(self, block: str, epoch: int, n_samples: int, shape: tuple[int, ...]) -> np.ndarray:
-        """The group's agreed totals for one block and epoch."""
+    def forge(
+        self,
+        block: str,
+        epoch: int,
+        n_samples: int,
+        shape: tuple[int, ...],
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """The group's agreed totals for one block and epoch (``rng`` is not used)."""
         seed = hashlib.sha256(f"{self.group}\x00{block}\x00{epoch}".encode()).digest()
         local = np.random.default_rng(int.from_bytes(seed[:16], "big"))
         return local.uniform(-self.scale, self.scale, shape) * n_samples
-
-    def plain(
-        self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        size = _shape_of(honest, shape)
-        return {
-            block: self.totals(block, epoch, n_samples[block], size) for block in sorted(n_samples)
-        }
 
     def encrypted(
         self,
@@ -647,7 +605,7 @@ class Collude(ProcessorAttack):
             with _SIDE_CHANNEL_LOCK:
                 shared = _SIDE_CHANNEL.get(key)
                 if shared is None:
-                    values = self.totals(block, epoch, n_samples[block], _he_shape(context))
+                    values = self.forge(block, epoch, n_samples[block], _he_shape(context), rng)
                     shared = _forge_all(context, epoch, {block: values}, n_samples)[block]
                     for old in [k for k in _SIDE_CHANNEL if k[:2] == key[:2] and k[3] < epoch - 1]:
                         del _SIDE_CHANNEL[old]
