@@ -28,7 +28,7 @@ from fedmarket.deploy_cli import chain_up
 from fedmarket.roles.messages import EncryptedModel, EpochResult, encode
 from fedmarket.run import run_task
 from fedmarket.runtime.flower.harness import Loopback, parties, small_spec
-from fedmarket.runtime.local import LocalNetwork
+from fedmarket.runtime.local import LocalNetwork, M
 from fedmarket.spec import load_spec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "deploy.json"
@@ -44,7 +44,7 @@ class CountingNetwork(LocalNetwork):
         self.epoch_sent: dict[str, int] = {}
         self.epoch_received: dict[str, int] = {}
 
-    def deliver(self, sender, recipient, message, *, via=None):  # type: ignore[no-untyped-def]
+    def deliver(self, sender: str, recipient: str, message: M, *, via: str | None = None) -> M:
         parsed = super().deliver(sender, recipient, message, via=via)
         # the whole wire frame, as the Flower transport counts it
         if isinstance(message, EncryptedModel):
