@@ -8,6 +8,9 @@
     -> requester (the results), and once owner -> processor (the encrypted data).
 (d) Test accuracy of encrypted training vs the same algorithm in plaintext and scikit-learn's
     LogisticRegression on breast cancer, digits (10 classes, one-vs-rest) and Framingham.
+(e) A lower bound on any schedule's epoch at 1,000 samples, from SEAL's single operations timed
+    here (``fedmarket.he.bound``), against the time the throughput target allows; and the noise
+    that rules out the next smaller ring (N=4096).
 
 Prints a targets table and writes ``benchmarks/results/he.json``.
 Run: ``make bench-he`` (or ``.venv/bin/python benchmarks/he.py [--quick]``).
@@ -49,6 +52,7 @@ from fedmarket.he import (
     time_tutorial_layout,
     train_encrypted,
 )
+from fedmarket.he.bound import critical_path, max_precision_bits, measure_op_costs, ring_noise
 from fedmarket.models import FeatureScaler, ModelKind, TrainConfig, fit_plaintext, score
 
 RESULTS = Path(__file__).resolve().parent / "results" / "he.json"
@@ -71,6 +75,7 @@ TUTORIAL_SAMPLES = 8  # the tutorial layout costs ~0.1 s per sample; a few suffi
 WORKERS = 2
 TIMED_EPOCHS = 5  # after one warm-up epoch; the fastest is judged, the median recorded too
 ACCURACY_EPOCHS = 30
+BOUND_POINT = (1_000, 10)  # samples, features: where the throughput target is tightest
 
 console = Console()
 RETRIES: list[int] = []  # owner-encryption retries (see _encrypt_blocks), reported in the JSON
@@ -230,6 +235,33 @@ def accuracy(name: str, X: np.ndarray, y: np.ndarray, workers: int) -> dict[str,
     }
 
 
+def lower_bound() -> dict[str, Any]:
+    """(e): the least time any schedule of one epoch can take at BOUND_POINT, and N=4096."""
+    n, d = BOUND_POINT
+    spec = HESpec.for_task(kind="logistic", n_features=d, expected_samples=n)
+    costs = measure_op_costs(spec)
+    path = critical_path(costs, n, WORKERS)
+    allowed_ms = n * d / THROUGHPUT_TARGET * 1e3
+    noise = ring_noise()
+    total_bits = float(np.log2(n))  # block totals reach about n (|p(z) - y| |x| <= ~1)
+    return {
+        "samples": n,
+        "features": d,
+        "workers": WORKERS,
+        "op_costs_ms": costs.to_json(),
+        "critical_path": path.to_json(),
+        "allowed_ms": allowed_ms,
+        "max_sample_features_per_second": n * d / (path.total_ms / 1e3),
+        "ring_4096": {
+            "coeff_mod_bit_sizes": list(noise.coeff_mod_bit_sizes),
+            "fresh_noise_bits": noise.fresh_bits,
+            "rotation_noise_bits": noise.rotated_bits,
+            "rotations": noise.rotations,
+            "max_precision_bits_of_totals": max_precision_bits(noise, total_bits),
+        },
+    }
+
+
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     table = Table(title=title)
     for column in columns:
@@ -347,6 +379,33 @@ def main() -> int:
         ],
     )
 
+    bound = lower_bound()
+    path, ring = bound["critical_path"], bound["ring_4096"]
+    n, d = BOUND_POINT
+    _table(
+        f"(e) lower bound on any schedule of one epoch, {n:,} samples, {WORKERS} cores",
+        ["part of the chain", "ms"],
+        [
+            ["z, cubic: products, rescales, relinearisations", f"{path['residual_ms']:.2f}"],
+            [
+                f"{path['rotation_rounds']:.2f} rounds of rotations (log_{WORKERS + 1} {n:,})",
+                f"{path['rotations_ms']:.2f}",
+            ],
+            ["bound (parsing, lanes, serialising left out)", f"{path['total_ms']:.2f}"],
+            [f"allowed by the target at {d} features", f"{bound['allowed_ms']:.2f}"],
+            [
+                "best possible sample-features/s",
+                f"{bound['max_sample_features_per_second']:,.0f}",
+            ],
+        ],
+    )
+    console.print(
+        f"N=4096, best 128-bit chain {ring['coeff_mod_bit_sizes']}: fresh noise "
+        f"2^{ring['fresh_noise_bits']:.1f}, after {ring['rotations']} rotations "
+        f"2^{ring['rotation_noise_bits']:.1f}; bits of precision any such chain leaves "
+        f"block totals: {ring['max_precision_bits_of_totals']}"
+    )
+
     rows = [
         Row(
             f"throughput, {p['samples']:,} x {p['features']}",
@@ -426,6 +485,7 @@ def main() -> int:
         "throughput": sweep,
         "tutorial_layout": tutorial,
         "accuracy": accuracies,
+        "lower_bound": bound,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
