@@ -9,10 +9,16 @@ class groups are split between them.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
+import socket
+import subprocess
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fedmarket.errors import CryptoError, FedmarketError, UntrustedInputError
@@ -72,9 +78,77 @@ class _State:
         return [out[unit] for unit in units]
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, context_bytes: bytes) -> None:
+class _Worker:
+    """One worker process and the connection to it.
+
+    On POSIX a worker is ``python -m fedmarket.he._worker FD``: a fresh interpreter that
+    imports only this package (~0.2 s), with one end of a socket pair as its connection.
+    multiprocessing's spawn and forkserver would import the caller's main module again in
+    every worker (over a second for a script that imports web3 and scikit-learn), and need
+    the caller to guard its entry point; plain fork would copy the caller's SEAL memory pools
+    and threads. Elsewhere (Windows) multiprocessing's spawn is the fallback.
+    """
+
+    def __init__(self) -> None:
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        if os.name == "posix":
+            ours, theirs = socket.socketpair()
+            package_root = str(Path(__file__).resolve().parents[2])
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [package_root, *filter(None, [env.get("PYTHONPATH")])]
+            )
+            with theirs:
+                self._popen = subprocess.Popen(
+                    [sys.executable, "-m", "fedmarket.he._worker", str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                )
+            self.conn = multiprocessing.connection.Connection(ours.detach())
+        else:  # pragma: no cover - exercised on platforms without fd passing only
+            ctx = multiprocessing.get_context("spawn")
+            self.conn, child = ctx.Pipe()
+            self._process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            self._process.start()
+            child.close()
+
+    def is_alive(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is None
+        assert self._process is not None
+        return self._process.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._popen is not None:
+            return self._popen.poll()
+        assert self._process is not None
+        return self._process.exitcode
+
+    def join(self, timeout: float) -> None:
+        if self._popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout)
+        else:
+            assert self._process is not None
+            self._process.join(timeout)
+
+    def terminate(self) -> None:
+        if self._popen is not None:
+            self._popen.terminate()
+            self._popen.wait()
+        else:
+            assert self._process is not None
+            self._process.terminate()
+
+
+def _worker_main(conn: multiprocessing.connection.Connection) -> None:
     try:
-        state = _State(context_bytes)
+        # The context (~13 MB) comes as the first message, not as a start argument: that
+        # keeps Process.start from blocking until the child reads it.
+        state = _State(conn.recv())
         conn.send(("ok", None))
     except BaseException as exc:
         conn.send(("error", _error_payload(exc)))
@@ -116,19 +190,17 @@ class ProcessorPool:
         self._context = PublicContext.from_bytes(context_bytes, party="requester")
         self._inline = _State(context_bytes) if workers == 0 else None
         self._conns: list[multiprocessing.connection.Connection] = []
-        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._procs: list[_Worker] = []
         self._blocks: dict[str, _Placed] = {}
         self._pending: list[tuple[bytes, str]] = []
         if workers:
-            # spawn, not fork: a fork would copy SEAL's memory pools and any parent threads.
-            ctx = multiprocessing.get_context("spawn")
             for _ in range(workers):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, context_bytes), daemon=True)
-                proc.start()
-                child.close()
-                self._conns.append(parent)
-                self._procs.append(proc)
+                worker = _Worker()
+                self._conns.append(worker.conn)
+                self._procs.append(worker)
+            # The workers start and parse the context at the same time.
+            for conn in self._conns:
+                conn.send(context_bytes)
             for conn in self._conns:
                 self._receive(conn)
 
@@ -177,8 +249,9 @@ class ProcessorPool:
             if not proc.is_alive():
                 raise CryptoError(
                     f"a processor worker exited with code {proc.exitcode}",
-                    hint="a script using ProcessorPool must guard its entry point with "
-                    "if __name__ == '__main__'",
+                    hint="its error output says why (killed, out of memory, or fedmarket not "
+                    f"importable by {sys.executable}); on Windows a script using "
+                    "ProcessorPool must guard its entry point with if __name__ == '__main__'",
                 )
         try:
             status, payload = conn.recv()
