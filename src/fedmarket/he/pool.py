@@ -114,6 +114,13 @@ class _Worker:
             self._process.start()
             child.close()
 
+    @property
+    def pid(self) -> int | None:
+        if self._popen is not None:
+            return self._popen.pid
+        assert self._process is not None
+        return self._process.pid
+
     def is_alive(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
@@ -199,8 +206,8 @@ class ProcessorPool:
                 self._conns.append(worker.conn)
                 self._procs.append(worker)
             # The workers start and parse the context at the same time.
-            for conn in self._conns:
-                conn.send(context_bytes)
+            for index in range(workers):
+                self._send(index, context_bytes)
             for conn in self._conns:
                 self._receive(conn)
 
@@ -242,21 +249,33 @@ class ProcessorPool:
             raise failure
         return replies
 
+    def _dead(self, index: int) -> CryptoError:
+        proc = self._procs[index]
+        proc.join(timeout=1.0)  # it may still be closing
+        return CryptoError(
+            f"a processor worker exited with code {proc.exitcode}",
+            hint="its error output says why (killed, out of memory, or fedmarket not "
+            f"importable by {sys.executable}); on Windows a script using "
+            "ProcessorPool must guard its entry point with if __name__ == '__main__'",
+        )
+
+    def _send(self, index: int, message: Any) -> None:
+        try:
+            self._conns[index].send(message)
+        except OSError:  # the worker is gone: a broken pipe or a reset connection
+            raise self._dead(index) from None
+
     def _receive(self, conn: multiprocessing.connection.Connection) -> Any:
-        proc = self._procs[self._conns.index(conn)]
+        index = self._conns.index(conn)
+        proc = self._procs[index]
         # Poll so a worker that died without closing its pipe cannot hang the caller.
         while not conn.poll(1.0):
             if not proc.is_alive():
-                raise CryptoError(
-                    f"a processor worker exited with code {proc.exitcode}",
-                    hint="its error output says why (killed, out of memory, or fedmarket not "
-                    f"importable by {sys.executable}); on Windows a script using "
-                    "ProcessorPool must guard its entry point with if __name__ == '__main__'",
-                )
+                raise self._dead(index)
         try:
             status, payload = conn.recv()
-        except EOFError:
-            raise CryptoError("a processor worker exited unexpectedly") from None
+        except (EOFError, OSError):
+            raise self._dead(index) from None
         if status == "error":
             _raise(payload)
         return payload
@@ -279,7 +298,7 @@ class ProcessorPool:
             index = len(self._blocks)
             targets = tuple(range(self.workers)) if replicate else (index % self.workers,)
             for worker in targets:
-                self._conns[worker].send(("add", data, party))
+                self._send(worker, ("add", data, party))
             block_id, n = self._gather(list(targets))[targets[0]]
             self._blocks[block_id] = _Placed(n, targets)
 
@@ -303,7 +322,7 @@ class ProcessorPool:
             collected = {0: self._inline.run(model_bytes, party, units[0])}
         else:
             for worker, todo in units.items():
-                self._conns[worker].send(("run", model_bytes, party, todo))
+                self._send(worker, ("run", model_bytes, party, todo))
             collected = self._gather(list(units))
         per_block: dict[str, dict[int, bytes]] = defaultdict(dict)
         for worker, todo in units.items():
