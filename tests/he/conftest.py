@@ -58,13 +58,21 @@ def setup_for(name: str) -> Setup:
         setup = make_setup("logistic", 12, expected=1000)
         assert setup.spec.z_copies == 4 and setup.spec.block_size == 1024
         return setup
+    if name == "parts":  # binary, 100 features, one block in two parts (z split by giants)
+        setup = make_setup("logistic", 100, expected=1000)
+        assert setup.spec.parts == 2 and setup.spec.model_giant == 4
+        return setup
+    if name == "parts_linear":  # linear, 30 features, two parts sharing the model ciphertexts
+        setup = make_setup("linear", 30, expected=700)
+        assert setup.spec.parts == 2 and setup.spec.model_giant == 1
+        return setup
     # 3 classes, 6 features; 2 class lanes (blocks of 2048 samples), so 2 class groups
     setup = make_setup("one_vs_rest", 6, 3, expected=1500)
     assert setup.spec.class_lanes == 2 and setup.spec.n_groups == 2
     return setup
 
 
-SETUPS = ("logistic", "linear", "one_vs_rest", "copies")
+SETUPS = ("logistic", "linear", "one_vs_rest", "copies", "parts", "parts_linear")
 
 
 @pytest.fixture(scope="session")

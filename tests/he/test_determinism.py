@@ -34,7 +34,7 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["one_vs_rest", "copies"])
+@pytest.mark.parametrize("name", ["one_vs_rest", "copies", "parts"])
 def test_two_processes_give_identical_bytes(name: str, tmp_path: Path) -> None:
     setup = setup_for(name)
     X, labels, _ = random_data(setup.spec, 900, seed=21)
@@ -75,3 +75,24 @@ def test_pool_results_equal_the_single_process_program(logistic: Setup, one_vs_r
         assert sorted(results) == [f"b{i}" for i in range(blocks)]
         for i, block in enumerate(data):
             assert results[f"b{i}"] == run_program(setup.public, model, block)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["parts", "parts_linear"])
+@pytest.mark.parametrize(("blocks", "workers"), [(1, 2), (2, 3), (2, 2), (1, 1)])
+def test_two_parts_on_two_workers_equal_one_process(name: str, blocks: int, workers: int) -> None:
+    """The parts side by side (one block on two workers, or two blocks on three), whole
+    blocks per worker, and both parts in one process all give the same bytes."""
+    setup = setup_for(name)
+    data = [
+        encrypt_block(setup.public, *random_data(setup.spec, 300 + i, seed=i)[:2], block_id=f"b{i}")
+        for i in range(blocks)
+    ]
+    model = encrypt_model(setup.keypair, random_weights(setup.spec, seed=3), epoch=2)
+    with ProcessorPool(setup.public.data, workers=workers) as pool:
+        for block in data:
+            pool.add_block(block)
+        first = pool.run_epoch(model)
+        assert pool.run_epoch(model) == first  # the second round starts from a clean state
+    for i, block in enumerate(data):
+        assert first[f"b{i}"] == run_program(setup.public, model, block)

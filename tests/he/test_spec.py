@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -29,25 +30,34 @@ def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> 
         cts = range(spec.model_ciphertexts)
         model = [spec.to_physical(spec.model_layout(rows, j)) for j in cts]
         z = np.zeros(spec.slots)
-        for g in reversed(range(spec.model_giant)):
-            z = rotate(z, -r * spec.model_baby) if g < spec.model_giant - 1 else z
-            z += sum(model[j] * spec.to_physical(spec.z_layout(F, g, j)) for j in cts)
+        for part in range(spec.parts):  # each part's share of z, moved into place
+            share = np.zeros(spec.slots)
+            for i, g in enumerate(reversed(spec.part_giants(part))):
+                share = rotate(share, -r * spec.model_baby) if i else share
+                share += sum(
+                    model[j] * spec.to_physical(spec.z_layout(F, g, j))
+                    for j in spec.part_model_columns(part)
+                )
+            z += rotate(share, spec.part_z_shift(part))
         stride = spec.block_size
         while stride < spec.length:  # z-copy segments
             z = z + rotate(z, r * stride)
             stride *= 2
         h = (z * (z * z + spec.poly.linear_term) if spec.is_logistic else z) - label
-        baby = [rotate(h, r * b) for b in range(spec.sum_baby)]
-        acc = np.zeros(spec.slots)
-        for g in reversed(range(spec.sum_giant)):
-            acc = rotate(acc, r * spec.sum_baby) if g < spec.sum_giant - 1 else acc
-            acc += sum(
-                baby[b] * spec.to_physical(spec.sum_layout(F, g, b)) for b in range(spec.sum_baby)
-            )
-        stride = spec.lanes
-        while stride < spec.length:
-            acc = acc + rotate(acc, r * stride)
-            stride *= 2
+        total = np.zeros(spec.slots)
+        for part in range(spec.parts):  # each part's baby steps, all-reduced on their own
+            babies = spec.part_babies(part)
+            baby = {b: rotate(h, r * b) for b in babies}
+            acc = np.zeros(spec.slots)
+            for g in reversed(range(spec.sum_giant)):
+                acc = rotate(acc, r * spec.sum_baby) if g < spec.sum_giant - 1 else acc
+                acc += sum(baby[b] * spec.to_physical(spec.sum_layout(F, g, b)) for b in babies)
+            stride = spec.lanes
+            while stride < spec.length:
+                acc = acc + rotate(acc, r * stride)
+                stride *= 2
+            total += acc
+        acc = total
         replicas = spec.result_lanes(acc)
         assert np.allclose(replicas, replicas[:, :1, :]), "every slot of a lane holds its total"
         out[group * r : (group + 1) * r] = replicas[:, 0, :]
@@ -60,7 +70,10 @@ def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> 
         ("logistic", 5, 1, 300),  # 8 z-copies of 512 slots: one model ciphertext
         ("logistic", 5, 1, None),  # no z-copies
         ("logistic", 40, 1, 4096),  # 64 lanes: two giant steps for z (Bz = 32)
-        ("logistic", 40, 1, 1000),  # two giant steps for z with 4 z-copies
+        ("logistic", 40, 1, 1000),  # two giant steps for z with 4 z-copies, in two parts
+        ("logistic", 100, 1, 1000),  # two parts, each with two of the four giant steps
+        ("logistic", 30, 1, 1000),  # two parts, each with half of the model ciphertexts
+        ("linear", 40, 1, 700),  # two parts of a linear model
         ("linear", 3, 1, 1000),  # 4 z-copies
         ("one_vs_rest", 6, 3, 900),  # 4 class lanes
         ("one_vs_rest", 6, 3, 200),  # 4 class lanes and 4 z-copies
@@ -111,7 +124,49 @@ def test_small_tasks_share_z_ciphertexts(
     assert spec.block_size >= samples and spec.block_size * copies == spec.slots
     # The segment sums reuse the all-reduce's rotations: z-copies need no extra Galois key.
     plain = HESpec.for_task(kind="logistic", n_features=features)
-    assert set(spec.rotation_steps()) == set(plain.rotation_steps())
+    one_part = dataclasses.replace(spec, parts=1)
+    assert set(one_part.rotation_steps()) == set(plain.rotation_steps())
+
+
+@pytest.mark.parametrize(
+    ("features", "samples", "parts", "extra_key"),
+    [
+        (10, 1000, 1, None),  # 16 lanes: splitting would not pay
+        (30, 1000, 2, None),  # one giant step: the parts share the model ciphertexts
+        (100, 1000, 2, -64),  # four giant steps: part 1's share of z moves by -2 Bz
+        (100, 5000, 1, None),  # two blocks: one per core already
+        (30, None, 1, None),  # unknown size
+    ],
+)
+def test_one_block_tasks_run_in_two_parts(
+    features: int, samples: int | None, parts: int, extra_key: int | None
+) -> None:
+    spec = HESpec.for_task(kind="logistic", n_features=features, expected_samples=samples)
+    assert spec.parts == parts
+    one_part = dataclasses.replace(spec, parts=1)
+    extra = set(spec.rotation_steps()) - set(one_part.rotation_steps())
+    assert extra == ({extra_key} if extra_key else set())
+    if parts == 2:
+        # The two parts cover every giant step, model ciphertext and baby step exactly once.
+        giants = [g for p in (0, 1) for g in spec.part_giants(p)]
+        columns = [c for p in (0, 1) for c in spec.part_model_columns(p)]
+        assert sorted(
+            (g, c) for p in (0, 1) for g in spec.part_giants(p) for c in spec.part_model_columns(p)
+        ) == [(g, c) for g in range(spec.model_giant) for c in range(spec.model_ciphertexts)]
+        assert set(giants) == set(range(spec.model_giant))
+        assert set(columns) == set(range(spec.model_ciphertexts))
+        babies = [b for p in (0, 1) for b in spec.part_babies(p)]
+        assert babies == list(range(spec.sum_baby))
+
+
+def test_two_parts_need_something_to_share() -> None:
+    spec = HESpec.for_task(kind="logistic", n_features=30, expected_samples=1000)
+    with pytest.raises(ConfigError, match="parts must be 1 or 2"):
+        dataclasses.replace(spec, parts=3)
+    digits = HESpec.for_task(kind="one_vs_rest", n_features=64, n_outputs=10, expected_samples=500)
+    assert digits.n_groups > 1 and digits.parts == 1
+    with pytest.raises(ConfigError, match="single class group"):
+        dataclasses.replace(digits, parts=2)
 
 
 def test_rotation_steps_are_only_what_the_program_uses() -> None:

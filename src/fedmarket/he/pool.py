@@ -21,11 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tenseal.sealapi as sa
+
 from fedmarket.errors import CryptoError, FedmarketError, UntrustedInputError
-from fedmarket.he._seal import dump
+from fedmarket.he._seal import OUT, dump
 from fedmarket.he.keys import PublicContext
 from fedmarket.he.packing import EncryptedBlock
-from fedmarket.he.program import EncryptedModel, pack_result, process_block
+from fedmarket.he.program import (
+    EncryptedModel,
+    add,
+    check_result,
+    gradient_sums,
+    pack_result,
+    process_block,
+    residual,
+    z_share,
+    z_share_level,
+)
 
 
 def _error_payload(exc: BaseException) -> tuple[str, str, str | None, str | None]:
@@ -53,6 +65,7 @@ class _State:
     def __init__(self, context_bytes: bytes) -> None:
         self.context = PublicContext.from_bytes(context_bytes, party="requester")
         self.blocks: dict[str, EncryptedBlock] = {}
+        self.shares: dict[tuple[str, int], sa.Ciphertext] = {}  # between the two rounds
 
     def add(self, data: bytes, party: str) -> tuple[str, int]:
         block = EncryptedBlock.from_bytes(self.context, data, party=party)
@@ -76,6 +89,36 @@ class _State:
             ):
                 out[(block_id, group)] = dump(ct)
         return [out[unit] for unit in units]
+
+    def z_shares(self, model_bytes: bytes, party: str, units: list[tuple[str, int]]) -> list[bytes]:
+        """Round 1 of blocks run in two parts: this worker's z share per (block, part)."""
+        spec = self.context.spec
+        columns = sorted({c for _, part in units for c in spec.part_model_columns(part)})
+        model = EncryptedModel.from_bytes(
+            self.context, model_bytes, party=party, groups=[0], columns=columns
+        )
+        self.shares.clear()
+        out = []
+        for block_id, part in units:
+            share = z_share(self.context, model, self.blocks[block_id], 0, part)
+            self.shares[(block_id, part)] = share
+            out.append(dump(share))
+        return out
+
+    def finish(self, units: list[tuple[str, int, bytes]]) -> list[bytes]:
+        """Round 2: z from both shares, then this part's gradient sums, per (block, part)."""
+        level, scale = z_share_level(self.context)
+        out = []
+        for block_id, part, other_bytes in units:
+            other = self.context.runtime.load_ciphertext(
+                other_bytes, level=level, scale=scale, what="z share", party="processor worker"
+            )
+            own = self.shares.pop((block_id, part))
+            block = self.blocks[block_id]
+            z = add(self.context, [own, other] if part == 0 else [other, own])
+            h = residual(self.context, z, block, 0)
+            out.append(dump(gradient_sums(self.context, h, block, part)))
+        return out
 
 
 class _Worker:
@@ -173,6 +216,10 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
                 reply: Any = state.add(message[1], message[2])
             elif op == "run":
                 reply = state.run(message[1], message[2], message[3])
+            elif op == "shares":
+                reply = state.z_shares(message[1], message[2], message[3])
+            elif op == "finish":
+                reply = state.finish(message[1])
             else:
                 raise CryptoError(f"unknown pool operation {op!r}")
             conn.send(("ok", reply))
@@ -288,7 +335,10 @@ class ProcessorPool:
         # Blocks are placed one at a time; a bad block raises (naming its owner) and is
         # dropped, and the blocks queued after it stay queued for the next call.
         total = len(self._blocks) + len(self._pending)
-        replicate = total < max(1, self.workers) and self._context.spec.n_groups > 1
+        spec = self._context.spec
+        # With fewer blocks than workers, every worker holds every block: class groups, or
+        # the program's two parts, are then shared out.
+        replicate = total < max(1, self.workers) and (spec.n_groups > 1 or spec.parts > 1)
         while self._pending:
             data, party = self._pending.pop(0)
             if self._inline is not None:
@@ -311,6 +361,12 @@ class ProcessorPool:
         self._place_pending()
         spec = self._context.spec
         model_epoch, _ = EncryptedModel.envelope(self._context, model_bytes, party=party)
+        if (
+            spec.parts > 1
+            and self._blocks
+            and all(len(placed.workers) > 1 for placed in self._blocks.values())
+        ):
+            return self._run_in_parts(model_bytes, party, model_epoch)
         units: dict[int, list[tuple[str, int]]] = defaultdict(list)
         load = [0] * max(1, self.workers)
         for block_id, placed in self._blocks.items():
@@ -338,3 +394,54 @@ class ProcessorPool:
             )
             for block_id, groups in per_block.items()
         }
+
+    def _run_in_parts(self, model_bytes: bytes, party: str, epoch: int) -> dict[str, bytes]:
+        """Each block's two parts on two workers: z shares out, swapped, then the sums."""
+        rounds: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        for i, (block_id, placed) in enumerate(self._blocks.items()):
+            for part in (0, 1):
+                rounds[placed.workers[(2 * i + part) % len(placed.workers)]].append(
+                    (block_id, part)
+                )
+        workers = list(rounds)
+        for worker in workers:
+            self._send(worker, ("shares", model_bytes, party, rounds[worker]))
+        replies = self._gather(workers)
+        share = {
+            unit: data
+            for worker in workers
+            for unit, data in zip(rounds[worker], replies[worker], strict=True)
+        }
+        for worker in workers:
+            todo = [
+                (block_id, part, share[(block_id, 1 - part)]) for block_id, part in rounds[worker]
+            ]
+            self._send(worker, ("finish", todo))
+        replies = self._gather(workers)
+        sums = {
+            unit: data
+            for worker in workers
+            for unit, data in zip(rounds[worker], replies[worker], strict=True)
+        }
+        runtime = self._context.runtime
+        out = {}
+        for block_id, placed in self._blocks.items():
+            parts = [
+                runtime.load_ciphertext(
+                    sums[(block_id, part)],
+                    level=OUT,
+                    scale=runtime.scales.out,
+                    what=f"block {block_id} part {part}",
+                    party="processor worker",
+                )
+                for part in (0, 1)
+            ]
+            payload = dump(check_result(self._context, add(self._context, parts)))
+            out[block_id] = pack_result(
+                self._context,
+                block_id=block_id,
+                epoch=epoch,
+                n_samples=placed.n_samples,
+                payloads=[payload],
+            )
+        return out

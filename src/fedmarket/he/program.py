@@ -26,7 +26,7 @@ import tenseal.sealapi as sa
 
 from fedmarket.errors import CryptoError
 from fedmarket.he import wire
-from fedmarket.he._seal import OUT, TOP, H, dump
+from fedmarket.he._seal import OUT, SQUARE, TOP, H, dump
 from fedmarket.he.keys import PublicContext
 from fedmarket.he.packing import EncryptedBlock
 
@@ -35,10 +35,17 @@ _MODEL_FIELDS = {"epoch": int}
 
 @dataclass(frozen=True)
 class EncryptedModel:
-    """A parsed, checked model: ``diagonals[group][j]`` (model ciphertext j) at the top level."""
+    """A parsed, checked model: ``diagonals[group][i]`` is model ciphertext ``columns[i]`` of
+    that class group, at the top level (every column unless parsed with ``columns``)."""
 
     epoch: int
     diagonals: tuple[tuple[sa.Ciphertext, ...], ...]
+    columns: tuple[int, ...]
+
+    def pick(self, group: int, columns: range) -> tuple[sa.Ciphertext, ...]:
+        """The group's model ciphertexts for ``columns`` (which must have been parsed)."""
+        index = {column: i for i, column in enumerate(self.columns)}
+        return tuple(self.diagonals[group][index[column]] for column in columns)
 
     @staticmethod
     def envelope(context: PublicContext, data: bytes, *, party: str) -> tuple[int, wire.Envelope]:
@@ -66,13 +73,16 @@ class EncryptedModel:
         *,
         party: str = "requester",
         groups: list[int] | None = None,
+        columns: list[int] | None = None,
     ) -> EncryptedModel:
-        """Parse and check the model; ``groups`` loads only those class groups' ciphertexts."""
+        """Parse and check the model; ``groups`` and ``columns`` load only those class groups'
+        and model ciphertexts (a part of the program needs only its own)."""
         spec = context.spec
         runtime = context.runtime
         epoch, envelope = cls.envelope(context, data, party=party)
         baby = spec.model_ciphertexts
         wanted = set(range(spec.n_groups) if groups is None else groups)
+        loaded = tuple(range(baby)) if columns is None else tuple(sorted(set(columns)))
         diagonals = tuple(
             tuple(
                 runtime.load_ciphertext(
@@ -82,13 +92,13 @@ class EncryptedModel:
                     what=f"model diagonal {g * baby + b}",
                     party=party,
                 )
-                for b in range(baby)
+                for b in loaded
             )
             if g in wanted
             else ()
             for g in range(spec.n_groups)
         )
-        return cls(epoch, diagonals)
+        return cls(epoch, diagonals, loaded)
 
     def ciphertexts(self) -> list[sa.Ciphertext]:
         return [ct for row in self.diagonals for ct in row]
@@ -168,6 +178,87 @@ class _Ops:
         return acc
 
 
+def z_share(
+    context: PublicContext, model: EncryptedModel, block: EncryptedBlock, group: int, part: int
+) -> sa.Ciphertext:
+    """Part ``part``'s share of z~ (all of it with one part), relinearised and in place: at
+    three primes for logistic models (rescaled), at two for linear regression (dropped)."""
+    spec = context.spec
+    ops = _Ops(context)
+    columns = spec.part_model_columns(part)
+    rows = tuple(tuple(block.z_data[g][c] for c in columns) for g in spec.part_giants(part))
+    raw = ops.horner(model.pick(group, columns), rows, -spec.class_lanes * spec.model_baby)
+    # Rescale before relinearising (SEAL rescales size-3 ciphertexts): the key switch then
+    # runs one level lower.
+    share = ops.relin(ops.rescale(raw) if spec.is_logistic else ops.drop_to(raw, H))
+    shift = spec.part_z_shift(part)
+    return ops.rotate(share, shift) if shift else share
+
+
+def z_share_level(context: PublicContext) -> tuple[int, float]:
+    """(level, scale) of a z share: what a worker checks the other part's share against."""
+    scales = context.runtime.scales
+    return (SQUARE, scales.z) if context.spec.is_logistic else (H, scales.h_pre)
+
+
+def add(context: PublicContext, parts: list[sa.Ciphertext]) -> sa.Ciphertext:
+    """The sum of the parts' ciphertexts, in part order (exact: addition mod q)."""
+    total = parts[0]
+    for ct in parts[1:]:
+        out = sa.Ciphertext()
+        context.runtime.evaluator.add(total, ct, out)
+        total = out
+    return total
+
+
+def residual(
+    context: PublicContext, z: sa.Ciphertext, block: EncryptedBlock, group: int
+) -> sa.Ciphertext:
+    """h = p(z) - y (logistic) or z - y (linear) from the whole z~, at two primes."""
+    spec = context.spec
+    runtime = context.runtime
+    ops = _Ops(context)
+    r = spec.class_lanes
+    segment, length = r * spec.block_size, r * spec.length
+    z = ops.add_segments(z, segment, length)
+    if spec.is_logistic:
+        const = runtime.encode_constant(spec.poly.linear_term, H, runtime.scales.square)
+        square = ops.relin(ops.rescale(ops.mul(z, z)))  # H level
+        ops.ev.add_plain_inplace(square, const)
+        h = ops.relin(ops.mul(ops.drop_to(z, H), square))
+    else:
+        h = z
+    out = sa.Ciphertext()
+    ops.ev.sub(h, block.labels[group], out)
+    return out
+
+
+def gradient_sums(
+    context: PublicContext, h: sa.Ciphertext, block: EncryptedBlock, part: int
+) -> sa.Ciphertext:
+    """Part ``part``'s gradient sums (all of them with one part), all-reduced."""
+    spec = context.spec
+    ops = _Ops(context)
+    r = spec.class_lanes
+    babies = spec.part_babies(part)
+    # Baby steps: rotations by r*b built from power-of-two keys, each used before rescaling.
+    rotated = [h if babies.start == 0 else ops.rotate(h, r * babies.start)]
+    for b in range(1, len(babies)):
+        low = b & -b
+        rotated.append(ops.rotate(rotated[b - low], r * low))
+    residuals = [ops.rescale(ct) for ct in rotated]
+    rows = tuple(tuple(row[b] for b in babies) for row in block.sum_data)
+    acc = ops.relin(ops.horner(residuals, rows, r * spec.sum_baby))
+    return ops.add_segments(acc, r * spec.lanes, r * spec.length)
+
+
+def check_result(context: PublicContext, ct: sa.Ciphertext) -> sa.Ciphertext:
+    runtime = context.runtime
+    if ct.parms_id() != runtime.parms_id[OUT] or ct.scale != runtime.scales.out:
+        raise CryptoError("internal error: the program's result is not at the expected level/scale")
+    return ct
+
+
 def process_block(
     context: PublicContext,
     model: EncryptedModel,
@@ -177,47 +268,17 @@ def process_block(
     """One result ciphertext per class group: slot r*k + t holds lane k mod D of class t.
 
     ``groups`` restricts the work to some class groups (a pool can split one block's groups
-    across processes); by default all of them, in order.
+    across processes); by default all of them, in order. With two parts (``HESpec.parts``)
+    this runs both, one after the other: the bytes are those of two workers running one each.
     """
     spec = context.spec
-    runtime = context.runtime
-    scales = runtime.scales
-    ops = _Ops(context)
-    r = spec.class_lanes
-    const = (
-        runtime.encode_constant(spec.poly.linear_term, H, scales.square)
-        if spec.is_logistic
-        else None
-    )
+    parts = range(spec.parts)
     results = []
     for group in range(spec.n_groups) if groups is None else groups:
-        diagonals = model.diagonals[group]
-        z_raw = ops.horner(diagonals, block.z_data, -r * spec.model_baby)  # size 3, top level
-        segment, length = r * spec.block_size, r * spec.length
-        if spec.is_logistic:
-            # Rescale before relinearising (SEAL rescales size-3 ciphertexts): each key switch
-            # then runs one level lower.
-            z = ops.relin(ops.rescale(z_raw))  # SQUARE level, scale = data scale exactly
-            z = ops.add_segments(z, segment, length)
-            square = ops.relin(ops.rescale(ops.mul(z, z)))  # H level
-            ops.ev.add_plain_inplace(square, const)
-            h = ops.relin(ops.mul(ops.drop_to(z, H), square))
-        else:
-            h = ops.add_segments(ops.relin(ops.drop_to(z_raw, H)), segment, length)
-        ops.ev.sub_inplace(h, block.labels[group])
-        # Baby steps: rotations by r*b built from power-of-two keys, each used before rescaling.
-        rotated = [h]
-        for b in range(1, spec.sum_baby):
-            low = b & -b
-            rotated.append(ops.rotate(rotated[b - low], r * low))
-        residuals = [ops.rescale(ct) for ct in rotated]
-        acc = ops.relin(ops.horner(residuals, block.sum_data, r * spec.sum_baby))
-        acc = ops.add_segments(acc, r * spec.lanes, length)
-        if acc.parms_id() != runtime.parms_id[OUT] or acc.scale != scales.out:
-            raise CryptoError(
-                "internal error: the program's result is not at the expected level/scale"
-            )
-        results.append(acc)
+        z = add(context, [z_share(context, model, block, group, p) for p in parts])
+        h = residual(context, z, block, group)
+        sums = add(context, [gradient_sums(context, h, block, p) for p in parts])
+        results.append(check_result(context, sums))
     return results
 
 

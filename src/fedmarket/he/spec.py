@@ -32,6 +32,15 @@ segment ends up holding z for all ``S'`` samples. The owner sends ``D/c`` z-ciph
 requester ``Bz/c`` model ciphertexts instead of ``D`` and ``Bz``, and the processor does ``D/c``
 products at the top level; the gradient sums are unchanged (their layout spans the whole vector,
 with zero rows past the block's samples).
+
+Parts: a task that fits one block would leave a two-core processor's second core idle, so
+``for_task`` may define the program in two parts (``parts = 2``). Part p computes z from half
+of the work (half the giant steps, or half the model ciphertexts when there is one giant step),
+rescales and relinearises it, and part 1 rotates its share into place; z is the sum of the two
+shares. From z each part computes the residual and the gradient sums of half the baby steps,
+all-reduces them, and the result is the sum of the two. A processor with two workers runs the
+parts side by side and exchanges the z shares once; a processor with one core runs both. Either
+way the bytes are the same, because the parts are the program's definition.
 """
 
 from __future__ import annotations
@@ -48,11 +57,14 @@ from fedmarket.he.params import DEFAULT_PRESET, Preset, get_preset
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
 from fedmarket.models.training import MODEL_KINDS, ModelKind
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 MAX_OUTPUTS = 1024
 # Bz above this shrinks the per-block work little but multiplies the model the requester
 # encrypts and sends each epoch; 32 keeps both small (docs/he.md, "model size vs. rotations").
 MAX_MODEL_BABY = 32
+# Two parts pay from this many lanes: below, the work both parts repeat (the relinearisations,
+# segment sums and cubic, the giant steps and the all-reduce of the sums) is most of a block.
+MIN_PARTS_LANES = 32
 
 
 def _is_pow2(value: int) -> bool:
@@ -77,6 +89,7 @@ class HESpec:
     sum_baby: int
     poly: SigmoidPolynomial = field(default_factory=SigmoidPolynomial)
     z_copies: int = 1
+    parts: int = 1
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -112,6 +125,12 @@ class HESpec:
             self.class_lanes
         ):
             out.append(f"{self.z_copies} z-copies leave segments shorter than {self.lanes} lanes")
+        if self.parts not in (1, 2):
+            out.append(f"parts must be 1 or 2, got {self.parts}")
+        elif self.parts == 2 and not out and (self.sum_baby < 2 or self.n_groups != 1):
+            out.append("two parts need sum_baby >= 2 and a single class group")
+        elif self.parts == 2 and not out and self.model_giant == 1 and self.model_ciphertexts < 2:
+            out.append("two parts need two giant steps or two model ciphertexts to share")
         return out
 
     # ---- construction -------------------------------------------------------------------
@@ -159,6 +178,10 @@ class HESpec:
         if lanes >= 4:
             while z_copies * 2 <= model_baby and length // (z_copies * 2) >= needed:
                 z_copies *= 2
+        # Two parts when the whole task is one block (so the second core would idle) and the
+        # block is large enough that splitting it pays.
+        one_block = expected_samples is not None and expected_samples <= length // z_copies
+        parts = 2 if one_block and lanes >= MIN_PARTS_LANES and n_outputs <= class_lanes else 1
         return cls(
             preset=params,
             kind=kind,
@@ -172,6 +195,7 @@ class HESpec:
             sum_baby=1 << ((log_lanes + 1) // 2),
             poly=poly,
             z_copies=z_copies,
+            parts=parts,
         )
 
     # ---- derived sizes ----------------------------------------------------------------
@@ -216,12 +240,40 @@ class HESpec:
     def is_logistic(self) -> bool:
         return self.kind != "linear"
 
+    # ---- the program's parts (see the module doc) ----------------------------------------
+    def part_giants(self, part: int) -> range:
+        """The z giant steps part ``part`` computes (all of them with one part or one step)."""
+        if self.parts == 1 or self.model_giant == 1:
+            return range(self.model_giant)
+        half = self.model_giant // 2
+        return range(part * half, (part + 1) * half)
+
+    def part_model_columns(self, part: int) -> range:
+        """The model ciphertexts (per class group) part ``part`` multiplies."""
+        if self.parts == 1 or self.model_giant > 1:
+            return range(self.model_ciphertexts)
+        half = self.model_ciphertexts // 2
+        return range(part * half, (part + 1) * half)
+
+    def part_z_shift(self, part: int) -> int:
+        """The rotation that moves part ``part``'s z share into place (0: none)."""
+        giants = self.part_giants(part)
+        return -self.class_lanes * giants.start * self.model_baby
+
+    def part_babies(self, part: int) -> range:
+        """The gradient-sum baby steps part ``part`` computes."""
+        if self.parts == 1:
+            return range(self.sum_baby)
+        half = self.sum_baby // 2
+        return range(part * half, (part + 1) * half)
+
     def rotation_steps(self) -> tuple[int, ...]:
         """Every rotation the processor's program performs: the Galois keys it needs."""
         r = self.class_lanes
         steps = set()
         if self.model_giant > 1:
             steps.add(-r * self.model_baby)
+        steps.update(shift for p in range(self.parts) if (shift := self.part_z_shift(p)))
         stride = self.block_size
         while stride < self.length:  # z-copy segment sums
             steps.add(r * stride)
@@ -299,6 +351,7 @@ class HESpec:
             "model_baby": self.model_baby,
             "sum_baby": self.sum_baby,
             "z_copies": self.z_copies,
+            "parts": self.parts,
             "poly": {"interval": self.poly.interval, "c1": self.poly.c1, "c3": self.poly.c3},
         }
 
@@ -309,7 +362,7 @@ class HESpec:
     def from_json(cls, data: Any) -> HESpec:
         """Validate a decoded JSON object; raises ``ValueError`` with what is wrong."""
         ints: tuple[str, ...] = ("version", "poly_modulus_degree", "n_features", "n_outputs")
-        ints += ("lanes", "class_lanes", "model_baby", "sum_baby", "z_copies")
+        ints += ("lanes", "class_lanes", "model_baby", "sum_baby", "z_copies", "parts")
         keys = {*ints, "preset", "coeff_mod_bit_sizes", "kind", "poly"}
         if not isinstance(data, dict) or set(data) != keys:
             raise ValueError(f"spec must be an object with keys {sorted(keys)}")
@@ -349,6 +402,7 @@ class HESpec:
                 sum_baby=data["sum_baby"],
                 poly=SigmoidPolynomial(poly["interval"], poly["c1"], poly["c3"]),
                 z_copies=data["z_copies"],
+                parts=data["parts"],
             )
         except (ConfigError, ValueError) as exc:
             raise ValueError(str(exc)) from None
