@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -36,11 +37,17 @@ class Setup:
 
 
 def make_setup(
-    kind: ModelKind, n_features: int, n_outputs: int = 1, expected: int | None = None
+    kind: ModelKind,
+    n_features: int,
+    n_outputs: int = 1,
+    expected: int | None = None,
+    parts: int | None = None,
 ) -> Setup:
     spec = HESpec.for_task(
         kind=kind, n_features=n_features, n_outputs=n_outputs, expected_samples=expected
     )
+    if parts is not None:  # a valid spec for_task would not choose (tests a code path)
+        spec = dataclasses.replace(spec, parts=parts)
     keypair = KeyPair.generate(spec)
     return Setup(keypair, PublicContext.from_bytes(keypair.public.data))
 
@@ -63,7 +70,7 @@ def setup_for(name: str) -> Setup:
         assert setup.spec.parts == 2 and setup.spec.model_giant == 4
         return setup
     if name == "parts_linear":  # linear, 30 features, two parts sharing the model ciphertexts
-        setup = make_setup("linear", 30, expected=700)
+        setup = make_setup("linear", 30, expected=700, parts=2)
         assert setup.spec.parts == 2 and setup.spec.model_giant == 1
         return setup
     # 3 classes, 6 features; 2 class lanes (blocks of 2048 samples), so 2 class groups

@@ -45,19 +45,19 @@ def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> 
             stride *= 2
         h = (z * (z * z + spec.poly.linear_term) if spec.is_logistic else z) - label
         total = np.zeros(spec.slots)
-        for part in range(spec.parts):  # each part's baby steps, all-reduced on their own
+        for part in range(spec.parts):  # each part's baby steps, with every giant step
             babies = spec.part_babies(part)
             baby = {b: rotate(h, r * b) for b in babies}
             acc = np.zeros(spec.slots)
             for g in reversed(range(spec.sum_giant)):
                 acc = rotate(acc, r * spec.sum_baby) if g < spec.sum_giant - 1 else acc
                 acc += sum(baby[b] * spec.to_physical(spec.sum_layout(F, g, b)) for b in babies)
-            stride = spec.lanes
-            while stride < spec.length:
-                acc = acc + rotate(acc, r * stride)
-                stride *= 2
             total += acc
         acc = total
+        stride = spec.lanes
+        while stride < spec.length:
+            acc = acc + rotate(acc, r * stride)
+            stride *= 2
         replicas = spec.result_lanes(acc)
         assert np.allclose(replicas, replicas[:, :1, :]), "every slot of a lane holds its total"
         out[group * r : (group + 1) * r] = replicas[:, 0, :]
@@ -72,7 +72,6 @@ def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> 
         ("logistic", 40, 1, 4096),  # 64 lanes: two giant steps for z (Bz = 32)
         ("logistic", 40, 1, 1000),  # two giant steps for z with 4 z-copies, in two parts
         ("logistic", 100, 1, 1000),  # two parts, each with two of the four giant steps
-        ("logistic", 30, 1, 1000),  # two parts, each with half of the model ciphertexts
         ("linear", 40, 1, 700),  # two parts of a linear model
         ("linear", 3, 1, 1000),  # 4 z-copies
         ("one_vs_rest", 6, 3, 900),  # 4 class lanes
@@ -106,6 +105,18 @@ def test_layouts_compute_the_gradient_sums(
     assert np.allclose(simulate(spec, X, labels, W), expected, atol=1e-8)
 
 
+def test_layouts_in_two_parts_sharing_the_model_ciphertexts() -> None:
+    spec = dataclasses.replace(
+        HESpec.for_task(kind="logistic", n_features=30, expected_samples=1000), parts=2
+    )
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, (1000, 30))
+    labels = rng.integers(0, 2, 1000)
+    W = rng.normal(0, 0.3, (1, 31))
+    expected = gradient_sums("logistic", W, X, labels[:, None].astype(float), spec.poly)
+    assert np.allclose(simulate(spec, X, labels, W), expected)
+
+
 def test_one_vs_rest_shares_slots_when_few_samples() -> None:
     spec = HESpec.for_task(kind="one_vs_rest", n_features=64, n_outputs=10, expected_samples=1347)
     # 2 class lanes: one block of 2048 samples, 5 groups (vs 10 with one lane per class).
@@ -132,7 +143,8 @@ def test_small_tasks_share_z_ciphertexts(
     ("features", "samples", "parts", "extra_key"),
     [
         (10, 1000, 1, None),  # 16 lanes: splitting would not pay
-        (30, 1000, 2, None),  # one giant step: the parts share the model ciphertexts
+        (30, 1000, 1, None),  # 32 lanes: two workers would gain too little
+        (60, 1000, 2, None),  # 64 lanes, two giant steps: part 1's share of z moves by -Bz
         (100, 1000, 2, -64),  # four giant steps: part 1's share of z moves by -2 Bz
         (100, 5000, 1, None),  # two blocks: one per core already
         (30, None, 1, None),  # unknown size
@@ -157,6 +169,17 @@ def test_one_block_tasks_run_in_two_parts(
         assert set(columns) == set(range(spec.model_ciphertexts))
         babies = [b for p in (0, 1) for b in spec.part_babies(p)]
         assert babies == list(range(spec.sum_baby))
+
+
+def test_two_parts_can_share_the_model_ciphertexts() -> None:
+    """With one giant step (not chosen by for_task, but a valid spec) the parts split the
+    model ciphertexts instead; the numpy replay and test_determinism check its results."""
+    spec = dataclasses.replace(
+        HESpec.for_task(kind="logistic", n_features=30, expected_samples=1000), parts=2
+    )
+    assert spec.model_giant == 1
+    assert [list(spec.part_model_columns(p)) for p in (0, 1)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert spec.part_z_shift(1) == 0
 
 
 def test_two_parts_need_something_to_share() -> None:

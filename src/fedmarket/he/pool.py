@@ -30,7 +30,7 @@ from fedmarket.he.packing import EncryptedBlock
 from fedmarket.he.program import (
     EncryptedModel,
     add,
-    check_result,
+    all_reduce,
     gradient_sums,
     pack_result,
     process_block,
@@ -396,7 +396,8 @@ class ProcessorPool:
         }
 
     def _run_in_parts(self, model_bytes: bytes, party: str, epoch: int) -> dict[str, bytes]:
-        """Each block's two parts on two workers: z shares out, swapped, then the sums."""
+        """Each block's two parts on two workers: z shares out, swapped, then the sums, which
+        this process adds and all-reduces (it is idle meanwhile, and holds the keys)."""
         rounds: dict[int, list[tuple[str, int]]] = defaultdict(list)
         for i, (block_id, placed) in enumerate(self._blocks.items()):
             for part in (0, 1):
@@ -436,7 +437,7 @@ class ProcessorPool:
                 )
                 for part in (0, 1)
             ]
-            payload = dump(check_result(self._context, add(self._context, parts)))
+            payload = dump(all_reduce(self._context, add(self._context, parts)))
             out[block_id] = pack_result(
                 self._context,
                 block_id=block_id,

@@ -236,7 +236,7 @@ def residual(
 def gradient_sums(
     context: PublicContext, h: sa.Ciphertext, block: EncryptedBlock, part: int
 ) -> sa.Ciphertext:
-    """Part ``part``'s gradient sums (all of them with one part), all-reduced."""
+    """Part ``part``'s gradient sums (all of them with one part), before the all-reduce."""
     spec = context.spec
     ops = _Ops(context)
     r = spec.class_lanes
@@ -248,8 +248,14 @@ def gradient_sums(
         rotated.append(ops.rotate(rotated[b - low], r * low))
     residuals = [ops.rescale(ct) for ct in rotated]
     rows = tuple(tuple(row[b] for b in babies) for row in block.sum_data)
-    acc = ops.relin(ops.horner(residuals, rows, r * spec.sum_baby))
-    return ops.add_segments(acc, r * spec.lanes, r * spec.length)
+    return ops.relin(ops.horner(residuals, rows, r * spec.sum_baby))
+
+
+def all_reduce(context: PublicContext, sums: sa.Ciphertext) -> sa.Ciphertext:
+    """Every slot k gets the total of the slots k (mod D): lane k mod D's block total."""
+    spec = context.spec
+    r = spec.class_lanes
+    return check_result(context, _Ops(context).add_segments(sums, r * spec.lanes, r * spec.length))
 
 
 def check_result(context: PublicContext, ct: sa.Ciphertext) -> sa.Ciphertext:
@@ -278,7 +284,7 @@ def process_block(
         z = add(context, [z_share(context, model, block, group, p) for p in parts])
         h = residual(context, z, block, group)
         sums = add(context, [gradient_sums(context, h, block, p) for p in parts])
-        results.append(check_result(context, sums))
+        results.append(all_reduce(context, sums))
     return results
 
 

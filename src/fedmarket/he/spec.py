@@ -37,10 +37,10 @@ Parts: a task that fits one block would leave a two-core processor's second core
 ``for_task`` may define the program in two parts (``parts = 2``). Part p computes z from half
 of the work (half the giant steps, or half the model ciphertexts when there is one giant step),
 rescales and relinearises it, and part 1 rotates its share into place; z is the sum of the two
-shares. From z each part computes the residual and the gradient sums of half the baby steps,
-all-reduces them, and the result is the sum of the two. A processor with two workers runs the
-parts side by side and exchanges the z shares once; a processor with one core runs both. Either
-way the bytes are the same, because the parts are the program's definition.
+shares. From z each part computes the residual and the gradient sums of half the baby steps
+(with every giant step), and the result is the sum of the two, all-reduced. A processor with
+two workers runs the parts side by side and exchanges the z shares once; a processor with one
+core runs both. Either way the bytes are the same: the parts are the program's definition.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ MAX_OUTPUTS = 1024
 # Bz above this shrinks the per-block work little but multiplies the model the requester
 # encrypts and sends each epoch; 32 keeps both small (docs/he.md, "model size vs. rotations").
 MAX_MODEL_BABY = 32
-# Two parts pay from this many lanes: below, the work both parts repeat (the relinearisations,
-# segment sums and cubic, the giant steps and the all-reduce of the sums) is most of a block.
-MIN_PARTS_LANES = 32
+# Two parts pay from this many lanes. Below, the work both parts repeat (relinearising z, the
+# segment sums, the cubic, the giant steps of the sums) is most of a block: at 32 lanes two
+# workers gain 1.17x, while a processor that holds several blocks (one per owner) runs both
+# parts of each in one worker and pays that extra work instead.
+MIN_PARTS_LANES = 64
 
 
 def _is_pow2(value: int) -> bool:
