@@ -53,7 +53,7 @@ from fedmarket.he import (
     train_encrypted,
 )
 from fedmarket.he.bound import critical_path, max_precision_bits, measure_op_costs, ring_noise
-from fedmarket.models import FeatureScaler, ModelKind, TrainConfig, fit_plaintext, score
+from fedmarket.models import FeatureScaler, TrainConfig, fit_plaintext, score
 
 RESULTS = Path(__file__).resolve().parent / "results" / "he.json"
 FRAMINGHAM = Path(
@@ -198,7 +198,7 @@ def accuracy(name: str, X: np.ndarray, y: np.ndarray, workers: int) -> dict[str,
     )
     scaler = FeatureScaler.fit(X_train)
     X_train, X_val, X_test = (scaler.transform(part) for part in (X_train, X_val, X_test))
-    kind: ModelKind = "logistic" if np.unique(y).size == 2 else "one_vs_rest"
+    kind = "logistic" if np.unique(y).size == 2 else "multiclass"
     config = TrainConfig(epochs=ACCURACY_EPOCHS)
     plain = fit_plaintext(X_train, y_train, kind=kind, X_val=X_val, y_val=y_val, config=config)
     start = time.perf_counter()
@@ -208,7 +208,7 @@ def accuracy(name: str, X: np.ndarray, y: np.ndarray, workers: int) -> dict[str,
     seconds = time.perf_counter() - start
     sk = SkLogisticRegression(max_iter=5000).fit(X_train, y_train).score(X_test, y_test)
     sk_ovr = None
-    if kind == "one_vs_rest":
+    if kind == "multiclass":
         ovr = OneVsRestClassifier(SkLogisticRegression(max_iter=5000)).fit(X_train, y_train)
         sk_ovr = ovr.score(X_test, y_test)
     return {

@@ -35,7 +35,7 @@ from fedmarket.roles.messages import BlockRef, ChannelKey, EncryptedModel, Epoch
 from fedmarket.roles.owner import DataOwner
 from fedmarket.roles.party import Party
 from fedmarket.roles.processor import Processor
-from fedmarket.roles.requester import KINDS, EpochOutcome, Requester
+from fedmarket.roles.requester import EpochOutcome, Requester
 from fedmarket.roles.stopping import BudgetLeft, Plateau, StoppingRule, TargetReached
 from fedmarket.runtime.local import LocalNetwork
 from fedmarket.spec import SpecFile, load_spec
@@ -357,7 +357,7 @@ def run_task(
         spec_hash="0x" + spec.spec_hash().hex(),
         chain=chain.name,
         market=market.address,
-        metric_name="R^2" if spec.task.model == "linear" else "accuracy",
+        metric_name=spec.kind.metric,
         parties=[
             PartyRecord(
                 roles[0].name,
@@ -478,7 +478,7 @@ def _plaintext_baseline(
     result = fit_plaintext(
         X,
         y,
-        kind=KINDS[spec.task.model],
+        kind=spec.kind,
         X_val=scale(val.X, f.mean, f.std, f.spread),
         y_val=val.y,
         config=TrainConfig(epochs=spec.task.max_epochs),

@@ -14,12 +14,22 @@ import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from eth_utils import keccak
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedmarket.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedmarket.models.kinds import ModelKind
 
 MAX_SPEC_BYTES = 1 << 20
 
@@ -35,12 +45,21 @@ class TaskSection(_Strict):
     """What is being trained, how much data, and the clock."""
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-    model: Literal["logistic", "multiclass", "linear"]
+    model: Annotated[str, Field(min_length=1)]  # a model kind: fedmarket.models.kinds
     num_points: PositiveInt
     epoch_seconds: PositiveInt
     max_epochs: Annotated[int, Field(gt=0, le=100_000, strict=True)]
     bidding_seconds: PositiveInt
     late_penalty_bps: Annotated[int, Field(ge=0, le=10_000, strict=True)] = 2_000
+
+    @field_validator("model")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from fedmarket.models.kinds import KINDS
+
+        if value not in KINDS:
+            raise ValueError(f"{value!r} is not a model kind; use one of: {', '.join(KINDS)}")
+        return value
 
 
 class BudgetSection(_Strict):
@@ -81,10 +100,22 @@ class FeaturesSection(_Strict):
 
 
 class LabelsSection(_Strict):
-    """The label column; ``classes`` for classification, empty for regression."""
+    """The label column; ``classes`` for classification, empty for regression.
+
+    Regression targets are encrypted as ``clip((y - target_center) / target_scale, -1, 1)``
+    (the program needs |t| <= 1); the saved model undoes it, so it predicts in y's units.
+    """
 
     column: Annotated[str, Field(min_length=1)] = "target"
     classes: list[int] = Field(default_factory=list)
+    target_center: float = 0.0
+    target_scale: Annotated[float, Field(gt=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _finite(self) -> LabelsSection:
+        if not (math.isfinite(self.target_center) and math.isfinite(self.target_scale)):
+            raise ValueError("target_center and target_scale must be finite numbers")
+        return self
 
 
 class HESection(_Strict):
@@ -165,16 +196,23 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _model_vs_labels(self) -> TaskSpec:
+        kind = self.kind
         classes = self.labels.classes
         if len(set(classes)) != len(classes):
             raise ValueError("labels.classes must be unique")
-        if self.task.model == "logistic" and len(classes) != 2:
-            raise ValueError("a logistic task needs exactly 2 labels.classes")
-        if self.task.model == "multiclass" and len(classes) < 3:
-            raise ValueError("a multiclass task needs at least 3 labels.classes")
-        if self.task.model == "linear" and classes:
-            raise ValueError("a linear (regression) task takes no labels.classes")
+        problem = kind.classes_problem(classes)
+        if problem:
+            raise ValueError(problem)
+        if kind.sigmoid and (self.labels.target_center, self.labels.target_scale) != (0.0, 1.0):
+            raise ValueError("labels.target_center and target_scale are for regression only")
         return self
+
+    @property
+    def kind(self) -> ModelKind:
+        """The task's model kind (``fedmarket.models.kinds``)."""
+        from fedmarket.models.kinds import get_kind
+
+        return get_kind(self.task.model)
 
     def canonical_json(self) -> bytes:
         """Sorted keys, no whitespace, defaults filled in: equal specs give equal bytes."""

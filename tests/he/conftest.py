@@ -14,7 +14,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from fedmarket.he import HESpec, KeyPair, PublicContext, encrypt_block
-from fedmarket.models import FeatureScaler, ModelKind
+from fedmarket.models import FeatureScaler
 
 FRAMINGHAM = Path(
     os.environ.get(
@@ -37,7 +37,7 @@ class Setup:
 
 
 def make_setup(
-    kind: ModelKind,
+    kind: str,
     n_features: int,
     n_outputs: int = 1,
     expected: int | None = None,
@@ -74,12 +74,12 @@ def setup_for(name: str) -> Setup:
         assert setup.spec.parts == 2 and setup.spec.model_giant == 1
         return setup
     # 3 classes, 6 features; 2 class lanes (blocks of 2048 samples), so 2 class groups
-    setup = make_setup("one_vs_rest", 6, 3, expected=1500)
+    setup = make_setup("multiclass", 6, 3, expected=1500)
     assert setup.spec.class_lanes == 2 and setup.spec.n_groups == 2
     return setup
 
 
-SETUPS = ("logistic", "linear", "one_vs_rest", "copies", "parts", "parts_linear")
+SETUPS = ("logistic", "linear", "multiclass", "copies", "parts", "parts_linear")
 
 
 @pytest.fixture(scope="session")
@@ -93,17 +93,17 @@ def linear() -> Setup:
 
 
 @pytest.fixture(scope="session")
-def one_vs_rest() -> Setup:
-    return setup_for("one_vs_rest")
+def multiclass() -> Setup:
+    return setup_for("multiclass")
 
 
 def random_data(spec: HESpec, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(X, he_targets, targets matrix) with features in [-1, 1]."""
+    """(X, what encrypt_block takes, targets matrix) with features in [-1, 1]."""
     rng = np.random.default_rng(seed)
     X = rng.uniform(-1.0, 1.0, (n, spec.n_features))
-    if spec.kind == "one_vs_rest":
+    if spec.kind == "multiclass":
         labels = rng.integers(0, spec.n_outputs, n)
-        return X, labels, np.eye(spec.n_outputs)[labels]
+        return X, np.eye(spec.n_outputs)[labels], np.eye(spec.n_outputs)[labels]
     if spec.kind == "logistic":
         labels = rng.integers(0, 2, n)
         return X, labels, labels[:, None].astype(float)

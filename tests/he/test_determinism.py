@@ -34,7 +34,7 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["one_vs_rest", "copies", "parts"])
+@pytest.mark.parametrize("name", ["multiclass", "copies", "parts"])
 def test_two_processes_give_identical_bytes(name: str, tmp_path: Path) -> None:
     setup = setup_for(name)
     X, labels, _ = random_data(setup.spec, 900, seed=21)
@@ -56,8 +56,8 @@ def test_two_processes_give_identical_bytes(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_pool_results_equal_the_single_process_program(logistic: Setup, one_vs_rest: Setup) -> None:
-    for setup, blocks in ((logistic, 3), (one_vs_rest, 1)):  # one block: groups split
+def test_pool_results_equal_the_single_process_program(logistic: Setup, multiclass: Setup) -> None:
+    for setup, blocks in ((logistic, 3), (multiclass, 1)):  # one block: groups split
         rng = np.random.default_rng(5)
         data = [
             encrypt_block(

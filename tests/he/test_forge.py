@@ -33,8 +33,8 @@ def keys() -> dict[str, tuple[KeyPair, PublicContext]]:
     for name, spec in (
         ("logistic", HESpec.for_task(kind="logistic", n_features=5)),
         (  # 4 class lanes and 8 z-copies: blocks of 128 samples
-            "one_vs_rest",
-            HESpec.for_task(kind="one_vs_rest", n_features=5, n_outputs=3, expected_samples=100),
+            "multiclass",
+            HESpec.for_task(kind="multiclass", n_features=5, n_outputs=3, expected_samples=100),
         ),
     ):
         keypair = KeyPair.generate(spec)
@@ -47,12 +47,14 @@ def honest_result(keypair: KeyPair, public: PublicContext, n: int, epoch: int) -
     rng = np.random.default_rng(7)
     X = rng.uniform(-1.0, 1.0, (n, spec.n_features))
     labels = rng.integers(0, max(2, spec.n_outputs), n)
+    if spec.n_outputs > 1:
+        labels = np.eye(spec.n_outputs)[labels]
     weights = rng.normal(0.0, 0.4, (spec.n_outputs, spec.n_features + 1))
     block = encrypt_block(public, X, labels, block_id="owner/0")
     return run_program(public, encrypt_model(keypair, weights, epoch=epoch), block)
 
 
-@pytest.mark.parametrize("name", ["logistic", "one_vs_rest"])
+@pytest.mark.parametrize("name", ["logistic", "multiclass"])
 def test_forged_totals_decrypt_to_the_chosen_values(
     keys: dict[str, tuple[KeyPair, PublicContext]], name: str
 ) -> None:
@@ -68,7 +70,7 @@ def test_forged_totals_decrypt_to_the_chosen_values(
     assert len(data) == len(honest)
 
 
-@pytest.mark.parametrize("name", ["logistic", "one_vs_rest"])
+@pytest.mark.parametrize("name", ["logistic", "multiclass"])
 def test_scale_noise_and_restamp_of_a_real_result(
     keys: dict[str, tuple[KeyPair, PublicContext]], name: str
 ) -> None:

@@ -28,7 +28,7 @@ def decrypt_all_slots(setup: Setup, ct: sa.Ciphertext) -> np.ndarray:
     return setup.public.runtime.decode(plain)
 
 
-@pytest.mark.parametrize("name", ["logistic", "one_vs_rest", "copies", "parts"])
+@pytest.mark.parametrize("name", ["logistic", "multiclass", "copies", "parts"])
 def test_every_decrypted_slot_is_a_block_total_or_zero(name: str) -> None:
     setup = setup_for(name)
     spec = setup.spec

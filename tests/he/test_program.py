@@ -64,13 +64,13 @@ def test_padding_adds_nothing(logistic: Setup) -> None:
 
 
 def test_program_never_changes_its_inputs(
-    one_vs_rest: Setup, logistic: Setup, logistic_block: tuple[bytes, np.ndarray, np.ndarray]
+    multiclass: Setup, logistic: Setup, logistic_block: tuple[bytes, np.ndarray, np.ndarray]
 ) -> None:
     for setup, block_bytes in (
         (logistic, logistic_block[0]),
         (
-            one_vs_rest,
-            encrypt_block(one_vs_rest.public, *random_data(one_vs_rest.spec, 50)[:2], block_id="b"),
+            multiclass,
+            encrypt_block(multiclass.public, *random_data(multiclass.spec, 50)[:2], block_id="b"),
         ),
     ):
         model = EncryptedModel.from_bytes(
@@ -85,18 +85,18 @@ def test_program_never_changes_its_inputs(
         assert [ct.coeff_modulus_size() for ct in inputs] == levels
 
 
-def test_result_is_one_compact_ciphertext_per_class_group(one_vs_rest: Setup) -> None:
-    X, labels, _ = random_data(one_vs_rest.spec, 200)
+def test_result_is_one_compact_ciphertext_per_class_group(multiclass: Setup) -> None:
+    X, labels, _ = random_data(multiclass.spec, 200)
     model = EncryptedModel.from_bytes(
-        one_vs_rest.public,
-        encrypt_model(one_vs_rest.keypair, random_weights(one_vs_rest.spec), epoch=0),
+        multiclass.public,
+        encrypt_model(multiclass.keypair, random_weights(multiclass.spec), epoch=0),
     )
     block = EncryptedBlock.from_bytes(
-        one_vs_rest.public, encrypt_block(one_vs_rest.public, X, labels, block_id="c")
+        multiclass.public, encrypt_block(multiclass.public, X, labels, block_id="c")
     )
-    results = process_block(one_vs_rest.public, model, block)
-    assert len(results) == one_vs_rest.spec.n_groups == 2
+    results = process_block(multiclass.public, model, block)
+    assert len(results) == multiclass.spec.n_groups == 2
     for ct in results:
         # One prime left: 2 * 8192 * 8 bytes before compression, whatever the block size.
         assert ct.coeff_modulus_size() == OUT
-        assert ct.scale == one_vs_rest.public.runtime.scales.out
+        assert ct.scale == multiclass.public.runtime.scales.out

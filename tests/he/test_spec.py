@@ -19,13 +19,13 @@ def rotate(vector: np.ndarray, step: int) -> np.ndarray:
     return np.roll(vector, -step)
 
 
-def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> np.ndarray:
+def simulate(spec: HESpec, X: np.ndarray, targets: np.ndarray, W: np.ndarray) -> np.ndarray:
     """The processor's program on plaintext slot vectors, rotation for rotation."""
     F = spec.block_matrix(X)
     r = spec.class_lanes
     out = np.zeros((spec.n_groups * r, spec.lanes))
     weights = spec.poly.kappa * W if spec.is_logistic else W
-    for group, label in enumerate(label_vectors(spec, labels)):
+    for group, label in enumerate(label_vectors(spec, targets)):
         rows = weights[group * r : (group + 1) * r]
         cts = range(spec.model_ciphertexts)
         model = [spec.to_physical(spec.model_layout(rows, j)) for j in cts]
@@ -74,9 +74,9 @@ def simulate(spec: HESpec, X: np.ndarray, labels: np.ndarray, W: np.ndarray) -> 
         ("logistic", 100, 1, 1000),  # two parts, each with two of the four giant steps
         ("linear", 40, 1, 700),  # two parts of a linear model
         ("linear", 3, 1, 1000),  # 4 z-copies
-        ("one_vs_rest", 6, 3, 900),  # 4 class lanes
-        ("one_vs_rest", 6, 3, 200),  # 4 class lanes and 4 z-copies
-        ("one_vs_rest", 9, 5, 600),  # 4 class lanes, 2 groups, 3 empty class lanes
+        ("multiclass", 6, 3, 900),  # 4 class lanes
+        ("multiclass", 6, 3, 200),  # 4 class lanes and 4 z-copies
+        ("multiclass", 9, 5, 600),  # 4 class lanes, 2 groups, 3 empty class lanes
     ],
 )
 def test_layouts_compute_the_gradient_sums(
@@ -91,7 +91,7 @@ def test_layouts_compute_the_gradient_sums(
     rng = np.random.default_rng(features)
     n = min(samples or spec.block_size, spec.block_size)
     X = rng.uniform(-1, 1, (n, features))
-    if kind == "one_vs_rest":
+    if kind == "multiclass":
         labels = rng.integers(0, outputs, n)
         targets = np.eye(outputs)[labels]
     elif kind == "logistic":
@@ -102,7 +102,7 @@ def test_layouts_compute_the_gradient_sums(
         targets = labels[:, None]
     W = rng.normal(0, 0.3, (outputs, features + 1))
     expected = gradient_sums(kind, W, X, targets, spec.poly)  # type: ignore[arg-type]
-    assert np.allclose(simulate(spec, X, labels, W), expected, atol=1e-8)
+    assert np.allclose(simulate(spec, X, targets, W), expected, atol=1e-8)
 
 
 def test_layouts_in_two_parts_sharing_the_model_ciphertexts() -> None:
@@ -114,11 +114,11 @@ def test_layouts_in_two_parts_sharing_the_model_ciphertexts() -> None:
     labels = rng.integers(0, 2, 1000)
     W = rng.normal(0, 0.3, (1, 31))
     expected = gradient_sums("logistic", W, X, labels[:, None].astype(float), spec.poly)
-    assert np.allclose(simulate(spec, X, labels, W), expected)
+    assert np.allclose(simulate(spec, X, labels[:, None].astype(float), W), expected)
 
 
-def test_one_vs_rest_shares_slots_when_few_samples() -> None:
-    spec = HESpec.for_task(kind="one_vs_rest", n_features=64, n_outputs=10, expected_samples=1347)
+def test_multiclass_shares_slots_when_few_samples() -> None:
+    spec = HESpec.for_task(kind="multiclass", n_features=64, n_outputs=10, expected_samples=1347)
     # 2 class lanes: one block of 2048 samples, 5 groups (vs 10 with one lane per class).
     assert (spec.lanes, spec.class_lanes, spec.block_size, spec.n_groups) == (128, 2, 2048, 5)
 
@@ -186,7 +186,7 @@ def test_two_parts_need_something_to_share() -> None:
     spec = HESpec.for_task(kind="logistic", n_features=30, expected_samples=1000)
     with pytest.raises(ConfigError, match="parts must be 1 or 2"):
         dataclasses.replace(spec, parts=3)
-    digits = HESpec.for_task(kind="one_vs_rest", n_features=64, n_outputs=10, expected_samples=500)
+    digits = HESpec.for_task(kind="multiclass", n_features=64, n_outputs=10, expected_samples=500)
     assert digits.n_groups > 1 and digits.parts == 1
     with pytest.raises(ConfigError, match="single class group"):
         dataclasses.replace(digits, parts=2)
@@ -200,7 +200,7 @@ def test_rotation_steps_are_only_what_the_program_uses() -> None:
 
 
 def test_json_round_trip_is_exact() -> None:
-    spec = HESpec.for_task(kind="one_vs_rest", n_features=12, n_outputs=4, expected_samples=100)
+    spec = HESpec.for_task(kind="multiclass", n_features=12, n_outputs=4, expected_samples=100)
     again = HESpec.from_json(json.loads(spec.canonical_bytes()))
     assert again == spec and again.canonical_bytes() == spec.canonical_bytes()
 

@@ -25,7 +25,7 @@ VS_SKLEARN = 0.02
 
 def check_against_plaintext_and_sklearn(X: np.ndarray, y: np.ndarray, epochs: int) -> None:
     X_train, y_train, X_val, y_val, X_test, y_test = split_dataset(X, y)
-    kind = "logistic" if np.unique(y).size == 2 else "one_vs_rest"
+    kind = "logistic" if np.unique(y).size == 2 else "multiclass"
     config = TrainConfig(epochs=epochs)
     encrypted = train_encrypted(
         X_train, y_train, kind=kind, X_val=X_val, y_val=y_val, config=config, workers=0
@@ -50,7 +50,7 @@ def test_framingham_dropping_incomplete_rows() -> None:
 
 
 @pytest.mark.slow
-def test_digits_ten_classes_one_vs_rest() -> None:
+def test_digits_ten_classes_multiclass() -> None:
     check_against_plaintext_and_sklearn(*load_digits(return_X_y=True), epochs=25)
 
 

@@ -19,6 +19,7 @@ from fedmarket.he import wire
 from fedmarket.he._seal import OUT, TOP, dump
 from fedmarket.he.keys import KeyPair
 from fedmarket.he.spec import HESpec
+from fedmarket.models.kinds import get_kind
 from fedmarket.models.optim import NesterovGD
 from fedmarket.models.training import IntervalGuard, TrainConfig
 
@@ -67,9 +68,7 @@ class BlockSums:
 def max_abs_sum(keypair: KeyPair, n_samples: int, weights: np.ndarray) -> float:
     """Largest |sum| an honest block can produce for ``weights`` (|x| <= 1 per feature)."""
     spec = keypair.spec
-    reach = float(np.max(np.sum(np.abs(weights), axis=1)))  # |z| <= ||w||_1
-    residual = spec.poly.max_abs_on(reach) + 1.0 if spec.is_logistic else reach + 1.0
-    return n_samples * residual
+    return get_kind(spec.kind).max_abs_total(weights, n_samples, spec.poly)
 
 
 def decrypt_result(

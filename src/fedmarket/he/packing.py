@@ -32,29 +32,20 @@ _BLOCK_FIELDS = {"block_id": str, "n_samples": int}
 
 
 def label_vectors(spec: HESpec, targets: np.ndarray) -> np.ndarray:
-    """(n_groups, S) physical label slots: y - 1/2 (logistic) or y (linear), 0 when padded.
+    """(n_groups, S) physical label slots: y - 1/2 (sigmoid kinds) or y (linear), 0 when padded.
 
-    Encoding y - 1/2 folds the cubic's constant term into the labels, so the processor's
-    residual is z~(z~^2 + c1/kappa) - (y - 1/2) = p(z) - y with no extra operation, and it is
-    exactly 0 on padded samples.
+    ``targets`` is the kind's (n, n_outputs) target matrix. Encoding y - 1/2 folds the cubic's
+    constant term into the labels, so the processor's residual is z~(z~^2 + c1/kappa) -
+    (y - 1/2) = p(z) - y with no extra operation, and it is exactly 0 on padded samples.
     """
     n = targets.shape[0]
-    if spec.kind == "one_vs_rest":
-        indicator = np.zeros((spec.n_groups * spec.class_lanes, n))
-        indicator[targets.astype(np.int64), np.arange(n)] = 1.0
-        rows = indicator - 0.5
-        rows[spec.n_outputs :] = 0.0  # lanes of classes that do not exist stay empty
-    elif spec.kind == "logistic":
-        rows = (targets.astype(np.float64) - 0.5)[None, :]
-    else:
-        rows = targets.astype(np.float64)[None, :]
+    rows = np.zeros((spec.n_groups * spec.class_lanes, n))
+    # lanes of outputs that do not exist stay empty
+    rows[: spec.n_outputs] = targets.T - (0.5 if spec.is_logistic else 0.0)
     out = []
     for group in range(spec.n_groups):
         virtual = np.zeros((spec.class_lanes, spec.length))
-        if spec.kind == "one_vs_rest":
-            virtual[:, :n] = rows[group * spec.class_lanes : (group + 1) * spec.class_lanes]
-        else:
-            virtual[:, :n] = rows
+        virtual[:, :n] = rows[group * spec.class_lanes : (group + 1) * spec.class_lanes]
         out.append(spec.to_physical(virtual))
     return np.array(out)
 
@@ -74,18 +65,18 @@ def _check_owner_data(
             "features must be finite and scaled into [-1, 1]",
             hint="apply the task's feature scaling (fedmarket.models.FeatureScaler) first",
         )
-    if targets.shape != (n,):
-        raise ConfigError(f"expected {n} labels, got shape {targets.shape}")
-    if spec.kind == "one_vs_rest":
-        if targets.dtype.kind not in "iu" or targets.min() < 0 or targets.max() >= spec.n_outputs:
-            raise ConfigError(f"one-vs-rest labels must be class indices 0..{spec.n_outputs - 1}")
-    elif spec.kind == "logistic":
+    if targets.ndim == 1 and spec.n_outputs == 1:
+        targets = targets[:, None]
+    if targets.shape != (n, spec.n_outputs):
+        raise ConfigError(f"expected ({n}, {spec.n_outputs}) targets, got shape {targets.shape}")
+    targets = targets.astype(np.float64)
+    if spec.is_logistic:
         if not np.all((targets == 0) | (targets == 1)):
-            raise ConfigError("binary labels must be 0 or 1")
-    elif not np.all(np.isfinite(targets.astype(np.float64))) or np.max(np.abs(targets)) > 1.0:
+            raise ConfigError(f"{spec.kind} targets must be 0/1 indicators (the kind's targets)")
+    elif not np.all(np.isfinite(targets)) or np.max(np.abs(targets)) > 1.0:
         raise ConfigError(
             "regression targets must be finite and scaled into [-1, 1]",
-            hint="divide the targets by a bound the task spec fixes",
+            hint="the spec's labels.target_center and labels.target_scale say how",
         )
     return X, targets
 
@@ -95,8 +86,9 @@ def encrypt_block(
 ) -> bytes:
     """Encrypt up to ``block_size`` samples for the processors (data owner side).
 
-    ``targets``: 0/1 labels (logistic), class indices (one-vs-rest) or values in [-1, 1]
-    (linear). Returns the block message, bound to ``context`` by its digest.
+    ``targets``: the kind's (n, n_outputs) targets (``ModelKind.targets``): 0/1 indicators
+    for the sigmoid kinds, values in [-1, 1] for linear. Returns the block message, bound to
+    ``context`` by its digest.
     """
     spec = context.spec
     X, targets = _check_owner_data(spec, X, targets)

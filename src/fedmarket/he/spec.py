@@ -54,10 +54,10 @@ import numpy as np
 
 from fedmarket.errors import ConfigError
 from fedmarket.he.params import DEFAULT_PRESET, Preset, get_preset
+from fedmarket.models.kinds import KIND_NAMES, get_kind
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
-from fedmarket.models.training import MODEL_KINDS, ModelKind
 
-SPEC_VERSION = 3
+SPEC_VERSION = 4  # 4: one name per model kind ('multiclass', was 'one_vs_rest')
 MAX_OUTPUTS = 1024
 # Bz above this shrinks the per-block work little but multiplies the model the requester
 # encrypts and sends each epoch; 32 keeps both small (docs/he.md, "model size vs. rotations").
@@ -82,7 +82,7 @@ class HESpec:
     """Parameters, model shape and packing of one task's encrypted training."""
 
     preset: Preset
-    kind: ModelKind
+    kind: str  # a registered model kind (fedmarket.models.kinds)
     n_features: int
     n_outputs: int
     lanes: int
@@ -100,15 +100,14 @@ class HESpec:
 
     def _problems(self) -> list[str]:
         out = []
-        if self.kind not in MODEL_KINDS:
-            out.append(f"kind {self.kind!r} is not one of {MODEL_KINDS}")
+        if self.kind not in KIND_NAMES:
+            out.append(f"kind {self.kind!r} is not one of {KIND_NAMES}")
+        elif problem := get_kind(self.kind).outputs_problem(self.n_outputs):
+            out.append(problem)
+        if self.n_outputs > MAX_OUTPUTS:
+            out.append(f"at most {MAX_OUTPUTS} outputs, got {self.n_outputs}")
         if not self.n_features >= 1:
             out.append("n_features must be >= 1")
-        expected_outputs = "n_outputs >= 3" if self.kind == "one_vs_rest" else "n_outputs == 1"
-        if (self.kind == "one_vs_rest") != (self.n_outputs >= 3) or self.n_outputs > MAX_OUTPUTS:
-            out.append(
-                f"{self.kind} needs {expected_outputs} (<= {MAX_OUTPUTS}), got {self.n_outputs}"
-            )
         if not _is_pow2(self.lanes) or self.lanes < self.n_features + 1:
             out.append(f"lanes must be a power of two >= n_features + 1, got {self.lanes}")
         if not _is_pow2(self.class_lanes) or self.class_lanes > _next_pow2(self.n_outputs):
@@ -140,7 +139,7 @@ class HESpec:
     def for_task(
         cls,
         *,
-        kind: ModelKind,
+        kind: str,
         n_features: int,
         n_outputs: int = 1,
         preset: str = DEFAULT_PRESET,
@@ -240,7 +239,7 @@ class HESpec:
 
     @property
     def is_logistic(self) -> bool:
-        return self.kind != "linear"
+        return get_kind(self.kind).sigmoid
 
     # ---- the program's parts (see the module doc) ----------------------------------------
     def part_giants(self, part: int) -> range:
@@ -390,7 +389,7 @@ class HESpec:
             raise ValueError("spec field 'poly' must have interval, c1 and c3")
         if not all(type(poly[key]) is float and math.isfinite(poly[key]) for key in poly):
             raise ValueError("polynomial coefficients must be finite numbers")
-        if data["kind"] not in MODEL_KINDS:
+        if data["kind"] not in KIND_NAMES:
             raise ValueError(f"unknown model kind {data['kind']!r}")
         try:
             return cls(

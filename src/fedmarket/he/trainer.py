@@ -18,15 +18,9 @@ from fedmarket.he.packing import encrypt_block, split_into_blocks
 from fedmarket.he.params import DEFAULT_PRESET
 from fedmarket.he.pool import ProcessorPool
 from fedmarket.he.spec import HESpec
+from fedmarket.models.kinds import ModelKind, get_kind
 from fedmarket.models.linear import Model
-from fedmarket.models.training import (
-    ModelKind,
-    TrainConfig,
-    encode_labels,
-    model_from_weights,
-    n_outputs_for,
-    score,
-)
+from fedmarket.models.training import TrainConfig, encode_labels
 
 
 @dataclass(frozen=True)
@@ -51,18 +45,11 @@ class EncryptedTrainResult:
     setup_seconds: float  # key generation and the owners' encryption
 
 
-def he_targets(kind: ModelKind, targets: np.ndarray) -> np.ndarray:
-    """From ``encode_labels`` targets to what ``encrypt_block`` takes."""
-    if kind == "one_vs_rest":
-        return np.argmax(targets, axis=1)
-    return targets[:, 0]
-
-
 def train_encrypted(
     X: np.ndarray,
     y: np.ndarray,
     *,
-    kind: ModelKind,
+    kind: str | ModelKind,
     X_val: np.ndarray,
     y_val: np.ndarray,
     config: TrainConfig | None = None,
@@ -75,12 +62,13 @@ def train_encrypted(
     """
     config = config or TrainConfig()
     X = np.asarray(X, dtype=np.float64)
-    classes, targets = encode_labels(kind, y)
+    k = get_kind(kind)
+    classes, targets = encode_labels(k, y)
     start = time.perf_counter()
     spec = HESpec.for_task(
-        kind=kind,
+        kind=k.name,
         n_features=X.shape[1],
-        n_outputs=n_outputs_for(kind, classes),
+        n_outputs=targets.shape[1],
         preset=preset,
         expected_samples=X.shape[0],
         poly=config.poly,
@@ -89,7 +77,7 @@ def train_encrypted(
     # What owners and processors see: the published bytes, parsed and checked.
     public = PublicContext.from_bytes(keypair.public.data, party="requester")
     blocks = [
-        encrypt_block(public, Xb, he_targets(kind, tb), block_id=f"owner-0/block-{i}")
+        encrypt_block(public, Xb, tb, block_id=f"owner-0/block-{i}")
         for i, (Xb, tb) in enumerate(split_into_blocks(X, targets, spec))
     ]
     setup = time.perf_counter() - start
@@ -118,11 +106,11 @@ def train_encrypted(
                 for data in results.values()
             ]
             optimizer.update(sums)
-            model = model_from_weights(kind, optimizer.weights, classes)
+            model = k.estimator(optimizer.weights, classes)
             history.append(
                 EncryptedEpoch(
                     epoch=epoch,
-                    metric=score(model, X_val, y_val),
+                    metric=k.score(model, X_val, y_val),
                     max_abs_z=float(np.max(optimizer.guard.max_abs_z(optimizer.lookahead))),
                     seconds=time.perf_counter() - epoch_start,
                     processor_seconds=proc_seconds,
@@ -131,7 +119,7 @@ def train_encrypted(
                 )
             )
     return EncryptedTrainResult(
-        model=model_from_weights(kind, optimizer.weights, classes),
+        model=k.estimator(optimizer.weights, classes),
         history=tuple(history),
         spec=spec,
         context_bytes=len(keypair.public.data),

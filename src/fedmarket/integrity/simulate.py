@@ -35,7 +35,6 @@ from fedmarket.models.optim import NesterovGD
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID
 from fedmarket.models.training import (
     IntervalGuard,
-    ModelKind,
     TrainConfig,
     encode_labels,
     gradient_sums,
@@ -125,7 +124,7 @@ def _load(cfg: SimConfig) -> tuple[Dataset, Dataset, Dataset]:
 def simulate(cfg: SimConfig) -> SimResult:
     """Play ``cfg.epochs`` epochs; return accuracy, detections and flags."""
     train, val, test = _load(cfg)
-    kind: ModelKind = "logistic" if np.unique(train.y).size == 2 else "one_vs_rest"
+    kind: str = "logistic" if np.unique(train.y).size == 2 else "multiclass"
     classes, _ = encode_labels(kind, train.y)
     mean, std = scaling_constants(train)
     features = SimpleNamespace(mean=mean, std=std, spread=SPREAD)

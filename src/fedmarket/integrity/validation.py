@@ -2,7 +2,8 @@
 
 The requester holds a small labelled validation set in plaintext. Its loss is what the
 validation monitor (Zeno-like) measures each processor's gradient against, and its gradient
-at the current weights is FLTrust's trusted reference direction.
+at the current weights is FLTrust's trusted reference direction. Both come from the task's
+model kind (``fedmarket.models.kinds``).
 """
 
 from __future__ import annotations
@@ -11,28 +12,24 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedmarket.models.kinds import ModelKind, get_kind
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID
-from fedmarket.models.training import ModelKind, gradient_sums
 
 
 def validation_loss(
-    kind: ModelKind, X: np.ndarray, targets: np.ndarray
+    kind: str | ModelKind, X: np.ndarray, targets: np.ndarray
 ) -> Callable[[np.ndarray], float]:
-    """The requester's loss on its validation set: cross-entropy (logistic) or squared error."""
-    F = np.hstack([X, np.ones((X.shape[0], 1))])
+    """The requester's loss on its validation set, as a function of the weights."""
+    k = get_kind(kind)
 
     def loss(weights: np.ndarray) -> float:
-        z = F @ weights.T
-        if kind == "linear":
-            return float(np.mean((z - targets) ** 2))
-        # log(1 + e^-z) for y=1, log(1 + e^z) for y=0, stably
-        return float(np.mean(np.logaddexp(0.0, z) - targets * z))
+        return k.loss(weights, X, targets)
 
     return loss
 
 
 def reference_gradient(
-    kind: ModelKind, weights: np.ndarray, X: np.ndarray, targets: np.ndarray
+    kind: str | ModelKind, weights: np.ndarray, X: np.ndarray, targets: np.ndarray
 ) -> np.ndarray:
     """The requester's own per-sample gradient on its validation set (FLTrust's root data)."""
-    return gradient_sums(kind, weights, X, targets, DEFAULT_SIGMOID) / max(len(X), 1)
+    return get_kind(kind).gradient_sums(weights, X, targets, DEFAULT_SIGMOID) / max(len(X), 1)

@@ -1,5 +1,6 @@
 """Plaintext models, the sigmoid polynomial and the optimiser shared with encrypted training."""
 
+from fedmarket.models.kinds import KIND_NAMES, KINDS, ModelKind, TaskLabels, get_kind
 from fedmarket.models.linear import (
     LinearRegression,
     LogisticRegression,
@@ -12,10 +13,8 @@ from fedmarket.models.persist import ModelFormatError
 from fedmarket.models.scaling import FeatureScaler
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
 from fedmarket.models.training import (
-    MODEL_KINDS,
     EpochRecord,
     IntervalGuard,
-    ModelKind,
     TrainConfig,
     TrainResult,
     encode_labels,
@@ -27,7 +26,8 @@ from fedmarket.models.training import (
 
 __all__ = [
     "DEFAULT_SIGMOID",
-    "MODEL_KINDS",
+    "KINDS",
+    "KIND_NAMES",
     "EpochRecord",
     "FeatureScaler",
     "IntervalGuard",
@@ -40,10 +40,12 @@ __all__ = [
     "NesterovGD",
     "OneVsRest",
     "SigmoidPolynomial",
+    "TaskLabels",
     "TrainConfig",
     "TrainResult",
     "encode_labels",
     "fit_plaintext",
+    "get_kind",
     "gradient_sums",
     "load_model",
     "model_from_weights",

@@ -107,7 +107,7 @@ class LogisticRegression(_LinearModel):
 class OneVsRest(_LinearModel):
     """K binary logistic regressions, one per class; predicts the class with the largest score."""
 
-    kind = "one_vs_rest"
+    kind = "multiclass"
 
     def __init__(
         self, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray | None = None
@@ -157,7 +157,8 @@ class LinearRegression(_LinearModel):
 Model = LogisticRegression | OneVsRest | LinearRegression
 _KINDS: dict[str, type[LogisticRegression] | type[OneVsRest] | type[LinearRegression]] = {
     "logistic": LogisticRegression,
-    "one_vs_rest": OneVsRest,
+    "multiclass": OneVsRest,
+    "one_vs_rest": OneVsRest,  # files written before the kinds had one name each
     "linear": LinearRegression,
 }
 

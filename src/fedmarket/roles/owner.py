@@ -35,20 +35,6 @@ def block_id(ref: BlockRef) -> str:
     return f"{ref.owner.lower()}/{ref.index}"
 
 
-def targets_for(spec: TaskSpec, y: np.ndarray) -> np.ndarray:
-    """Labels as the encrypted program takes them (0/1, class index, or a value)."""
-    classes = spec.labels.classes
-    if spec.task.model == "logistic":
-        return (y == classes[1]).astype(np.float64)
-    if spec.task.model == "multiclass":
-        index = {c: i for i, c in enumerate(classes)}
-        unknown = sorted({int(v) for v in y} - set(index))
-        if unknown:
-            raise ValueError(f"labels {unknown} are not among the task's classes {classes}")
-        return np.array([index[int(v)] for v in y], dtype=np.float64)
-    return np.asarray(y, dtype=np.float64)
-
-
 @dataclass
 class DataOwner(Party):
     """Holds ``X``, ``y`` in plaintext; offers ``points`` at ``price`` per point."""
@@ -87,7 +73,7 @@ class DataOwner(Party):
         assert self.spec is not None and self.context is not None and self.task_id is not None
         features = self.spec.features
         X = scale(self.X[: self.fill], features.mean, features.std, features.spread)
-        t = targets_for(self.spec, self.y[: self.fill])
+        t = self.spec.kind.targets(self.y[: self.fill], self.spec.labels)
         size = self.context.spec.block_size
         if block_points:
             size = min(size, block_points)

@@ -36,8 +36,9 @@ from fedmarket.integrity.policy import Flag
 from fedmarket.integrity.replication import find_disputes, settle
 from fedmarket.integrity.types import BlockGradient, Evidence, Strength
 from fedmarket.integrity.validation import reference_gradient, validation_loss
+from fedmarket.models.kinds import ModelKind
 from fedmarket.models.linear import Model
-from fedmarket.models.training import ModelKind, TrainConfig, model_from_weights, score
+from fedmarket.models.training import TrainConfig
 from fedmarket.roles.assignment import BlockInfo, Plan, plan_assignment
 from fedmarket.roles.messages import (
     Assignment,
@@ -51,12 +52,6 @@ from fedmarket.roles.owner import block_id
 from fedmarket.roles.party import Party
 from fedmarket.roles.stopping import EpochView, StoppingRule, first_reason
 from fedmarket.spec import TaskSpec
-
-KINDS: dict[str, ModelKind] = {
-    "logistic": "logistic",
-    "multiclass": "one_vs_rest",
-    "linear": "linear",
-}
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,7 @@ class Requester(Party):
     @property
     def kind(self) -> ModelKind:
         assert self.spec is not None
-        return KINDS[self.spec.task.model]
+        return self.spec.kind
 
     @property
     def classes(self) -> np.ndarray:
@@ -146,11 +141,10 @@ class Requester(Party):
         """Make the key pair, escrow both budgets, create the task on chain."""
         spec = self.spec
         assert spec is not None
-        n_outputs = len(spec.labels.classes) if spec.task.model == "multiclass" else 1
         he_spec = HESpec.for_task(
-            kind=self.kind,
+            kind=self.kind.name,
             n_features=len(spec.features.names),
-            n_outputs=n_outputs,
+            n_outputs=self.kind.n_outputs(spec.labels.classes),
             preset=spec.he.preset,
             expected_samples=spec.task.num_points,
         )
@@ -329,12 +323,8 @@ class Requester(Party):
         return chosen, mismatches, proven
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
-        classes = list(self.classes)
-        if self.kind == "linear":
-            return np.asarray(y, dtype=np.float64)[:, None]
-        if self.kind == "logistic":
-            return (np.asarray(y) == classes[1]).astype(np.float64)[:, None]
-        return (np.asarray(y)[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
+        assert self.spec is not None
+        return self.kind.targets(y, self.spec.labels)
 
     def _bad_result(self, who: str, ref: BlockRef, why: str) -> Evidence:
         """Proof against a processor: a result that no honest block and model can produce."""
@@ -391,7 +381,7 @@ class Requester(Party):
         if verdict.gradient is not None:
             self.optimizer.apply(verdict.gradient)
         check_seconds = time.perf_counter() - check_start
-        metric = score(self.model(), X_val, self.y_val)
+        metric = self.kind.score(self.model(), X_val, self.y_val)
         self.history.append(metric)
 
         submitted = {e.processor.lower(): e.on_time for e in self._epoch_results()}
@@ -460,4 +450,4 @@ class Requester(Party):
     def model(self) -> Model:
         """The current model (plaintext weights, in the requester's hands only)."""
         assert self.optimizer is not None
-        return model_from_weights(self.kind, self.optimizer.weights, self.classes)
+        return self.kind.estimator(self.optimizer.weights, self.classes)
