@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from fedmarket import load_model
-from fedmarket.chain.backends import Anvil
+from fedmarket.chain.backends import Anvil, dev_keys
 from fedmarket.data import load_dataset, split_validation
-from fedmarket.roles.messages import SealedBlock
+from fedmarket.roles.messages import SealedBlock, decode
 from fedmarket.run import RunResult, run_task
-from fedmarket.runtime.local import LocalNetwork
 from fedmarket.spec import SpecFile, load_spec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -168,11 +167,21 @@ def test_own_data_scenario_the_requester_pays_itself_nothing(tmp_path: Path) -> 
 
 def test_own_compute_scenario_owners_process_only_their_own_data(tmp_path: Path) -> None:
     spec = scenario_spec("own_compute.toml")
-    network = LocalNetwork(capture=[])
-    result = run(spec, tmp_path, network=network)
-    assert network.capture is not None
-    sealed = [(s, r) for s, r, data in network.capture if decode_kind(data) == SealedBlock.kind]
-    assert sealed and all(s == r for s, r in sealed)  # every block goes to its own owner
+    capture: list[tuple[str, str, str, bytes]] = []
+    result = run(spec, tmp_path, capture=capture)
+    # every block an owner seals goes (through the requester's relay) to that same owner
+    sealed_by = {
+        s for s, _, _, data in capture if decode_kind(data) == SealedBlock.kind and s != "requester"
+    }
+    received_by = {
+        r for _, r, _, data in capture if decode_kind(data) == SealedBlock.kind and r != "requester"
+    }
+    assert sealed_by and sealed_by == received_by == {"owner1", "owner2"}
+    for _, r, _, data in capture:
+        if decode_kind(data) == SealedBlock.kind and r != "requester":
+            block = decode(data, SealedBlock, party="test")
+            owner = {"owner1": 2, "owner2": 3}[r]  # dev account index of each owner
+            assert block.ref.owner == dev_address(owner)
     assert spec.run is not None
     roles = {p.name: p.role for p in result.report.parties}
     assert roles == {
@@ -186,6 +195,12 @@ def test_own_compute_scenario_owners_process_only_their_own_data(tmp_path: Path)
     assert result.report.epochs[-1].metric >= 0.9
 
 
+def dev_address(index: int) -> str:
+    from eth_account import Account
+
+    return str(Account.from_key(dev_keys(index + 1)[index]).address)
+
+
 def decode_kind(frame: bytes) -> int:
     return int.from_bytes(frame[4:6], "big")
 
@@ -193,28 +208,28 @@ def decode_kind(frame: bytes) -> int:
 def test_no_plaintext_leaves_an_owner_and_the_requester_decrypts_only_block_sums(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fedmarket.roles.requester as requester_module
     from fedmarket.data import partition, scale
+    from fedmarket.he.crypto import CKKSKeys
 
     decrypted: list[int] = []
-    real = requester_module.decrypt_result
+    real = CKKSKeys.decrypt_result
 
-    def spy(*args: object, **kwargs: object) -> object:
-        sums = real(*args, **kwargs)  # type: ignore[arg-type]
+    def spy(self: CKKSKeys, *args: object, **kwargs: object) -> object:
+        sums = real(self, *args, **kwargs)  # type: ignore[arg-type]
         decrypted.append(sums.n_samples)
         return sums
 
-    monkeypatch.setattr(requester_module, "decrypt_result", spy)
+    monkeypatch.setattr(CKKSKeys, "decrypt_result", spy)
     spec = small_spec()
-    network = LocalNetwork(capture=[])
-    run(spec, tmp_path, network=network)
-    assert spec.run is not None and network.capture is not None
+    capture: list[tuple[str, str, str, bytes]] = []
+    run(spec, tmp_path, capture=capture)
+    assert spec.run is not None
     # rebuild the owners' plaintext exactly as the run dealt it
     data = load_dataset("sklearn:breast_cancer")
     train, _ = split_validation(data, spec.run.validation_fraction, seed=spec.run.seed)
     shares = partition(train, [o.points for o in spec.run.owners], seed=spec.run.seed + 1)
     f = spec.features
-    wire = b"".join(frame for _, _, frame in network.capture)
+    wire = b"".join(frame for _, _, _, frame in capture)
     for share in shares:
         scaled = scale(share.X, f.mean, f.std, f.spread)
         for row in range(0, len(share.y), 25):
@@ -223,8 +238,14 @@ def test_no_plaintext_leaves_an_owner_and_the_requester_decrypts_only_block_sums
                 assert values[:3].tobytes() not in wire
                 assert values[:3].astype(np.float32).tobytes() not in wire
     # the requester received no encrypted data block it could open
-    to_requester = [frame for _, r, frame in network.capture if r == "requester"]
-    assert not any(decode_kind(frame) == SealedBlock.kind for frame in to_requester)
+    # sealed blocks pass through its relay, but only as sealed boxes: no encrypted block
+    # (an FMHE envelope of kind BLOCK) is anywhere in what it received
+    received = b"".join(f for _, r, _, f in capture if r == "requester")
+    relayed = [
+        f for _, r, _, f in capture if r == "requester" and decode_kind(f) == SealedBlock.kind
+    ]
+    assert relayed  # the relay did carry the blocks
+    assert b"FMHE\x00\x01\x02\x00" not in received
     # every value it decrypted was a total over a whole block of samples
     assert decrypted and min(decrypted) >= 32
 

@@ -34,19 +34,30 @@ def _security(insecure: bool, root_certificates: Path | None) -> None:
 
 
 def node(
-    role: str = typer.Option(..., help="owner or processor"),
+    role: str = typer.Option(
+        ..., help="owner, processor, or owner+processor (own-compute: process your own data)"
+    ),
     key: Path = typer.Option(..., help="This node's keystore (`fedmarket keys new`)."),
     superlink: str = typer.Option(..., help="The SuperLink's HOST:PORT."),
     chain: str = typer.Option(..., help="JSON-RPC URL of the Ethereum node."),
+    market: str = typer.Option(
+        ..., help="The market contract to take tasks on (the only one this node trusts)."
+    ),
     password_file: Path | None = typer.Option(None, help="First line: the keystore password."),
     state: Path = typer.Option(Path("node-state.sqlite"), help="Where the node keeps its state."),
     name: str = typer.Option("", help="A name for logs and reports (default: the role)."),
     data: str = typer.Option("", help="owner: the data set, e.g. csv:my.csv or sklearn:digits"),
+    label_column: str = typer.Option("target", help="owner: the label column of a CSV"),
     shard: str = typer.Option("0/1", help="owner: take share i of k of the training split"),
+    split: str = typer.Option("iid", help="owner: how shares are dealt: iid or dirichlet:ALPHA"),
+    seed: int = typer.Option(0, help="owner: the seed the shares are dealt with"),
     points: int = typer.Option(0, help="owner: points offered"),
     capacity: int = typer.Option(0, help="processor: points per epoch offered"),
     price: int = typer.Option(0, help="price per point (per epoch for processors), base units"),
     workers: int = typer.Option(2, help="processor: worker processes"),
+    processing_price: int = typer.Option(
+        0, help="owner+processor: price per point per epoch for processing your own data"
+    ),
     attack: str = typer.Option("", help="simulated misbehaviour, for tests (docs/integrity.md)"),
     insecure: bool = typer.Option(False, help="No TLS (loopback tests only)."),
     root_certificates: Path | None = typer.Option(None, help="CA certificate of the SuperLink."),
@@ -63,9 +74,9 @@ def node(
     from fedmarket.deploy_cli import load_key
     from fedmarket.runtime.flower.loopback import _env, node_config
 
-    if role not in ("owner", "processor"):
-        raise ConfigError(f"--role must be owner or processor, got {role!r}")
-    if role == "owner" and (not data or points <= 0):
+    if role not in ("owner", "processor", "owner+processor"):
+        raise ConfigError(f"--role must be owner, processor or owner+processor, got {role!r}")
+    if "owner" in role and (not data or points <= 0):
         raise ConfigError("an owner needs --data and --points > 0")
     if role == "processor" and capacity <= 0:
         raise ConfigError("a processor needs --capacity > 0")
@@ -76,15 +87,21 @@ def node(
         "name": name or role,
         "key": str(key.resolve()),
         "chain": chain,
+        "market": market,
         "state": str(state.resolve()),
         "price": price,
     }
     if password_file is not None:
         options["password-file"] = str(password_file.resolve())
-    if role == "owner":
-        options |= {"data": data, "shard": shard, "points": points}
-    else:
-        options |= {"capacity": capacity, "workers": workers}
+    if "owner" in role:
+        options |= {"data": data, "label-column": label_column, "shard": shard,
+                    "split": split, "seed": seed, "points": points}  # fmt: skip
+    if "processor" in role:
+        options |= {"capacity": capacity or points, "workers": workers}
+    if role == "owner+processor":
+        if processing_price <= 0:
+            raise ConfigError("owner+processor needs --processing-price > 0")
+        options["processing-price"] = processing_price
     if attack:
         options["attack"] = attack
     security = ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]

@@ -1,47 +1,51 @@
 """Run one task end to end in one process: the paper's Figure 2 on a chain of your choice.
 
-The driver creates the parties a spec's ``[run]`` section lists, each with its own chain
-account, and plays the protocol in order; every message crosses a
-:class:`~fedmarket.runtime.local.LocalNetwork` as wire bytes. It is also the simulator that
-injects the misbehaviour a spec names in a party's ``attack`` (``fedmarket.attacks``): owners
-that poison their data or never deliver it, processors that forge, skip, replay, scale, come
-late (``late``) or stop answering (``crash@2``). Forgeries are real ciphertexts made with the
-public key; crashes and lateness are simulated in one process, never real.
+The runner builds the parties a spec's ``[run]`` section lists (``fedmarket.parties``), each
+with its own chain account, and hands them to the protocol's one driver
+(``fedmarket.protocol.driver``) over the in-process transport: every message crosses as wire
+bytes, counted per party. Simulated misbehaviour named in a party's ``attack`` lives in the
+roles (``fedmarket.attacks``) and runs the same way on every runtime. With the plaintext crypto
+(``fedmarket.protocol.plaintext``) the same run is the twin the integrity benchmark measures.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fedmarket.attacks import parse_owner_attack, parse_processor_attack
-from fedmarket.chain.allocation import InfeasibleAllocation
 from fedmarket.chain.backends import Chain, dev_keys, embedded, rpc
-from fedmarket.chain.client import MarketClient, TokenClient, deploy
-from fedmarket.data import Dataset, load_dataset, partition, scale, scaler, split_validation
-from fedmarket.errors import ConfigError, FedmarketError, UntrustedInputError
+from fedmarket.chain.client import deploy
+from fedmarket.chain.ledger import Market, Token
+from fedmarket.chain.memory import MemoryChain, memory_chain
+from fedmarket.data import Dataset, scale, scaler
+from fedmarket.errors import ConfigError, FedmarketError
 from fedmarket.models.linear import Model
 from fedmarket.models.scaled import ScaledModel
 from fedmarket.models.training import TrainConfig, fit_plaintext
-from fedmarket.report import EpochRecord, GasRecord, PartyRecord, RunReport, TokenFlow
-from fedmarket.roles.bidding import bid_price
-from fedmarket.roles.messages import BlockRef, ChannelKey, EncryptedModel, EpochResult
-from fedmarket.roles.owner import DataOwner
-from fedmarket.roles.party import Party
-from fedmarket.roles.processor import Processor
+from fedmarket.parties import (
+    DataSource,
+    OwnerPlan,
+    ProcessorPlan,
+    make_node,
+    owner_price,
+    processor_price,
+)
+from fedmarket.protocol.crypto import Crypto, default_crypto
+from fedmarket.protocol.driver import Driver, ProgressFn, TaskRun
+from fedmarket.protocol.party import PartyNode
+from fedmarket.report import RunReport
+from fedmarket.report.build import Member, balances, build_report
 from fedmarket.roles.requester import EpochOutcome, Requester
 from fedmarket.roles.stopping import BudgetLeft, Plateau, StoppingRule, TargetReached
-from fedmarket.runtime.local import LocalNetwork
+from fedmarket.runtime.local import LocalTransport
 from fedmarket.spec import SpecFile, load_spec
 
 GRACE_SECONDS = 3600
-ProgressFn = Callable[[str, dict[str, object]], None]
+MEMORY = "memory"  # chain_url of the in-memory ledger (fedmarket.chain.memory): simulations
 
 
 @dataclass
@@ -54,13 +58,12 @@ class RunResult:
     outcomes: list[EpochOutcome] = field(default_factory=list)
     chain_seconds: float = 0.0  # waiting for the protocol's transactions (not deploy/mint)
     codec_seconds: float = 0.0  # encoding and decoding messages
+    run: TaskRun | None = None
+    test: Dataset | None = None  # rows held out from every party ([run] test_fraction)
 
 
-class _TaskOver(Exception):
-    """The task ended before training (e.g. cancelled); the run goes on to settle."""
-
-
-def _rules(spec: SpecFile) -> list[StoppingRule]:
+def stopping_rules(spec: SpecFile) -> list[StoppingRule]:
+    """The rules a spec's ``[stopping]`` section asks for, the budget check first."""
     s = spec.stopping
     rules: list[StoppingRule] = [BudgetLeft()]
     if s.target is not None:
@@ -70,14 +73,15 @@ def _rules(spec: SpecFile) -> list[StoppingRule]:
     return rules
 
 
-@contextmanager
-def _phase(phases: dict[str, float], name: str, progress: ProgressFn) -> Iterator[None]:
-    progress("phase", {"phase": name})
-    start = time.perf_counter()
+def wait_until(chain: Chain | MemoryChain, timestamp: int) -> None:
+    """Move a development chain's clock to ``timestamp``; wait for a real one."""
+    now = chain.timestamp()
+    if now >= timestamp:
+        return
     try:
-        yield
-    finally:
-        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+        chain.time_travel(timestamp - now)  # embedded, anvil, hardhat
+    except FedmarketError:
+        time.sleep(timestamp - now + 1)  # a real chain: wait
 
 
 def run_task(
@@ -89,400 +93,246 @@ def run_task(
     workers: int = 2,
     progress: ProgressFn | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
-    network: LocalNetwork | None = None,
     rules: list[StoppingRule] | None = None,
+    crypto: Crypto | None = None,
+    capture: list[tuple[str, str, str, bytes]] | None = None,
 ) -> RunResult:
-    """Play one task; ``stop_requested`` makes the requester back off at the next epoch."""
+    """Play one task; ``stop_requested`` makes the requester back off at the next boundary."""
     progress = progress or (lambda event, data: None)
     if spec_file.run is None:
         raise ConfigError(
             "the spec has no [run] section: nothing says which parties to simulate",
             hint="add one (see examples/breast_cancer.toml) or use `fedmarket init`",
         )
+    crypto = crypto or default_crypto()
     run = spec_file.run
     spec = spec_file.spec
-    phases: dict[str, float] = {}
-    notes: list[str] = []
-
-    with _phase(phases, "setup", progress):
-        n_parties = 1 + len(run.owners) + len(run.processors)
-        chain: Chain = (
+    setup_start = time.perf_counter()
+    progress("phase", {"phase": "setup"})
+    n_parties = 1 + len(run.owners) + len(run.processors)
+    chain: Chain | MemoryChain
+    market: Market
+    token: Token
+    if chain_url == MEMORY:
+        chain, market, token = memory_chain(dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS)
+    else:
+        chain = (
             embedded(n_parties + 1)
             if chain_url is None
             else rpc(chain_url, dev_keys(n_parties + 1))
         )
-        deployer, requester_account = chain.accounts[0], chain.accounts[1]
-        market, token = deploy(chain.w3, deployer, GRACE_SECONDS)
-        data = load_dataset(run.dataset, label_column=spec.labels.column, base=base)
-        notes += data.notes
-        if len(data.feature_names) != len(spec.features.names):
-            raise ConfigError(
-                f"data set {run.dataset} has {len(data.feature_names)} features, "
-                f"the spec lists {len(spec.features.names)}"
-            )
-        train, val = split_validation(data, run.validation_fraction, seed=run.seed)
-        own = [run.requester_points] if run.scenario == "own-data" else []
-        shares = partition(train, own + [o.points for o in run.owners], seed=run.seed + 1)
-        owner_attack = {c.name: parse_owner_attack(c.attack) for c in run.owners}
-        processor_attack = {c.name: parse_processor_attack(c.attack) for c in run.processors}
-        classes = np.asarray(spec.labels.classes)
-
-        def party_clients(index: int) -> tuple[MarketClient, TokenClient]:
-            account = chain.accounts[index]
-            return market.as_(account), token.as_(account)
-
-        m, t = party_clients(1)
-        requester = Requester(
-            "requester",
-            requester_account,
-            m,
-            t,
-            spec=spec,
-            X_val=val.X,
-            y_val=val.y,
-            rules=_rules(spec_file) + list(rules or []),
-            seed=run.seed,
-            wait_until=lambda ts: _wait_until(chain, ts),
-            self_processing=run.scenario == "own-compute",
+        market, token = deploy(chain.w3, chain.accounts[0], GRACE_SECONDS)
+    requester_account = chain.accounts[1]
+    source = DataSource(
+        run.dataset,
+        spec.labels.column,
+        run.validation_fraction,
+        run.seed,
+        run.alpha,
+        base,
+        run.test_fraction,
+    )
+    train, val, test = source.split()
+    notes = list(train.notes)
+    if train.X.shape[1] != len(spec.features.names):
+        raise ConfigError(
+            f"data set {run.dataset} has {train.X.shape[1]} features, "
+            f"the spec lists {len(spec.features.names)}"
         )
-        owners = []
-        if run.scenario == "own-data":
-            # The requester sells its own data into its own task at price 0: the greedy
-            # allocation takes it first, and the contract pays it nothing and no slash share.
-            mine = shares.pop(0)
-            owners.append(
-                DataOwner(
-                    "requester",
-                    requester_account,
-                    requester.market,
-                    requester.token,
-                    X=mine.X,
-                    y=mine.y,
-                    points=run.requester_points,
-                    price=0,
-                )
+    own = [run.requester_points] if run.scenario == "own-data" else []
+    shares = source.shares(train, own + [o.points for o in run.owners])
+
+    requester = Requester(
+        "requester",
+        requester_account,
+        market.as_(requester_account),
+        token.as_(requester_account),
+        crypto=crypto,
+        spec=spec,
+        X_val=val.X,
+        y_val=val.y,
+        rules=stopping_rules(spec_file) + list(rules or []),
+        seed=run.seed,
+        self_processing=run.scenario == "own-compute",
+    )
+    members = [Member("requester", ("requester",), requester.address)]
+    nodes: list[PartyNode] = []
+    sold: list[tuple[np.ndarray, np.ndarray, int]] = []  # each owner's (X, y, points)
+    if run.scenario == "own-data":
+        # The requester sells its own data into its own task at price 0: the greedy
+        # allocation takes it first, and the contract pays it nothing and no slash share.
+        mine = shares.pop(0)
+        plan = OwnerPlan(mine.X, mine.y, run.requester_points, 0)
+        nodes.append(
+            make_node(
+                "requester",
+                requester_account,
+                requester.market,
+                requester.token,
+                crypto,
+                owner=plan,
             )
-        for i, (cfg, share) in enumerate(zip(run.owners, shares, strict=True)):
-            m, t = party_clients(2 + i)
-            poison = owner_attack[cfg.name]
-            if poison is not None and _attack_name(poison) != "no-delivery":
-                X, y = poison.apply(
-                    share.X,
-                    share.y,
-                    features=spec.features,
-                    classes=list(classes),
-                    rng=np.random.default_rng(run.seed * 4001 + i),
-                )
-                share = Dataset(X, y, share.feature_names)
-                notes.append(f"{cfg.name} poisons its data: {_attack_name(poison)} (simulated)")
-            owners.append(
-                DataOwner(
-                    cfg.name,
-                    chain.accounts[2 + i],
-                    m,
-                    t,
-                    X=share.X,
-                    y=share.y,
-                    points=cfg.points,
-                    price=bid_price(cfg.strategy, cfg.price, random.Random(run.seed * 1009 + i)),
-                )
-            )
-        processors = []
-        for i, pcfg in enumerate(run.processors):
-            index = 2 + len(run.owners) + i
-            m, t = party_clients(index)
-            processors.append(
-                Processor(
-                    pcfg.name,
-                    chain.accounts[index],
-                    m,
-                    t,
-                    capacity=pcfg.capacity,
-                    price=bid_price(pcfg.strategy, pcfg.price, random.Random(run.seed * 2003 + i)),
-                    workers=workers,
-                    attack=processor_attack[pcfg.name],
-                    seed=run.seed * 3001 + i,
-                )
-            )
+        )
+        sold.append((mine.X, mine.y, run.requester_points))
+        members[0] = Member("requester", ("requester", "owner"), requester.address)
+    stakes: dict[str, int] = {}
+    index = 2
+    for i, (cfg, share) in enumerate(zip(run.owners, shares, strict=True)):
+        account = chain.accounts[index]
+        index += 1
+        X, y = share.X, share.y
+        if cfg.attack:
+            notes.append(f"{cfg.name} is dishonest: {cfg.attack} (simulated)")
+        price = owner_price(cfg.strategy, cfg.price, seed=run.seed, index=i)
+        processing = None
+        roles: tuple[str, ...] = ("owner",)
         if run.scenario == "own-compute":
             # Each owner processes exactly its own encrypted points: the requester's key
             # never meets anyone else's data on the requester's machine.
-            processors = [
-                Processor(
-                    o.name,
-                    o.account,
-                    o.market,
-                    o.token,
-                    capacity=o.points,
-                    price=run.processing_price,
-                    workers=workers,
-                )
-                for o in owners
-            ]
-        budget = spec.budget.data + spec.budget.processing
-        token.mint(requester.address, budget)
-        for p in processors:
-            token.mint(p.address, p.capacity * p.price * spec.task.max_epochs)
-        everyone = [requester, *owners, *processors]  # role objects; an account may play two
-        accounts: dict[str, list[Party]] = {}
-        for party in everyone:
-            accounts.setdefault(party.address, []).append(party)
-        start_balance = {a: token.balance_of(a) for a in accounts}
-        net = network if network is not None else LocalNetwork()
-        name_of = {p.address.lower(): p.name for p in reversed(everyone)}
-
-    crashed: set[str] = set()
-    owner_of = {o.address.lower(): o for o in owners}
-
-    def arbitrate(ref: BlockRef, model: EncryptedModel) -> bytes | None:
-        """A disputed block goes to its owner, who recomputes it from its own ciphertexts."""
-        owner = owner_of.get(ref.owner.lower())
-        if owner is None:
-            return None
-        payload = owner.recompute(ref, net.deliver(requester.name, owner.name, model))
-        answer = EpochResult(
-            task_id=model.task_id,
-            epoch=model.epoch,
-            processor=owner.address,
-            blocks=[ref],
-            payloads=[payload],
+            processing = ProcessorPlan(cfg.points, run.processing_price, workers)
+            stakes[account.address] = cfg.points * run.processing_price * spec.task.max_epochs
+            roles = ("owner", "processor")
+        selling = OwnerPlan(X, y, cfg.points, price, cfg.attack, run.seed, i)
+        nodes.append(
+            make_node(
+                cfg.name,
+                account,
+                market.as_(account),
+                token.as_(account),
+                crypto,
+                owner=selling,
+                processor=processing,
+            )
         )
-        return net.deliver(owner.name, requester.name, answer).payloads[0]
-
-    requester.arbiter = arbitrate
-    stop_reason = "not started"
-    try:
-        with _phase(phases, "announce+bid", progress):
-            announcement = requester.announce()
-            for o in owners:
-                o.on_announcement(net.deliver(requester.name, o.name, announcement), spec)
-            for p in processors:
-                p.on_announcement(net.deliver(requester.name, p.name, announcement), spec)
-            progress("task", {"task": requester.task_id, "market": market.address})
-
-        with _phase(phases, "resolve", progress):
-            _wait_until(chain, requester.market.tasks(requester.task_id or 0).bidding_deadline + 1)
-            try:
-                requester.resolve()
-            except InfeasibleAllocation as exc:
-                # The requester takes its budget back; every stake is refunded in full.
-                requester.market.cancel(requester.task_id or 0)
-                raise _TaskOver(f"cancelled: {exc.message}") from None
-            winners_p = [p for p in processors if p.won() > 0]
-            keys: dict[str, ChannelKey] = {}
-            for p in winners_p:
-                keys[p.address] = net.deliver(p.name, "owners", p.channel_key(), via=requester.name)
-
-        with _phase(phases, "encrypt+distribute", progress):
-            delivering = []
-            for o in owners:
-                if _attack_name(owner_attack.get(o.name)) == "no-delivery":
-                    o.won()
-                    notes.append(f"{o.name} won but never delivered (simulated fault)")
-                    continue
-                manifest = o.prepare(spec.he.block_points)
-                if manifest is None:
-                    continue
-                delivering.append(o)
-                requester.on_manifest(net.deliver(o.name, requester.name, manifest))
-                for p in winners_p:
-                    p.on_manifest(net.deliver(o.name, p.name, manifest))
-            assignment = requester.assign()
-            for party in [*delivering, *winners_p]:
-                net.deliver(requester.name, party.name, assignment)
-            for p in winners_p:
-                p.on_assignment(assignment)
-            for o in delivering:
-                for processor, sealed in o.seal_blocks(assignment, keys):
-                    target = next(p for p in winners_p if p.address == processor)
-                    target.on_block(net.deliver(o.name, target.name, sealed, via=requester.name))
-
-        with _phase(phases, "epochs", progress):
-            while True:
-                if stop_requested():
-                    stop_reason = requester.back_off() + " (interrupted)"
-                    break
-                model_msg = requester.model_message()
-                late: list[Processor] = []
-                for p in processors:
-                    if p not in winners_p or p.address in requester.slashed:
-                        continue
-                    attack = processor_attack.get(p.name)
-                    if attack is not None and not attack.answers(requester.epoch):
-                        if p.name not in crashed:
-                            notes.append(
-                                f"{p.name} stopped answering at epoch {requester.epoch} "
-                                "(simulated crash)"
-                            )
-                            crashed.add(p.name)
-                        continue
-                    if attack is not None and attack.submits_late:
-                        late.append(p)
-                        continue
-                    _serve(p, requester, net, model_msg, notes)
-                if late:
-                    # The late ones answer after the epoch's deadline (simulated on the chain's
-                    # clock): the contract pays them less, by the announced late penalty.
-                    clock = requester.market.clock_of(requester.task_id or 0)
-                    _wait_until(chain, clock.deadline + 1)
-                    for p in late:
-                        _serve(p, requester, net, model_msg, notes)
-                outcome = requester.close_epoch()
-                progress("epoch", {"epoch": outcome.epoch, "metric": outcome.metric})
-                if outcome.finished:
-                    stop_reason = outcome.stop_reason or ""
-                    break
-    except _TaskOver as over:
-        stop_reason = str(over)
-    except KeyboardInterrupt:
-        stop_reason = requester.back_off() + " (interrupted)"
-    finally:
-        for p in processors:
-            p.close()
-
-    with _phase(phases, "settle", progress):
-        for party in everyone:
-            party.settle()
-        end_balance = {a: token.balance_of(a) for a in accounts}
-        task_id = requester.task_id or 0
-        dust = market.dust(task_id)
-        solvency = market.solvency()
-        if sum(end_balance[a] - start_balance[a] for a in accounts) != -dust or not solvency.holds:
-            raise FedmarketError("token conservation failed: this is a bug, please report it")
-
-    baseline = _plaintext_baseline(spec_file, owners, val, requester)
-    report = RunReport(
-        task=spec.task.name,
-        task_id=task_id,
-        spec_hash="0x" + spec.spec_hash().hex(),
-        chain=chain.name,
-        market=market.address,
-        metric_name=spec.kind.metric,
-        parties=[
-            PartyRecord(
-                roles[0].name,
-                "+".join(dict.fromkeys(_role(p) for p in roles)),
-                address,
-                net.sent[roles[0].name],
-                net.received[roles[0].name],
+        members.append(Member(cfg.name, roles, account.address))
+        sold.append((X, y, cfg.points))
+    for i, pcfg in enumerate(run.processors):
+        account = chain.accounts[index]
+        index += 1
+        price = processor_price(pcfg.strategy, pcfg.price, seed=run.seed, index=i)
+        plan_p = ProcessorPlan(pcfg.capacity, price, workers, pcfg.attack, run.seed * 3001 + i)
+        nodes.append(
+            make_node(
+                pcfg.name,
+                account,
+                market.as_(account),
+                token.as_(account),
+                crypto,
+                processor=plan_p,
             )
-            for address, roles in accounts.items()
-        ],
-        epochs=[
-            EpochRecord(
-                epoch=o.epoch,
-                metric=o.metric,
-                baseline=baseline[o.epoch] if o.epoch < len(baseline) else None,
-                loss=None,
-                on_time=[name_of[a.lower()] for a in o.on_time],
-                late=[name_of[a.lower()] for a in o.late],
-                missing=[name_of[a.lower()] for a in o.missing],
-                flagged=[name_of[a.lower()] for a in o.flagged],
-                seconds=o.seconds,
-            )
-            for o in requester.outcomes
-        ],
-        tokens=[
-            TokenFlow(
-                roles[0].name,
-                start_balance[address],
-                end_balance[address],
-                sum(p.paid_in for p in roles),
-                sum(p.received for p in roles),
-                [t for p in roles for t in p.transfers],
-            )
-            for address, roles in accounts.items()
-        ],
-        gas=[
-            GasRecord(name_of.get(e.sender.lower(), e.sender), e.function, e.gas_used)
-            for e in market.gas_log.entries
-        ],
-        phases=phases,
-        stop_reason=stop_reason,
-        dust=dust,
-        notes=notes,
-        flags=[
-            {**f.to_json(), "party": name_of.get(f.party.lower(), f.party)}
-            for o in requester.outcomes
-            for f in o.flags
-        ],
-        alarms=[
-            {**e.to_json(), "party": name_of.get(e.party.lower(), e.party)}
-            for o in requester.outcomes
-            for e in o.evidence
-            if not any(f.party == e.party for f in o.flags)
-        ],
+        )
+        stakes[account.address] = pcfg.capacity * price * spec.task.max_epochs
+        members.append(Member(pcfg.name, ("processor",), account.address))
+    token.mint(requester.address, spec.budget.data + spec.budget.processing)
+    for address, stake in stakes.items():
+        token.mint(address, stake)
+    addresses = [m.address for m in members]
+    start = balances(token, addresses)
+    transport = LocalTransport(nodes, capture=capture)
+    setup_seconds = time.perf_counter() - setup_start
+
+    driver = Driver(
+        requester,
+        transport,
+        wait_until=lambda ts: wait_until(chain, ts),
+        progress=progress,
+        stop_requested=stop_requested,
     )
-    model = requester.model()
+    try:
+        task_run = driver.run()
+    finally:
+        transport.close()
+    task_run.phases = {"setup": setup_seconds, **task_run.phases}
+    task_run.notes = notes + task_run.notes
+    end = balances(token, addresses)
+    task_id = requester.task_id or 0
+    dust = market.dust(task_id) if requester.task_id is not None else 0
+    if sum(end[a] - start[a] for a in end) != -dust or not market.solvency().holds:
+        raise FedmarketError("token conservation failed: this is a bug, please report it")
+
+    test_metric = None
+    if test is not None and requester.optimizer is not None:
+        f = spec.features
+        test_metric = spec.kind.score(
+            requester.model(), scale(test.X, f.mean, f.std, f.spread), test.y
+        )
+    report = build_report(
+        requester=requester,
+        run=task_run,
+        members=members,
+        traffic=transport.traffic,
+        start=start,
+        end=end,
+        chain=chain.name,
+        gas=market.gas_log.entries,
+        baseline=_plaintext_baseline(spec_file, requester, sold, val),
+        test_metric=test_metric,
+    )
+    model = requester.model() if requester.optimizer is not None else None
     out_path = None
     if out is not None:
         from fedmarket.report import write_report
 
-        out_path = write_report(report, out)
-        f = spec.features
-        ScaledModel(model, scaler(f.mean, f.std, f.spread)).save(out_path / "model.npz")
+        out_path = Path(out)
+        out_path.mkdir(parents=True, exist_ok=True)
+        if model is not None:
+            f = spec.features
+            ScaledModel(model, scaler(f.mean, f.std, f.spread)).save(out_path / "model.npz")
+        write_report(report, out_path)
     chain_seconds = sum(
         e.seconds for e in market.gas_log.entries if e.function not in ("deploy", "mint")
     )
+    assert model is not None, "the task never started"
     return RunResult(
-        report, model, out_path, list(requester.outcomes), chain_seconds, net.codec_seconds
+        report,
+        model,
+        out_path,
+        list(requester.outcomes),
+        chain_seconds,
+        transport.traffic.codec_seconds,
+        task_run,
+        test,
     )
 
 
-def _attack_name(attack: object) -> str:
-    return str(getattr(attack, "name", "")) if attack is not None else ""
-
-
-def _serve(
-    p: Processor, requester: Requester, net: LocalNetwork, model: EncryptedModel, notes: list[str]
-) -> None:
-    """One processor's epoch: the model out, its results (digest on chain) back."""
-    result = p.on_model(net.deliver(requester.name, p.name, model))
-    try:
-        requester.on_result(net.deliver(p.name, requester.name, result))
-    except UntrustedInputError as exc:
-        notes.append(f"epoch {requester.epoch}: rejected {exc}")
-
-
-def _role(party: Party) -> str:
-    return {"Requester": "requester", "DataOwner": "owner", "Processor": "processor"}[
-        type(party).__name__
-    ]
-
-
-def _wait_until(chain: Chain, timestamp: int) -> None:
-    """Move a development chain's clock to ``timestamp``; wait for a real one."""
-    now = chain.timestamp()
-    if now >= timestamp:
-        return
-    try:
-        chain.time_travel(timestamp - now)  # embedded, anvil, hardhat
-    except FedmarketError:
-        time.sleep(timestamp - now + 1)  # a real chain: wait
-
-
 def _plaintext_baseline(
-    spec_file: SpecFile, owners: list[DataOwner], val: Dataset, requester: Requester
+    spec_file: SpecFile,
+    requester: Requester,
+    sold: list[tuple[np.ndarray, np.ndarray, int]],
+    val: Dataset,
 ) -> list[float]:
     """The same algorithm in plaintext on the same points, per epoch: the report's reference.
 
     Computed by the simulator (which sees everything), never by a party.
     """
     spec = spec_file.spec
-    sold = [(o.X[: o.fill], o.y[: o.fill]) for o in owners if o.fill > 0]
-    if not sold:
+    fills = {p.lower(): n for p, n in requester.owners.items()}
+    if not fills or not sold:
         return []
+    # Owners are paid for (and encrypt) the first `fill` of their points.
+    total = sum(fills.values())
+    parts = []
+    left = total
+    for X, y, points in sold:
+        take = min(points, left, len(y))
+        parts.append((X[:take], y[:take]))
+        left -= take
     f = spec.features
-    X = scale(np.vstack([x for x, _ in sold]), f.mean, f.std, f.spread)
-    y = np.concatenate([y for _, y in sold])
-    result = fit_plaintext(
-        X,
-        y,
-        kind=spec.kind,
-        X_val=scale(val.X, f.mean, f.std, f.spread),
-        y_val=val.y,
-        config=TrainConfig(epochs=spec.task.max_epochs),
-    )
+    X = scale(np.vstack([x for x, _ in parts]), f.mean, f.std, f.spread)
+    y = np.concatenate([y for _, y in parts])
+    if len(y) == 0:
+        return []
+    try:
+        result = fit_plaintext(
+            X,
+            y,
+            kind=spec.kind,
+            X_val=scale(val.X, f.mean, f.std, f.spread),
+            y_val=val.y,
+            config=TrainConfig(epochs=spec.task.max_epochs),
+        )
+    except (ValueError, ArithmeticError):
+        return []
     return [r.metric for r in result.history]
 
 

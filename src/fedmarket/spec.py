@@ -278,15 +278,28 @@ class RunSection(_Strict):
 
     dataset: Annotated[str, Field(min_length=1)]
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    # Rows held out from everyone before the validation split (simulations: the report then
+    # gives the final model's accuracy on data no party saw).
+    test_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0
     seed: int = 0
+    # How the training rows are dealt to owners: "iid", or "dirichlet:ALPHA" (label skew:
+    # each owner's label mix drawn from Dirichlet(ALPHA); smaller is more skewed).
+    split: Annotated[str, Field(pattern=r"^(iid|dirichlet:[0-9]*\.?[0-9]+)$")] = "iid"
     scenario: Literal["buy-all", "own-data", "own-compute"] = "buy-all"
     requester_points: NonNegativeInt = 0
     processing_price: NonNegativeInt = 0
     owners: list[OwnerConfig] = Field(default_factory=list)
     processors: list[ProcessorConfig] = Field(default_factory=list)
 
+    @property
+    def alpha(self) -> float | None:
+        """Dirichlet(alpha) label skew of the owners' shares (None: IID)."""
+        return None if self.split == "iid" else float(self.split.split(":", 1)[1])
+
     @model_validator(mode="after")
     def _parties(self) -> RunSection:
+        if self.alpha is not None and not self.alpha > 0:
+            raise ValueError("split dirichlet:ALPHA needs ALPHA > 0")
         names = [o.name for o in self.owners] + [p.name for p in self.processors]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

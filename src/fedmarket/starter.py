@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmarket.data import load_dataset, scaling_constants, split_validation
+from fedmarket.data import load_dataset, scaling_constants
+from fedmarket.parties import DataSource
 from fedmarket.spec import SpecFile
 
 DATA_PRICE = 10**15  # 0.001 token per data point (18 decimals)
@@ -24,10 +25,19 @@ def starter_spec(
     validation_fraction: float = 0.2,
     seed: int = 0,
     base: Path | None = None,
+    test_fraction: float = 0.0,
 ) -> SpecFile:
     """A spec whose scaling comes from the requester's own validation split (never owners' data)."""
+    source = DataSource(
+        dataset,
+        label_column=label_column,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        base=base,
+        test_fraction=test_fraction,
+    )
+    train, val, _ = source.split()
     data = load_dataset(dataset, label_column=label_column, base=base)
-    train, val = split_validation(data, validation_fraction, seed=seed)
     mean, std = scaling_constants(val)
     classes = sorted({int(c) for c in np.unique(data.y)}) if _is_classification(data.y) else []
     model = "linear" if not classes else ("logistic" if len(classes) == 2 else "multiclass")
@@ -56,6 +66,7 @@ def starter_spec(
         "run": {
             "dataset": dataset,
             "validation_fraction": validation_fraction,
+            "test_fraction": test_fraction,
             "seed": seed,
             "owners": [
                 {

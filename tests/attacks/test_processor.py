@@ -1,4 +1,4 @@
-"""Processor attacks: parsing, the plaintext twin of each, and the HE face on real keys."""
+"""Processor attacks: parsing, and each attack's one face over both crypto implementations."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from fedmarket.attacks import (
     PROCESSOR_FORMS,
     Collude,
+    Corrupt,
     Crash,
     Late,
     Partial,
@@ -22,10 +23,30 @@ from fedmarket.attacks import (
     clear_side_channel,
     parse_processor_attack,
 )
-from fedmarket.errors import ConfigError
+from fedmarket.errors import ConfigError, UntrustedInputError
+from fedmarket.models.kinds import get_kind
+from fedmarket.protocol.crypto import Crypto, TaskKeys
+from fedmarket.protocol.plaintext import Plaintext
 
-SHAPE = (2, 4)
 N_SAMPLES = {"o/0": 100, "o/1": 400, "p/0": 50}
+
+
+@functools.cache
+def keys_for(crypto: str) -> TaskKeys:
+    """Keys of a 3-output, 3-feature task (totals of shape (3, 4))."""
+    if crypto == "ckks":
+        from fedmarket.he.crypto import CKKS
+
+        implementation: Crypto = CKKS()
+    else:
+        implementation = Plaintext()
+    return implementation.keygen(
+        kind=get_kind("multiclass"), n_features=3, n_outputs=3, preset="n8192",
+        expected_samples=600,
+    )  # fmt: skip
+
+
+SHAPE = (3, 4)
 
 
 def honest_totals(epoch: int) -> dict[str, np.ndarray]:
@@ -33,23 +54,37 @@ def honest_totals(epoch: int) -> dict[str, np.ndarray]:
     return {b: rng.normal(0.0, 0.2, SHAPE) * n for b, n in N_SAMPLES.items()}
 
 
+def honest_results(keys: TaskKeys, epoch: int) -> dict[str, bytes]:
+    """Stand-in honest results: known totals in the result format."""
+    return {
+        b: keys.public.forge(block_id=b, epoch=epoch, n_samples=N_SAMPLES[b], totals=t)
+        for b, t in honest_totals(epoch).items()
+    }
+
+
+def opened(keys: TaskKeys, results: dict[str, bytes], epoch: int) -> dict[str, np.ndarray]:
+    out = {}
+    for block, data in results.items():
+        sums = keys.decrypt_result(data, party="cheat", epoch=epoch, block_id=block)
+        assert sums.n_samples == N_SAMPLES[block]
+        out[block] = sums.sums
+    return out
+
+
 def play(
-    attack: ProcessorAttack, epochs: int, seed: int = 0, start: int = 0
+    attack: ProcessorAttack, epochs: int, seed: int = 0, start: int = 0, crypto: str = "plain"
 ) -> tuple[list[dict[str, np.ndarray]], dict[str, Any]]:
-    """Run the plaintext face for some epochs; checks the honest inputs are never changed."""
+    """Run the attack for some epochs; returns what the requester decrypts each epoch."""
+    keys = keys_for(crypto)
     rng = np.random.default_rng(seed)
     memory: dict[str, Any] = {}
     out = []
     for epoch in range(start, start + epochs):
-        honest = honest_totals(epoch) if attack.needs_honest(epoch, memory) else None
-        before = {b: v.copy() for b, v in (honest or {}).items()}
-        result = attack.plain(epoch, honest, N_SAMPLES, rng, memory, shape=SHAPE)
-        for block, values in (honest or {}).items():
-            np.testing.assert_array_equal(values, before[block])
-        for values in result.values():
-            assert values.shape == SHAPE
-            assert not any(values is h for h in (honest or {}).values())
-        out.append(result)
+        honest = honest_results(keys, epoch) if attack.needs_honest(epoch, memory) else None
+        before = dict(honest or {})
+        sent = attack.apply(keys.public, epoch, honest, N_SAMPLES, rng, memory)
+        assert honest is None or honest == before  # the honest results are never changed
+        out.append(opened(keys, sent, epoch))
     return out, memory
 
 
@@ -137,8 +172,10 @@ def test_names_are_kinds_and_text_has_the_parameters() -> None:
     "attack",
     [RandomTotals(), ZeroTotals(), Stale(), Partial(0.5), Scale(3), Late(), Crash(3), Collude("g")],
 )
-def test_plain_face_is_deterministic_with_a_seeded_rng(attack: ProcessorAttack) -> None:
+def test_attacks_are_deterministic_with_a_seeded_rng(attack: ProcessorAttack) -> None:
+    clear_side_channel()
     first, _ = play(attack, 5, seed=4)
+    clear_side_channel()
     second, _ = play(attack, 5, seed=4)
     for a, b in zip(first, second, strict=True):
         assert a.keys() == b.keys()
@@ -156,8 +193,6 @@ def test_random_and_zero() -> None:
     (zeros,), _ = play(ZeroTotals(), 1)
     assert zeros.keys() == N_SAMPLES.keys()
     assert all(not np.any(v) for v in zeros.values())
-    with pytest.raises(ValueError, match="shape"):
-        ZeroTotals().plain(0, None, N_SAMPLES, np.random.default_rng(0), {})
 
 
 def test_stale_replays_its_first_result_with_noise() -> None:
@@ -172,10 +207,11 @@ def test_stale_replays_its_first_result_with_noise() -> None:
         assert 0.005 * n < noise.std() < 0.02 * n
         assert not np.array_equal(results[1][block], results[2][block])
     with pytest.raises(ValueError, match="honest"):
-        attack.plain(0, None, N_SAMPLES, np.random.default_rng(0), {}, shape=SHAPE)
+        attack.apply(keys_for("plain").public, 0, None, N_SAMPLES, np.random.default_rng(0), {})
 
 
 def test_partial_skips_about_s_and_replays_the_previous_result() -> None:
+    keys = keys_for("plain")
     attack = Partial(0.3)
     rng = np.random.default_rng(5)
     memory: dict[str, Any] = {}
@@ -183,15 +219,14 @@ def test_partial_skips_about_s_and_replays_the_previous_result() -> None:
     previous: dict[str, np.ndarray] = {}
     epochs = 400
     for epoch in range(epochs):
-        honest = honest_totals(epoch)
-        out = attack.plain(epoch, honest, N_SAMPLES, rng, memory)
+        honest = honest_results(keys, epoch)
+        out = opened(keys, attack.apply(keys.public, epoch, honest, N_SAMPLES, rng, memory), epoch)
         for block in N_SAMPLES:
             if block in memory["skipped"]:
-                expected = previous.get(block, np.zeros(SHAPE))
-                np.testing.assert_array_equal(out[block], expected)
+                np.testing.assert_array_equal(out[block], previous.get(block, np.zeros(SHAPE)))
                 skipped += 1
             else:
-                np.testing.assert_array_equal(out[block], honest[block])
+                np.testing.assert_array_equal(out[block], honest_totals(epoch)[block])
         previous = out
     assert skipped / (epochs * len(N_SAMPLES)) == pytest.approx(0.3, abs=0.04)
     # S = 1: never computes anything, zeros first, then the same zeros replayed.
@@ -215,6 +250,7 @@ def test_scale_late_and_crash() -> None:
 
 
 def test_colluders_agree_and_others_do_not() -> None:
+    clear_side_channel()
     one, _ = play(Collude("ring"), 3, seed=1)
     two, _ = play(Collude("ring"), 3, seed=2)
     other, _ = play(Collude("other"), 3, seed=1)
@@ -225,92 +261,40 @@ def test_colluders_agree_and_others_do_not() -> None:
             assert np.max(np.abs(a[block])) <= 0.5 * n
     assert not np.array_equal(one[0]["o/0"], one[1]["o/0"])  # fresh every epoch
     assert not np.array_equal(one[0]["o/0"], one[0]["o/1"] / 4)  # and every block
-
-
-# ---- the HE face -------------------------------------------------------------------------
-
-
-@functools.cache
-def he_setup() -> tuple[Any, Any]:
-    from fedmarket.he import HESpec, KeyPair, PublicContext
-
-    keypair = KeyPair.generate(HESpec.for_task(kind="logistic", n_features=3))
-    return keypair, PublicContext.from_bytes(keypair.public.data)
-
-
-HE_SAMPLES = {"o/0": 300, "o/1": 1000}
-
-
-def he_honest(epoch: int) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
-    """Stand-in honest results: known totals encrypted in the result layout."""
-    from fedmarket.he import forge_result
-
-    _, public = he_setup()
-    rng = np.random.default_rng(epoch)
-    totals = {b: rng.normal(0.0, 0.2, (1, 4)) * n for b, n in HE_SAMPLES.items()}
-    return totals, {
-        b: forge_result(public, block_id=b, epoch=epoch, n_samples=n, totals=totals[b])
-        for b, n in HE_SAMPLES.items()
-    }
-
-
-def decrypt(results: dict[str, bytes], epoch: int) -> dict[str, np.ndarray]:
-    from fedmarket.he import decrypt_result
-
-    keypair, _ = he_setup()
-    out = {}
-    for block, data in results.items():
-        sums = decrypt_result(keypair, data, party="cheat", epoch=epoch, block_ids=[block])
-        assert sums.n_samples == HE_SAMPLES[block]
-        out[block] = sums.sums
-    return out
-
-
-def test_he_face_matches_the_plain_face() -> None:
-    _, public = he_setup()
-    memory: dict[str, Any] = {}
-    for attack in (RandomTotals(), ZeroTotals(), Scale(-1), Scale(3)):
-        epoch = 1
-        plain_honest, he_honest_bytes = he_honest(epoch)
-        honest_plain = plain_honest if attack.needs_honest(epoch) else None
-        honest_he = he_honest_bytes if attack.needs_honest(epoch) else None
-        expected = attack.plain(
-            epoch, honest_plain, HE_SAMPLES, np.random.default_rng(3), {}, shape=(1, 4)
-        )
-        got = decrypt(
-            attack.encrypted(
-                public, epoch, honest_he, HE_SAMPLES, np.random.default_rng(3), memory
-            ),
-            epoch,
-        )
-        for block in HE_SAMPLES:
-            np.testing.assert_allclose(got[block], expected[block], rtol=1e-3, atol=1e-4)
-    assert Crash(1).encrypted(public, 1, None, HE_SAMPLES, np.random.default_rng(0), {}) == {}
-
-
-def test_he_stale_partial_and_collude() -> None:
-    _, public = he_setup()
-    rng = np.random.default_rng(0)
-    # stale: epoch 0 honest, epoch 1 a restamped replay plus a little noise
-    memory: dict[str, Any] = {}
-    first_plain, first = he_honest(0)
-    assert Stale().encrypted(public, 0, first, HE_SAMPLES, rng, memory) == first
-    assert not Stale().needs_honest(1, memory)
-    replay = decrypt(Stale().encrypted(public, 1, None, HE_SAMPLES, rng, memory), 1)
-    for block, n in HE_SAMPLES.items():
-        diff = np.abs(replay[block] - first_plain[block])
-        assert 0 < diff.max() < 0.05 * n
-    # partial:1 skips everything: zeros first, then those zeros replayed under the new epoch
-    memory = {}
-    for epoch in (0, 1):
-        out = decrypt(Partial(1.0).encrypted(public, epoch, None, HE_SAMPLES, rng, memory), epoch)
-        assert all(np.max(np.abs(v)) < 1e-6 for v in out.values())
-    # collude: two colluders send the same bytes; the totals are the plain face's
     clear_side_channel()
-    one = Collude("ring").encrypted(public, 4, None, HE_SAMPLES, np.random.default_rng(1), {})
-    two = Collude("ring").encrypted(public, 4, None, HE_SAMPLES, np.random.default_rng(2), {})
+
+
+@pytest.mark.parametrize("crypto", ["plain", "ckks"])
+def test_a_corrupt_result_is_refused_at_decryption(crypto: str) -> None:
+    keys = keys_for(crypto)
+    honest = honest_results(keys, 1)
+    bad = Corrupt().apply(keys.public, 1, honest, N_SAMPLES, np.random.default_rng(0), {})
+    for block, data in bad.items():
+        assert data != honest[block]
+        with pytest.raises(UntrustedInputError):
+            keys.decrypt_result(data, party="p", epoch=1, block_id=block, bound=1e6)
+
+
+@pytest.mark.parametrize(
+    "attack", [RandomTotals(), ZeroTotals(), Scale(-1), Scale(3), Stale(), Partial(1.0)]
+)
+def test_under_ckks_an_attack_decrypts_to_what_it_does_in_the_twin(
+    attack: ProcessorAttack,
+) -> None:
+    """The one face over both crypto implementations: the same totals up to CKKS noise."""
+    clear_side_channel()
+    plain, _ = play(attack, 2, seed=3, crypto="plain")
+    clear_side_channel()
+    he, _ = play(attack, 2, seed=3, crypto="ckks")
+    for p_epoch, h_epoch in zip(plain, he, strict=True):
+        for block in N_SAMPLES:
+            np.testing.assert_allclose(h_epoch[block], p_epoch[block], rtol=1e-3, atol=0.05)
+
+
+def test_ckks_colluders_send_the_same_bytes() -> None:
+    clear_side_channel()
+    keys = keys_for("ckks")
+    one = Collude("ring").apply(keys.public, 4, None, N_SAMPLES, np.random.default_rng(1), {})
+    two = Collude("ring").apply(keys.public, 4, None, N_SAMPLES, np.random.default_rng(2), {})
     assert one == two
-    expected = Collude("ring").plain(4, None, HE_SAMPLES, rng, {}, shape=(1, 4))
-    for block, sums in decrypt(one, 4).items():
-        np.testing.assert_allclose(sums, expected[block], rtol=1e-3, atol=1e-4)
     clear_side_channel()

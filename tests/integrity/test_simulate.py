@@ -25,7 +25,7 @@ def test_every_forging_processor_is_caught_in_its_first_forged_epoch() -> None:
         assert len(bad) == 3
         assert set(result.flagged) == bad, attack
         assert set(result.flagged.values()) == {0}, attack
-        assert all(e.strength == "proven" for p in bad for e in result.flag_evidence[p])
+        assert all(e["strength"] == "proven" for p in bad for e in result.flag_evidence[p])
 
 
 def test_a_stale_replayer_is_caught_once_it_starts_replaying() -> None:

@@ -1,20 +1,19 @@
-"""Dishonest processors: what they return instead of (or on top of) their honest block totals.
+"""Dishonest processors: what they send instead of (or on top of) their honest block results.
 
-Every attack has two faces with the same semantics:
-
-* ``plain(epoch, honest, n_samples, rng, memory, shape=...)``: the plaintext twin, for fast
-  simulation benchmarks; block id -> totals ((n_outputs, n_features + 1), bias last).
-* ``encrypted(context, epoch, honest, n_samples, rng, memory)``: block id -> result message
-  bytes, made with ``fedmarket.he.forge`` and the public context alone.
+An attack has one face, ``apply(keys, epoch, honest, n_samples, rng, memory, party=...)``, over
+the protocol's crypto interface (``fedmarket.protocol.crypto.PublicKeys``): block id -> the
+result message it sends. It works with the public side alone, as a real cheater must: it can
+forge results holding made-up totals, multiply or add noise to honest ones, replay old ones
+under a new epoch, or break their bytes. The same attack therefore runs under CKKS (what users
+run) and in the plaintext twin (what the integrity benchmark runs at scale).
 
 ``n_samples`` maps every block the processor must answer for to its sample count; ``honest``
-holds the honest totals or result messages of those blocks, and may be ``None`` when
-``needs_honest(epoch, memory)`` is false (the cheater then skips the work). ``memory`` is the
-attacker's own state across epochs, a dict the caller owns and passes back every epoch (one per
-processor and face). Random draws come from ``rng`` in sorted block order, so the two faces of
-one attack, given equally seeded generators, produce the same totals (up to CKKS noise).
+holds the honest results of those blocks, and may be ``None`` when ``needs_honest(epoch,
+memory)`` is false (the cheater then skips the work). ``memory`` is the attacker's own state
+across epochs, a dict the caller owns and passes back every epoch. Random draws come from
+``rng`` in sorted block order.
 
-The forged totals stay inside the honest bound (``fedmarket.he.max_abs_sum``) unless the attack
+The forged totals stay inside the honest bound (the kind's ``max_abs_total``) unless the attack
 is about scale: only statistics over blocks, or replication, can catch them.
 """
 
@@ -29,10 +28,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-if TYPE_CHECKING:  # the HE face imports fedmarket.he lazily: plaintext runs never load TenSEAL
-    from fedmarket.he import PublicContext
+if TYPE_CHECKING:
+    from fedmarket.protocol.crypto import PublicKeys
 
-Totals = dict[str, np.ndarray]
 Results = dict[str, bytes]
 DEFAULT_RANDOM_SCALE = 0.5
 DEFAULT_STALE_SIGMA = 0.01
@@ -44,20 +42,6 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def _shape_of(
-    honest: Mapping[str, np.ndarray] | None, shape: tuple[int, int] | None
-) -> tuple[int, ...]:
-    if honest:
-        return tuple(np.shape(next(iter(honest.values()))))
-    if shape is None:
-        raise ValueError("the totals' shape is unknown: pass shape=(n_outputs, n_features + 1)")
-    return tuple(shape)
-
-
-def _he_shape(context: PublicContext) -> tuple[int, int]:
-    return (context.spec.n_outputs, context.spec.n_features + 1)
-
-
 def _require(honest: Mapping[str, Any] | None, blocks: Mapping[str, int], what: str) -> None:
     if honest is None:
         raise ValueError(f"{what} needs the honest results (needs_honest was true)")
@@ -66,20 +50,8 @@ def _require(honest: Mapping[str, Any] | None, blocks: Mapping[str, int], what: 
         raise ValueError(f"{what}: no honest result for blocks {missing}")
 
 
-def _forge_all(
-    context: PublicContext,
-    epoch: int,
-    totals: Mapping[str, np.ndarray],
-    n_samples: Mapping[str, int],
-) -> Results:
-    from fedmarket.he.forge import forge_result
-
-    return {
-        block: forge_result(
-            context, block_id=block, epoch=epoch, n_samples=n_samples[block], totals=values
-        )
-        for block, values in totals.items()
-    }
+def _forge(keys: PublicKeys, epoch: int, block: str, n_samples: int, totals: np.ndarray) -> bytes:
+    return keys.forge(block_id=block, epoch=epoch, n_samples=n_samples, totals=totals)
 
 
 class ProcessorAttack(ABC):
@@ -107,30 +79,16 @@ class ProcessorAttack(ABC):
 
     @abstractmethod
     def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
-        """Whether ``plain``/``encrypted`` need the honest results this epoch.
+        """Whether ``apply`` needs the honest results this epoch.
 
         ``memory`` (the attacker's state) lets stateful attacks answer exactly; without it the
         answer is the conservative one.
         """
 
     @abstractmethod
-    def plain(
+    def apply(
         self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        """Block id -> the totals this processor reports; ``shape`` is needed when ``honest``
-        is ``None``."""
-
-    @abstractmethod
-    def encrypted(
-        self,
-        context: PublicContext,
+        keys: PublicKeys,
         epoch: int,
         honest: Mapping[str, bytes] | None,
         n_samples: Mapping[str, int],
@@ -144,8 +102,7 @@ class ProcessorAttack(ABC):
 
 
 class _Forging(ProcessorAttack):
-    """Attacks that skip the work and make up every block's totals (``forge``); under HE the
-    made-up totals are encrypted with the public key (``fedmarket.he.forge``)."""
+    """Attacks that skip the work and make up every block's totals (``forge``)."""
 
     def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
         return False
@@ -161,25 +118,9 @@ class _Forging(ProcessorAttack):
     ) -> np.ndarray:
         """One block's made-up totals (blocks are visited in sorted order)."""
 
-    def plain(
+    def apply(
         self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        size = _shape_of(honest, shape)
-        return {
-            block: self.forge(block, epoch, n_samples[block], size, rng)
-            for block in sorted(n_samples)
-        }
-
-    def encrypted(
-        self,
-        context: PublicContext,
+        keys: PublicKeys,
         epoch: int,
         honest: Mapping[str, bytes] | None,
         n_samples: Mapping[str, int],
@@ -188,45 +129,27 @@ class _Forging(ProcessorAttack):
         *,
         party: str = "processor",
     ) -> Results:
-        totals = self.plain(epoch, None, n_samples, rng, memory, shape=_he_shape(context))
-        return _forge_all(context, epoch, totals, n_samples)
+        shape = keys.layout.totals_shape
+        return {
+            block: _forge(keys, epoch, block, n, self.forge(block, epoch, n, shape, rng))
+            for block, n in sorted(n_samples.items())
+        }
 
 
 class _PerBlock(ProcessorAttack):
-    """Attacks that compute honestly and then change each block's result on its own
-    (``change_plain`` / ``change_encrypted``); they send nothing in an epoch they do not
-    ``answer``."""
+    """Attacks that compute honestly and then change each block's result on its own; they send
+    nothing in an epoch they do not ``answer``."""
 
     def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
         return self.answers(epoch)
 
     @abstractmethod
-    def change_plain(self, totals: np.ndarray) -> np.ndarray:
-        """The reported totals of one block, from its honest totals (a new array)."""
-
-    @abstractmethod
-    def change_encrypted(self, context: PublicContext, result: bytes, party: str) -> bytes:
+    def change(self, keys: PublicKeys, result: bytes, party: str) -> bytes:
         """The sent result message of one block, from its honest one."""
 
-    def plain(
+    def apply(
         self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        if not self.answers(epoch):
-            return {}
-        _require(honest, n_samples, self.text)
-        assert honest is not None
-        return {block: self.change_plain(np.asarray(honest[block])) for block in sorted(n_samples)}
-
-    def encrypted(
-        self,
-        context: PublicContext,
+        keys: PublicKeys,
         epoch: int,
         honest: Mapping[str, bytes] | None,
         n_samples: Mapping[str, int],
@@ -239,10 +162,7 @@ class _PerBlock(ProcessorAttack):
             return {}
         _require(honest, n_samples, self.text)
         assert honest is not None
-        return {
-            block: self.change_encrypted(context, honest[block], party)
-            for block in sorted(n_samples)
-        }
+        return {block: self.change(keys, honest[block], party) for block in sorted(n_samples)}
 
 
 @dataclass(frozen=True)
@@ -297,7 +217,7 @@ class Stale(ProcessorAttack):
     """``stale[:SIGMA]``: computes honestly once (its first epoch), then replays that result
     every later epoch plus Gaussian noise of SIGMA * n_samples per total.
 
-    A block it has no stored result for (one assigned later) is replayed from zeros.
+    A block it has no stored result for (one assigned later) is forged from the noise alone.
     """
 
     sigma: float = DEFAULT_STALE_SIGMA
@@ -313,39 +233,9 @@ class Stale(ProcessorAttack):
     def needs_honest(self, epoch: int, memory: Mapping[str, Any] | None = None) -> bool:
         return memory is None or _STALE not in memory
 
-    def _noise(
-        self, n_samples: Mapping[str, int], rng: np.random.Generator, size: tuple[int, ...]
-    ) -> Totals:
-        return {
-            block: rng.normal(0.0, self.sigma * n_samples[block], size)
-            for block in sorted(n_samples)
-        }
-
-    def plain(
+    def apply(
         self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        if _STALE not in memory:
-            _require(honest, n_samples, self.text)
-            assert honest is not None
-            memory[_STALE] = {block: np.array(honest[block]) for block in n_samples}
-            return {block: np.array(honest[block]) for block in sorted(n_samples)}
-        stored: dict[str, np.ndarray] = memory[_STALE]
-        size = _shape_of(stored or honest, shape)
-        noise = self._noise(n_samples, rng, size)
-        return {
-            block: stored.get(block, np.zeros(size)) + noise[block] for block in sorted(n_samples)
-        }
-
-    def encrypted(
-        self,
-        context: PublicContext,
+        keys: PublicKeys,
         epoch: int,
         honest: Mapping[str, bytes] | None,
         n_samples: Mapping[str, int],
@@ -354,22 +244,21 @@ class Stale(ProcessorAttack):
         *,
         party: str = "processor",
     ) -> Results:
-        from fedmarket.he.forge import add_noise, restamp
-
         if _STALE not in memory:
             _require(honest, n_samples, self.text)
             assert honest is not None
             memory[_STALE] = {block: honest[block] for block in n_samples}
             return {block: honest[block] for block in sorted(n_samples)}
         stored: dict[str, bytes] = memory[_STALE]
-        noise = self._noise(n_samples, rng, _he_shape(context))
+        shape = keys.layout.totals_shape
         out = {}
-        for block in sorted(n_samples):
+        for block, n in sorted(n_samples.items()):
+            noise = rng.normal(0.0, self.sigma * n, shape)
             if block in stored:
-                replay = restamp(context, stored[block], epoch=epoch, party=party)
-                out[block] = add_noise(context, replay, noise[block], party=party)
+                replay = keys.restamp(stored[block], epoch=epoch, party=party)
+                out[block] = keys.add_noise(replay, noise, party=party)
             else:
-                out.update(_forge_all(context, epoch, {block: noise[block]}, n_samples))
+                out[block] = _forge(keys, epoch, block, n, noise)
         return out
 
 
@@ -401,36 +290,9 @@ class Partial(ProcessorAttack):
         draws = rng.random(len(blocks))
         return {block for block, u in zip(blocks, draws, strict=True) if u < self.fraction}
 
-    def plain(
+    def apply(
         self,
-        epoch: int,
-        honest: Mapping[str, np.ndarray] | None,
-        n_samples: Mapping[str, int],
-        rng: np.random.Generator,
-        memory: dict[str, Any],
-        *,
-        shape: tuple[int, int] | None = None,
-    ) -> Totals:
-        skip = self.skipped(n_samples, rng)
-        last: dict[str, np.ndarray] = memory.setdefault(_LAST, {})
-        if len(skip) < len(n_samples):
-            _require(honest, {b: n for b, n in n_samples.items() if b not in skip}, self.text)
-        out = {}
-        for block in sorted(n_samples):
-            if block not in skip:
-                assert honest is not None
-                out[block] = np.array(honest[block])
-            elif block in last:
-                out[block] = np.array(last[block])
-            else:
-                out[block] = np.zeros(_shape_of(honest or last, shape))
-        memory[_LAST] = {block: np.array(values) for block, values in out.items()}
-        memory[_SKIPPED] = sorted(skip)
-        return out
-
-    def encrypted(
-        self,
-        context: PublicContext,
+        keys: PublicKeys,
         epoch: int,
         honest: Mapping[str, bytes] | None,
         n_samples: Mapping[str, int],
@@ -439,22 +301,19 @@ class Partial(ProcessorAttack):
         *,
         party: str = "processor",
     ) -> Results:
-        from fedmarket.he.forge import restamp
-
         skip = self.skipped(n_samples, rng)
         last: dict[str, bytes] = memory.setdefault(_LAST, {})
         if len(skip) < len(n_samples):
             _require(honest, {b: n for b, n in n_samples.items() if b not in skip}, self.text)
         out = {}
-        for block in sorted(n_samples):
+        for block, n in sorted(n_samples.items()):
             if block not in skip:
                 assert honest is not None
                 out[block] = honest[block]
             elif block in last:
-                out[block] = restamp(context, last[block], epoch=epoch, party=party)
+                out[block] = keys.restamp(last[block], epoch=epoch, party=party)
             else:
-                zeros = {block: np.zeros(_he_shape(context))}
-                out.update(_forge_all(context, epoch, zeros, n_samples))
+                out[block] = _forge(keys, epoch, block, n, np.zeros(keys.layout.totals_shape))
         memory[_LAST] = dict(out)
         memory[_SKIPPED] = sorted(skip)
         return out
@@ -474,48 +333,34 @@ class Scale(_PerBlock):
     def text(self) -> str:
         return "sign-flip" if self.factor == -1 else f"scale:{self.factor}"
 
-    def change_plain(self, totals: np.ndarray) -> np.ndarray:
-        return self.factor * totals
-
-    def change_encrypted(self, context: PublicContext, result: bytes, party: str) -> bytes:
-        from fedmarket.he.forge import scale_result
-
-        return scale_result(context, result, self.factor, party=party)
+    def change(self, keys: PublicKeys, result: bytes, party: str) -> bytes:
+        return keys.scale(result, self.factor, party=party)
 
 
 @dataclass(frozen=True)
 class Corrupt(_PerBlock):
-    """``corrupt``: honest results with bytes flipped inside every ciphertext (a broken or
-    malicious sender). The plaintext twin cannot express it: its face returns ``nan``s, which
-    the twin's bound check rejects just as decryption rejects the bytes."""
+    """``corrupt``: honest results with bytes flipped inside the payload (a broken or
+    malicious sender): under CKKS the ciphertexts decrypt to garbage, in the twin the totals
+    are no numbers; either way no honest processor can have sent it."""
 
     @property
     def name(self) -> str:
         return "corrupt"
 
-    def change_plain(self, totals: np.ndarray) -> np.ndarray:
-        return np.full_like(totals, np.nan)
-
-    def change_encrypted(self, context: PublicContext, result: bytes, party: str) -> bytes:
-        data = bytearray(result)
-        for at in range(len(data) // 2, len(data) - 64, max(1, len(data) // 64)):
-            data[at] ^= 0x5A  # deep inside the ciphertext payload, past the envelope
-        return bytes(data)
+    def change(self, keys: PublicKeys, result: bytes, party: str) -> bytes:
+        return keys.corrupt(result)
 
 
 class _Honest(_PerBlock):
-    """Attacks whose results are honest; the runtime applies what they mark."""
+    """Attacks whose results are honest; the party's runtime applies what they mark."""
 
-    def change_plain(self, totals: np.ndarray) -> np.ndarray:
-        return np.array(totals)
-
-    def change_encrypted(self, context: PublicContext, result: bytes, party: str) -> bytes:
+    def change(self, keys: PublicKeys, result: bytes, party: str) -> bytes:
         return result
 
 
 @dataclass(frozen=True)
 class Late(_Honest):
-    """``late``: honest results, submitted after the deadline (the runtime does the timing)."""
+    """``late``: honest results, submitted after the epoch's deadline."""
 
     submits_late: ClassVar[bool] = True
 
@@ -526,7 +371,7 @@ class Late(_Honest):
 
 @dataclass(frozen=True)
 class Crash(_Honest):
-    """``crash@N``: honest until it stops answering from epoch N on (both faces return {})."""
+    """``crash@N``: honest until it stops answering from epoch N on (``apply`` returns {})."""
 
     epoch: int
 
@@ -543,7 +388,7 @@ class Crash(_Honest):
 
 
 # The colluders' private side channel, simulated: in one process, colluding processors share
-# the forged result bytes of each (context, group, block, epoch) through this dict, as real
+# the forged result bytes of each (keys, group, block, epoch) through this dict, as real
 # colluders would over a channel of their own. Only the last two epochs are kept.
 _SIDE_CHANNEL: dict[tuple[bytes, str, str, int], bytes] = {}
 _SIDE_CHANNEL_LOCK = threading.Lock()
@@ -557,11 +402,11 @@ def clear_side_channel() -> None:
 
 @dataclass(frozen=True)
 class Collude(_Forging):
-    """``collude:GROUP:random[:SCALE]``: processors of one GROUP return identical forged totals
-    for the same block and epoch, uniform in [-SCALE, SCALE] * n_samples, so replication
-    between two colluders sees agreement. The values come from a hash of (GROUP, block, epoch),
-    not the rng: colluders agree without talking in the plaintext twin; under HE (where each
-    encryption is randomised) they share the bytes through a simulated side channel."""
+    """``collude:GROUP:random[:SCALE]``: processors of one GROUP return identical forged
+    results for the same block and epoch, totals uniform in [-SCALE, SCALE] * n_samples, so
+    replication between two colluders sees agreement. The totals come from a hash of (GROUP,
+    block, epoch), not the rng; since an encryption is randomised, the colluders also share the
+    bytes (through a simulated side channel in one process, or by encrypting alike)."""
 
     group: str
     scale: float = DEFAULT_RANDOM_SCALE
@@ -588,9 +433,9 @@ class Collude(_Forging):
         local = np.random.default_rng(int.from_bytes(seed[:16], "big"))
         return local.uniform(-self.scale, self.scale, shape) * n_samples
 
-    def encrypted(
+    def apply(
         self,
-        context: PublicContext,
+        keys: PublicKeys,
         epoch: int,
         honest: Mapping[str, bytes] | None,
         n_samples: Mapping[str, int],
@@ -600,13 +445,14 @@ class Collude(_Forging):
         party: str = "processor",
     ) -> Results:
         out = {}
-        for block in sorted(n_samples):
-            key = (context.digest, self.group, block, epoch)
+        shape = keys.layout.totals_shape
+        for block, n in sorted(n_samples.items()):
+            key = (keys.digest, self.group, block, epoch)
             with _SIDE_CHANNEL_LOCK:
                 shared = _SIDE_CHANNEL.get(key)
                 if shared is None:
-                    values = self.forge(block, epoch, n_samples[block], _he_shape(context), rng)
-                    shared = _forge_all(context, epoch, {block: values}, n_samples)[block]
+                    values = self.forge(block, epoch, n, shape, rng)
+                    shared = _forge(keys, epoch, block, n, values)
                     for old in [k for k in _SIDE_CHANNEL if k[:2] == key[:2] and k[3] < epoch - 1]:
                         del _SIDE_CHANNEL[old]
                     _SIDE_CHANNEL[key] = shared

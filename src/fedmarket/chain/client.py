@@ -638,6 +638,15 @@ class MarketClient(_Client):
         """The same market, acting as ``account``; shares this client's gas log."""
         return MarketClient(self._tx, self._compiled, self.address, account)
 
+    def block_number(self) -> int:
+        """The chain's latest block (event queries from here see only what comes next)."""
+        return int(self._tx._rpc(lambda: self._tx.w3.eth.block_number, "eth_blockNumber"))
+
+    def now(self) -> int:
+        """The latest block's timestamp."""
+        block = self._tx._rpc(lambda: self._tx.w3.eth.get_block("latest"), "eth_getBlock")
+        return int(block["timestamp"])
+
     # ------------------------------------------------------------ logs
 
     def logs(self, kind: type[E], *, task: int | None = None, from_block: int = 0) -> list[E]:

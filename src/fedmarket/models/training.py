@@ -25,6 +25,7 @@ __all__ = [
     "IntervalGuard",
     "TrainConfig",
     "TrainResult",
+    "Trainer",
     "design_matrix",
     "encode_labels",
     "fit_plaintext",
@@ -164,3 +165,38 @@ def fit_plaintext(
     if not math.isfinite(float(np.sum(final.coef_))):
         raise ArithmeticError("training diverged")
     return TrainResult(final, tuple(history))
+
+
+class Trainer:
+    """The requester's optimiser: Nesterov state plus the interval guard, stepped with the
+    aggregated per-sample gradient of each epoch's decrypted block totals."""
+
+    def __init__(
+        self,
+        kind: str | ModelKind,
+        n_features: int,
+        n_outputs: int,
+        config: TrainConfig,
+        X_val: np.ndarray,
+    ) -> None:
+        self.kind = get_kind(kind)
+        self.config = config
+        self.state = NesterovGD(n_outputs, n_features, config.optimizer(self.kind))
+        self.guard = IntervalGuard(X_val, config.radius(self.kind))
+
+    @property
+    def lookahead(self) -> np.ndarray:
+        """The weights to encrypt and send next (the gradient is taken there)."""
+        return self.state.lookahead
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.state.weights
+
+    @property
+    def learning_rate(self) -> float:
+        return self.state.config.learning_rate
+
+    def apply(self, mean_gradient: np.ndarray) -> None:
+        """One step with an already-combined per-sample gradient (e.g. a robust aggregate)."""
+        self.state.step(mean_gradient, project=self.guard)

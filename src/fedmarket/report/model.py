@@ -81,6 +81,8 @@ class RunReport:
     # that did not (yet) lead to a flag: dicts as fedmarket.integrity's to_json gives them.
     flags: list[dict[str, Any]] = field(default_factory=list)
     alarms: list[dict[str, Any]] = field(default_factory=list)
+    # the final model's metric on rows no party saw (simulations with [run] test_fraction)
+    test_metric: float | None = None
     version: int = REPORT_VERSION
 
     def to_json(self) -> dict[str, Any]:

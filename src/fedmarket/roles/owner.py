@@ -1,7 +1,8 @@
 """The data owner: bids points, encrypts them under the requester's key, seals them to processors.
 
-Its plaintext never leaves this object: what goes out are CKKS ciphertexts sealed to a
-processor's channel key, their digests, and block sizes.
+Its plaintext never leaves this object: what goes out are ciphertexts sealed to a processor's
+channel key, their digests, and block sizes. It keeps its own ciphertexts, so it can recompute
+any of its blocks when the requester settles a dispute or audits a processor.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedmarket.attacks.owner import NoDelivery, OwnerAttack
 from fedmarket.chain.client import Side
 from fedmarket.data import scale
 from fedmarket.errors import UntrustedInputError
-from fedmarket.he import PublicContext, encrypt_block, run_program
+from fedmarket.protocol.crypto import PublicKeys
 from fedmarket.roles.assignment import assignment_hash
 from fedmarket.roles.channel import block_digest, data_root, seal
 from fedmarket.roles.messages import (
@@ -37,24 +39,51 @@ def block_id(ref: BlockRef) -> str:
 
 @dataclass
 class DataOwner(Party):
-    """Holds ``X``, ``y`` in plaintext; offers ``points`` at ``price`` per point."""
+    """Holds ``X``, ``y`` in plaintext; offers ``points`` at ``price`` per point.
+
+    ``attack`` makes it a dishonest owner (``fedmarket.attacks``; simulations and tests only):
+    it poisons its data once it knows the task's schema (seeded by ``attack_seed``), or wins
+    and never delivers (``no-delivery``).
+    """
 
     X: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     points: int = 0
     price: int = 0
+    attack: OwnerAttack | None = None
+    attack_seed: int = 0
     spec: TaskSpec | None = field(default=None, init=False)
-    context: PublicContext | None = field(default=None, init=False)
+    clean: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False)
+    keys: PublicKeys | None = field(default=None, init=False)
     fill: int = field(default=0, init=False)
     blocks: list[bytes] = field(default_factory=list, init=False)
 
-    def on_announcement(self, message: TaskAnnouncement, spec: TaskSpec) -> None:
-        """Check the task against the chain, parse the public context, and bid."""
-        self.check_announcement(message, spec.spec_hash())
-        self.spec = spec
-        self.context = PublicContext.from_bytes(message.public_context, party="requester")
+    @property
+    def withhold(self) -> bool:
+        """Wins and never delivers (the ``no-delivery`` attack)."""
+        return isinstance(self.attack, NoDelivery)
+
+    def on_announcement(self, message: TaskAnnouncement) -> None:
+        """Check the task against the chain, parse the public keys, and bid."""
+        spec = self.read_announcement(message)
+        self.learn(spec, message.public_context)
         points = min(self.points, len(self.y))
         self.market.bid_data(message.task_id, points, self.price)
+
+    def learn(self, spec: TaskSpec, public_keys: bytes) -> None:
+        """Take the task's spec and keys (also after a restart, from disk); a poisoning attack
+        changes the data now that the schema is known, the same way every time."""
+        self.spec = spec
+        self.keys = self.crypto.public(public_keys, party="requester")
+        if self.attack is not None and self.attack.delivers:
+            if self.clean is None:
+                self.clean = (self.X, self.y)
+            self.X, self.y = self.attack.apply(
+                *self.clean,
+                features=spec.features,
+                classes=list(spec.labels.classes),
+                rng=np.random.default_rng(self.attack_seed),
+            )
 
     def won(self) -> int:
         """Points this owner sells (0 if it lost), read from the chain after resolution."""
@@ -66,25 +95,22 @@ class DataOwner(Party):
         self.fill = bid.fill if bid.winner else 0
         return self.fill
 
-    def prepare(self, block_points: int = 0) -> DataManifest | None:
+    def prepare(self) -> DataManifest | None:
         """Encrypt the points sold into blocks and commit their digests on chain."""
-        if self.won() == 0:
+        if self.won() == 0 or self.withhold:
             return None
-        assert self.spec is not None and self.context is not None and self.task_id is not None
+        assert self.spec is not None and self.keys is not None and self.task_id is not None
         features = self.spec.features
         X = scale(self.X[: self.fill], features.mean, features.std, features.spread)
         t = self.spec.kind.targets(self.y[: self.fill], self.spec.labels)
-        size = self.context.spec.block_size
-        if block_points:
-            size = min(size, block_points)
+        size = self.keys.layout.block_size
+        if self.spec.he.block_points:
+            size = min(size, self.spec.he.block_points)
         count = -(-self.fill // size)
         bounds = np.linspace(0, self.fill, count + 1).round().astype(int)
         self.blocks = [
-            encrypt_block(
-                self.context,
-                X[a:b],
-                t[a:b],
-                block_id=block_id(BlockRef(owner=self.address, index=i)),
+            self.keys.encrypt_block(
+                X[a:b], t[a:b], block_id=block_id(BlockRef(owner=self.address, index=i))
             )
             for i, (a, b) in enumerate(itertools.pairwise(bounds))
         ]
@@ -126,16 +152,15 @@ class DataOwner(Party):
         return out
 
     def recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes:
-        """Arbitrate a dispute: run the (deterministic) program on our own copy of a block.
-
-        The owner kept the ciphertexts it sealed, so it computes exactly what an honest
-        processor must have returned for this block and model, byte for byte.
-        """
-        assert self.context is not None and self.task_id is not None
+        """Arbitrate a dispute or answer an audit: run the (deterministic) program on our own
+        copy of a block, so we compute exactly what an honest processor must have returned."""
+        assert self.keys is not None and self.task_id is not None
         if ref.owner.lower() != self.address.lower() or not 0 <= ref.index < len(self.blocks):
             raise UntrustedInputError(
                 f"asked to recompute block {ref.index}, not ours", party="requester"
             )
         if model.task_id != self.task_id:
             raise UntrustedInputError("asked to recompute for another task", party="requester")
-        return run_program(self.context, model.payload, self.blocks[ref.index])
+        return self.keys.run_program(
+            model.payload, self.blocks[ref.index], model_party="requester", block_party="self"
+        )

@@ -1,4 +1,4 @@
-"""What every party has: a name, a chain account, the market, and a way to get paid."""
+"""What every party has: a name, a chain account, the market, the crypto, a way to get paid."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import hashlib
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
+from pydantic import ValidationError
 
-from fedmarket.chain.client import MarketClient, Side, TokenClient
+from fedmarket.chain.client import Side
+from fedmarket.chain.ledger import Market, Token
 from fedmarket.errors import UntrustedInputError
+from fedmarket.protocol.crypto import Crypto, default_crypto
 from fedmarket.roles.channel import data_root
 from fedmarket.roles.messages import DataManifest, TaskAnnouncement
+from fedmarket.spec import TaskSpec
 
 
 @dataclass
@@ -19,8 +23,9 @@ class Party:
 
     name: str
     account: LocalAccount
-    market: MarketClient
-    token: TokenClient
+    market: Market
+    token: Token
+    crypto: Crypto = field(default_factory=default_crypto, kw_only=True)
     task_id: int | None = field(default=None, init=False)
     paid_in: int = field(default=0, init=False)  # escrow and stakes sent to the market
     received: int = field(default=0, init=False)  # withdrawn from the market
@@ -47,6 +52,8 @@ class Party:
         """Refuse an owner's manifest unless it matches that owner's winning bid on chain."""
         assert self.task_id is not None
         party = f"owner {manifest.owner}"
+        if manifest.task_id != self.task_id:
+            raise UntrustedInputError(f"manifest is for task {manifest.task_id}", party=party)
         index = self.market.bid_index(self.task_id, Side.DATA, manifest.owner)
         bid = self.market.get_bid(self.task_id, Side.DATA, index - 1) if index else None
         if bid is None or not bid.winner:
@@ -61,15 +68,23 @@ class Party:
         if data_root(manifest.digests) != bid.data_root:
             raise UntrustedInputError("manifest does not match the data root on chain", party=party)
 
-    def check_announcement(self, message: TaskAnnouncement, spec_hash: bytes) -> None:
-        """Refuse a task whose announced spec or context differs from what is on chain."""
-        task = self.market.tasks(message.task_id)
-        if task.spec_hash != spec_hash:
+    def read_announcement(self, message: TaskAnnouncement) -> TaskSpec:
+        """The announced spec, once it and the public keys match what is on chain."""
+        party = "requester"
+        if message.market.lower() != self.market.address.lower():
             raise UntrustedInputError(
-                "the spec does not match the spec hash on chain", party="requester"
+                f"announces a task on market {message.market}, not ours", party=party
             )
+        try:
+            spec = TaskSpec.model_validate_json(message.spec_json)
+        except ValidationError as exc:
+            raise UntrustedInputError(f"announced an invalid spec: {exc}", party=party) from None
+        task = self.market.tasks(message.task_id)
+        if task.spec_hash != spec.spec_hash():
+            raise UntrustedInputError("the spec does not match the spec hash on chain", party=party)
         if task.public_context_hash != hashlib.sha256(message.public_context).digest():
             raise UntrustedInputError(
-                "the public context does not match its hash on chain", party="requester"
+                "the public context does not match its hash on chain", party=party
             )
         self.task_id = message.task_id
+        return spec

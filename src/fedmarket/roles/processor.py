@@ -1,4 +1,4 @@
-"""The processor: stakes, receives sealed encrypted blocks, runs the HE program every epoch.
+"""The processor: stakes, receives sealed encrypted blocks, runs the program every epoch.
 
 It never sees plaintext data or the plaintext model. Everything it receives is checked
 against the chain before use: the owners' data roots, the requester's assignment hash.
@@ -14,7 +14,7 @@ import numpy as np
 from fedmarket.attacks.processor import ProcessorAttack
 from fedmarket.chain.client import Side
 from fedmarket.errors import UntrustedInputError
-from fedmarket.he import ProcessorPool, PublicContext
+from fedmarket.protocol.crypto import Pool, PublicKeys
 from fedmarket.roles.assignment import assignment_hash
 from fedmarket.roles.channel import ChannelKeys, check_block, data_root, open_sealed
 from fedmarket.roles.messages import (
@@ -29,7 +29,6 @@ from fedmarket.roles.messages import (
 )
 from fedmarket.roles.owner import block_id
 from fedmarket.roles.party import Party
-from fedmarket.spec import TaskSpec
 
 MAX_SEALED_BLOCK_BYTES = 64 << 20
 
@@ -40,7 +39,7 @@ class Processor(Party):
 
     ``attack`` makes it a cheater (``fedmarket.attacks``; simulations and tests only): it then
     computes honestly only when its attack needs the honest results, and sends what the attack
-    makes of them - real ciphertexts forged with the public key, committed on chain like any.
+    makes of them - forged with the public keys, committed on chain like any result.
     """
 
     capacity: int = 0
@@ -50,18 +49,18 @@ class Processor(Party):
     seed: int = 0
     memory: dict[str, Any] = field(default_factory=dict, init=False)
     channel: ChannelKeys = field(default_factory=ChannelKeys.generate, init=False)
-    context: PublicContext | None = field(default=None, init=False)
-    pool: ProcessorPool | None = field(default=None, init=False)
+    keys: PublicKeys | None = field(default=None, init=False)
+    pool: Pool | None = field(default=None, init=False)
     manifests: dict[str, DataManifest] = field(default_factory=dict, init=False)
     expected: list[BlockRef] = field(default_factory=list, init=False)
     delivered: set[BlockRef] = field(default_factory=set, init=False)
     blocks: dict[BlockRef, bytes] = field(default_factory=dict, init=False)  # opened, checked
     fill: int = field(default=0, init=False)
 
-    def on_announcement(self, message: TaskAnnouncement, spec: TaskSpec) -> None:
+    def on_announcement(self, message: TaskAnnouncement) -> None:
         """Check the task against the chain, approve the stake, and bid."""
-        self.check_announcement(message, spec.spec_hash())
-        self.context = PublicContext.from_bytes(message.public_context, party="requester")
+        spec = self.read_announcement(message)
+        self.keys = self.crypto.public(message.public_context, party="requester")
         stake = self.capacity * self.price * spec.task.max_epochs
         self.token.approve(self.market.address, stake)
         self.market.bid_processing(message.task_id, self.capacity, self.price)
@@ -99,10 +98,11 @@ class Processor(Party):
         self.expected = list(assignment.blocks.get(self.address, []))
 
     def on_block(self, message: SealedBlock) -> None:
-        """Open a sealed block, check it against the owner's commitment, hand it to the workers."""
-        assert self.context is not None
+        """Open a sealed block, check it against the owner's commitment, hand it to the pool."""
         ref = message.ref
         party = f"owner {ref.owner}"
+        if message.task_id != self.task_id:
+            raise UntrustedInputError(f"sent a block of task {message.task_id}", party=party)
         if ref not in self.expected:
             raise UntrustedInputError(
                 f"sent block {ref.index}, which is not assigned to us", party=party
@@ -119,10 +119,10 @@ class Processor(Party):
         self.restore_block(ref, block, party=party)
 
     def restore_block(self, ref: BlockRef, block: bytes, *, party: str = "local state") -> None:
-        """Hand an opened, checked block to the workers (also after a restart, from disk)."""
-        assert self.context is not None
+        """Hand an opened, checked block to the pool (also after a restart, from disk)."""
+        assert self.keys is not None
         if self.pool is None:
-            self.pool = ProcessorPool(self.context.data, workers=self.workers)
+            self.pool = self.keys.pool(self.workers)
         self.pool.add_block(block, party=party)
         self.delivered.add(ref)
         self.blocks[ref] = block
@@ -130,9 +130,11 @@ class Processor(Party):
     def missing_blocks(self) -> list[BlockRef]:
         return [r for r in self.expected if r not in self.delivered]
 
-    def on_model(self, message: EncryptedModel) -> EpochResult:
-        """Run the program on every assigned block, commit the digest on chain, return results."""
+    def compute(self, message: EncryptedModel) -> EpochResult:
+        """Run the program on every delivered block (or what the attack makes of it)."""
         assert self.task_id is not None
+        if message.task_id != self.task_id:
+            raise UntrustedInputError(f"sent a model for task {message.task_id}", party="requester")
         if self.pool is None or not self.expected:
             raise UntrustedInputError("no blocks were delivered to this processor", party="owners")
         refs = [r for r in self.expected if r in self.delivered]
@@ -144,25 +146,34 @@ class Processor(Party):
         else:
             results = None  # a cheater that does not need them skips the work
         if attack is not None:
-            assert self.context is not None
+            assert self.keys is not None
             sizes = {
                 block_id(r): self.manifests[r.owner.lower()].block_sizes[r.index] for r in refs
             }
             rng = np.random.default_rng([self.seed, message.epoch])
             results = dict(
-                attack.encrypted(
-                    self.context, message.epoch, results, sizes, rng, self.memory, party="self"
+                attack.apply(
+                    self.keys, message.epoch, results, sizes, rng, self.memory, party="self"
                 )
             )
         assert results is not None
-        result = EpochResult(
+        return EpochResult(
             task_id=self.task_id,
             epoch=message.epoch,
             processor=self.address,
             blocks=refs,
             payloads=[results[block_id(r)] for r in refs],
         )
-        self.market.submit_result(self.task_id, message.epoch, result.digest())
+
+    def commit(self, result: EpochResult) -> None:
+        """Commit the result's digest on chain (the contract records whether it is on time)."""
+        assert self.task_id is not None
+        self.market.submit_result(self.task_id, result.epoch, result.digest())
+
+    def on_model(self, message: EncryptedModel) -> EpochResult:
+        """One epoch: compute, commit the digest on chain, return the results."""
+        result = self.compute(message)
+        self.commit(result)
         return result
 
     def close(self) -> None:

@@ -1,12 +1,14 @@
 """The requester: announces the task, holds the secret key, updates the model, pays.
 
 It never receives data ciphertexts (they are sealed to processors) and only ever decrypts
-block-level gradient totals (``fedmarket.he.decrypt_result``), so no per-sample value
-reaches it. Every result is checked against the digest its processor committed on chain,
-and replicated blocks must give byte-identical results; a disagreement is settled by the
-block's owner recomputing it. The decrypted totals then go through ``fedmarket.integrity``:
-statistical monitors, the robust aggregator and the flag policy, whose flags ``close_epoch``
-slashes on chain.
+block-level gradient totals (``TaskKeys.decrypt_result``), so no per-sample value reaches it.
+Every result is checked against the digest its processor committed on chain, and replicated
+blocks must give byte-identical results; a disagreement is settled by the block's owner
+recomputing it (``recompute``, which the driver wires to the owner through the transport).
+The decrypted totals then go through ``fedmarket.integrity``: statistical monitors, audits
+(the owner recomputes suspicious blocks, so an outlier that is the data's and not the
+processor's is cleared), the robust aggregator and the flag policy, whose flags
+``close_epoch`` slashes on chain.
 """
 
 from __future__ import annotations
@@ -23,14 +25,6 @@ from fedmarket.chain.client import Side, TaskState
 from fedmarket.chain.events import ResultSubmitted
 from fedmarket.data import scale
 from fedmarket.errors import FedmarketError, UntrustedInputError
-from fedmarket.he import (
-    HESpec,
-    KeyPair,
-    RequesterOptimizer,
-    decrypt_result,
-    encrypt_model,
-    max_abs_sum,
-)
 from fedmarket.integrity.checker import EpochChecker, IntegrityConfig
 from fedmarket.integrity.policy import Flag
 from fedmarket.integrity.replication import find_disputes, settle
@@ -38,8 +32,9 @@ from fedmarket.integrity.types import BlockGradient, Evidence, Strength
 from fedmarket.integrity.validation import reference_gradient, validation_loss
 from fedmarket.models.kinds import ModelKind
 from fedmarket.models.linear import Model
-from fedmarket.models.training import TrainConfig
-from fedmarket.roles.assignment import BlockInfo, Plan, plan_assignment
+from fedmarket.models.training import TrainConfig, Trainer
+from fedmarket.protocol.crypto import TaskKeys
+from fedmarket.roles.assignment import BlockInfo, Plan, assignment_hash, plan_assignment
 from fedmarket.roles.messages import (
     Assignment,
     BlockRef,
@@ -52,6 +47,9 @@ from fedmarket.roles.owner import block_id
 from fedmarket.roles.party import Party
 from fedmarket.roles.stopping import EpochView, StoppingRule, first_reason
 from fedmarket.spec import TaskSpec
+
+# Asks a block's owner to recompute it from its own ciphertexts: the result bytes, or None.
+Recompute = Callable[[BlockRef, EncryptedModel], bytes | None]
 
 
 @dataclass(frozen=True)
@@ -80,6 +78,7 @@ class EpochOutcome:
     evidence: list[Evidence] = field(default_factory=list)
     flags: list[Flag] = field(default_factory=list)
     check_seconds: float = 0.0  # replication, decryption checks, monitors and aggregation
+    audited: dict[str, bool] = field(default_factory=dict)  # block -> the owner's recompute matched
 
     @property
     def finished(self) -> bool:
@@ -99,10 +98,10 @@ class Requester(Party):
     wait_until: Callable[[int], None] | None = None
     # own-compute: every owner processes its own blocks (no replication is possible)
     self_processing: bool = False
-    # Recomputes a disputed block (its owner holds the ciphertexts): the result bytes, or None.
-    arbiter: Callable[[BlockRef, EncryptedModel], bytes | None] | None = None
-    keypair: KeyPair | None = field(default=None, init=False)
-    optimizer: RequesterOptimizer | None = field(default=None, init=False)
+    # Wired by the driver to the block's owner; None: no dispute can be settled, no audit run.
+    recompute: Recompute | None = None
+    keys: TaskKeys | None = field(default=None, init=False)
+    optimizer: Trainer | None = field(default=None, init=False)
     owners: dict[str, int] = field(default_factory=dict, init=False)  # address -> points
     processors: dict[str, int] = field(default_factory=dict, init=False)  # address -> fill
     epoch_cost: int = field(default=0, init=False)
@@ -138,18 +137,19 @@ class Requester(Party):
         return scale(self.X_val, f.mean, f.std, f.spread)
 
     def announce(self) -> TaskAnnouncement:
-        """Make the key pair, escrow both budgets, create the task on chain."""
+        """Make the task's keys, escrow both budgets, create the task on chain."""
         spec = self.spec
         assert spec is not None
-        he_spec = HESpec.for_task(
-            kind=self.kind.name,
-            n_features=len(spec.features.names),
-            n_outputs=self.kind.n_outputs(spec.labels.classes),
+        n_features = len(spec.features.names)
+        n_outputs = self.kind.n_outputs(spec.labels.classes)
+        self.keys = self.crypto.keygen(
+            kind=self.kind,
+            n_features=n_features,
+            n_outputs=n_outputs,
             preset=spec.he.preset,
             expected_samples=spec.task.num_points,
         )
-        self.keypair = KeyPair.generate(he_spec)
-        context = self.keypair.public.data
+        context = self.keys.public.data
         budget = spec.budget.data + spec.budget.processing
         self.token.approve(self.market.address, budget)
         receipt = self.market.create_task(
@@ -167,7 +167,7 @@ class Requester(Party):
         self.transfers.append(("escrow", -budget))
         self.task_id = receipt.value
         config = TrainConfig(epochs=spec.task.max_epochs)
-        self.optimizer = RequesterOptimizer(he_spec, config, self._scaled_val())
+        self.optimizer = Trainer(self.kind, n_features, n_outputs, config, self._scaled_val())
         i = spec.integrity
         self.checker = EpochChecker(
             IntegrityConfig(
@@ -244,13 +244,13 @@ class Requester(Party):
 
     def model_message(self) -> EncryptedModel:
         """The encrypted look-ahead weights for the current epoch."""
-        assert self.keypair is not None and self.optimizer is not None and self.task_id is not None
+        assert self.keys is not None and self.optimizer is not None and self.task_id is not None
         self._epoch_start = time.perf_counter()
         # Reading logs only from here keeps each query proportional to one epoch, not the chain.
-        self._epoch_block = self.market.w3.eth.block_number
+        self._epoch_block = self.market.block_number()
         self.results = {}
         self.rejected = {}
-        payload = encrypt_model(self.keypair, self.optimizer.lookahead, epoch=self.epoch)
+        payload = self.keys.encrypt_model(self.optimizer.lookahead, epoch=self.epoch)
         self._model_msg = EncryptedModel(task_id=self.task_id, epoch=self.epoch, payload=payload)
         return self._model_msg
 
@@ -270,6 +270,8 @@ class Requester(Party):
             raise UntrustedInputError(
                 f"sent results for epoch {result.epoch}, not {self.epoch}", party=party
             )
+        if len(result.blocks) != len(result.payloads):
+            raise UntrustedInputError("sent a different number of blocks and results", party=party)
         assigned = set(self.plan.assignment.blocks.get(who, []))
         if not set(result.blocks) <= assigned or len(set(result.blocks)) != len(result.blocks):
             raise UntrustedInputError("sent results for blocks not assigned to it", party=party)
@@ -285,13 +287,22 @@ class Requester(Party):
         logs = self.market.logs(ResultSubmitted, task=self.task_id, from_block=self._epoch_block)
         return [e for e in logs if e.epoch == self.epoch]
 
+    def _recomputed(self, ref: BlockRef) -> bytes | None:
+        """sha256 of the owner's own recomputation of a block for this epoch's model."""
+        if self.recompute is None or self._model_msg is None:
+            return None
+        answer = self.recompute(ref, self._model_msg)
+        return None if answer is None else hashlib.sha256(answer).digest()
+
     def _cross_check(
         self,
-    ) -> tuple[dict[BlockRef, tuple[str, bytes]], list[Mismatch], list[Evidence]]:
+    ) -> tuple[
+        dict[BlockRef, tuple[str, bytes]], list[Mismatch], list[Evidence], dict[str, BlockRef]
+    ]:
         """One (processor, payload) per block; replicas must agree byte for byte.
 
-        A disagreement goes to the arbiter (the block's owner recomputes it); whoever differs
-        from the recomputation is proven to have lied. Unsettled blocks are used from nobody.
+        A disagreement goes to the block's owner, who recomputes it; whoever differs from the
+        recomputation is proven to have lied. Unsettled blocks are used from nobody.
         """
         chosen: dict[BlockRef, tuple[str, bytes]] = {}
         payload_of: dict[tuple[str, BlockRef], bytes] = {}
@@ -310,21 +321,15 @@ class Requester(Party):
             ref = ref_of[dispute.block]
             pair = sorted(dispute.digests)
             mismatches.append(Mismatch(ref, (pair[0], pair[-1])))
-            recomputed = None
-            if self.arbiter is not None and self._model_msg is not None:
-                answer = self.arbiter(ref, self._model_msg)
-                recomputed = None if answer is None else hashlib.sha256(answer).digest()
-            s = settle(dispute, recomputed, epoch=self.epoch, arbiter=f"owner {ref.owner}")
+            s = settle(
+                dispute, self._recomputed(ref), epoch=self.epoch, arbiter=f"owner {ref.owner}"
+            )
             proven += s.evidence
             if s.truthful is not None:
                 chosen[ref] = (s.truthful, payload_of[(s.truthful, ref)])
             else:
                 chosen.pop(ref, None)
-        return chosen, mismatches, proven
-
-    def _targets(self, y: np.ndarray) -> np.ndarray:
-        assert self.spec is not None
-        return self.kind.targets(y, self.spec.labels)
+        return chosen, mismatches, proven, ref_of
 
     def _bad_result(self, who: str, ref: BlockRef, why: str) -> Evidence:
         """Proof against a processor: a result that no honest block and model can produce."""
@@ -335,11 +340,11 @@ class Requester(Party):
         )  # fmt: skip
 
     def close_epoch(self) -> EpochOutcome:
-        """Decrypt block totals, check, aggregate, update, validate, flag, close on chain."""
-        assert self.spec is not None and self.keypair is not None and self.optimizer is not None
+        """Decrypt block totals, check, audit, aggregate, update, validate, flag, close."""
+        assert self.spec is not None and self.keys is not None and self.optimizer is not None
         assert self.task_id is not None and self.checker is not None
         check_start = time.perf_counter()
-        chosen, mismatches, proven = self._cross_check()
+        chosen, mismatches, proven, ref_of = self._cross_check()
         sizes = {
             BlockRef(owner=m.owner, index=i): s
             for m in self.manifests.values()
@@ -347,15 +352,15 @@ class Requester(Party):
         }
         weights = self.optimizer.lookahead
         blocks: list[BlockGradient] = []
+        sent: dict[str, bytes] = {}  # block id -> sha256 of the payload used
         for ref, (who, payload) in sorted(chosen.items(), key=lambda kv: block_id(kv[0])):
             try:
-                sums = decrypt_result(
-                    self.keypair,
+                sums = self.keys.decrypt_result(
                     payload,
                     party=f"processor {who}, block {block_id(ref)}",
                     epoch=self.epoch,
-                    block_ids=[block_id(ref)],
-                    bound=max_abs_sum(self.keypair, sizes[ref], weights),
+                    block_id=block_id(ref),
+                    bound=self.kind.max_abs_total(weights, sizes[ref]),
                 )
             except UntrustedInputError as exc:
                 # No honest processor can produce this from the committed inputs.
@@ -365,9 +370,16 @@ class Requester(Party):
                 claim = f"claims {sums.n_samples} samples, the owner's manifest says {sizes[ref]}"
                 proven.append(self._bad_result(who, ref, claim))
                 continue
+            sent[block_id(ref)] = hashlib.sha256(payload).digest()
             blocks.append(BlockGradient(block_id(ref), who, ref.owner, sums.n_samples, sums.sums))
+
+        def audit(block: BlockGradient) -> bool | None:
+            """The owner recomputes the block: equal bytes clear the processor, else convict."""
+            recomputed = self._recomputed(ref_of[block.block])
+            return None if recomputed is None else recomputed == sent[block.block]
+
         X_val = self._scaled_val()
-        t_val = self._targets(self.y_val)
+        t_val = self.kind.targets(self.y_val, self.spec.labels)
         verdict = self.checker.check(
             self.epoch,
             blocks,
@@ -376,7 +388,8 @@ class Requester(Party):
             reference=reference_gradient(self.kind, weights, X_val, t_val),
             loss=validation_loss(self.kind, X_val, t_val),
             weights=weights,
-            step=self.optimizer.config.optimizer(self.kind).learning_rate,
+            step=self.optimizer.learning_rate,
+            audit=audit if self.recompute is not None else None,
         )
         if verdict.gradient is not None:
             self.optimizer.apply(verdict.gradient)
@@ -420,6 +433,7 @@ class Requester(Party):
             evidence=verdict.evidence,
             flags=verdict.flags,
             check_seconds=check_seconds,
+            audited=dict(verdict.audited),
         )
         self.outcomes.append(outcome)
         self.epoch += 1
@@ -446,6 +460,15 @@ class Requester(Party):
             self.market.close_epoch(self.task_id, clock.epoch, [], False)
             return f"backed off at epoch {clock.epoch}"
         return f"nothing to back off from (task is {clock.state.name.lower()})"
+
+    def abandon(self) -> str:
+        """Nothing to train on: commit an empty assignment and close epoch 0 without going on,
+        so the budget and every stake return now instead of after a timeout."""
+        assert self.task_id is not None
+        self.market.commit_assignment(
+            self.task_id, assignment_hash(Assignment(task_id=self.task_id, blocks={}))
+        )
+        return self.back_off()
 
     def model(self) -> Model:
         """The current model (plaintext weights, in the requester's hands only)."""

@@ -1,7 +1,7 @@
 """A Hypothesis state machine over random sequences of every Market call.
 
 Several tasks and a handful of accounts (each may request, sell data and process) run side
-by side with the reference model of tests/chain/contracts/model.py. Each rule predicts from
+by side with the reference model of src/fedmarket/chain/reference.py. Each rule predicts from
 the model whether the call succeeds or which `market: ...` reason it reverts with, and checks
 the outcome. The invariants check the money after every step: the market holds exactly its
 liabilities plus what it has credited, every credit and withdrawal matches the model, and
@@ -25,6 +25,7 @@ from hypothesis.stateful import (
 )
 
 from fedmarket.chain.allocation import InfeasibleAllocation, allocate, cost, greedy_fills
+from fedmarket.chain.reference import TaskModel
 
 from .helpers import (
     ASSIGNING,
@@ -42,7 +43,6 @@ from .helpers import (
     now,
     travel_to,
 )
-from .model import TaskModel
 from .mutations import best_effort, mutants
 
 MAX_TASKS = 3

@@ -91,6 +91,7 @@ class Loopback:
         self.fed.start_node(m.name, {
             "role": m.role, "name": m.name, "key": str(self.keys[m.name]),
             "password-file": str(self.workdir / "password"), "chain": self.chain.url,
+            "market": self.chain.info["market"],
             "state": str(self.workdir / "state" / f"{m.name}.sqlite"), **m.options,
         })  # fmt: skip
 

@@ -3,13 +3,13 @@
 Run config (``fedmarket request`` writes it): ``spec`` (task TOML; its ``[run]`` section
 names the data set the requester's validation split comes from), ``chain`` (JSON-RPC URL),
 ``market`` (address), ``key`` / ``password-file`` (the requester's keystore), ``nodes`` (how
-many SuperNodes to wait for), ``out`` (a folder for ``result.json``), ``timeout`` (seconds
-a round waits for replies).
+many SuperNodes to wait for), ``out`` (where the report, the model and ``result.json`` go),
+``timeout`` (seconds a round waits for replies), ``wait`` (seconds to wait for the nodes).
 
-The steps are the in-process driver's (``fedmarket.run``), with the requester's messages
-going out as Flower messages and the roles unchanged. The requester learns each node's chain
-account from a signed challenge (``identity``) and from then on talks only to winners.
-Sealed blocks from owners go through it to processors, which it cannot open.
+The protocol is the one driver every runtime runs (``fedmarket.protocol.driver``); this module
+only carries its envelopes as Flower messages (``FlowerTransport``) and writes what
+``fedmarket run`` writes: report.json, report.md, the plots and model.npz, plus result.json.
+The requester learns each node's chain account from a signed challenge (``identity``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,18 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmarket.chain.backends import Chain, rpc
 from fedmarket.chain.client import MarketClient, TokenClient
-from fedmarket.data import load_dataset, split_validation
+from fedmarket.data import scaler
 from fedmarket.errors import FedmarketError, UntrustedInputError
-from fedmarket.roles.messages import (
-    BlockRef,
-    ChannelKey,
-    DataManifest,
-    EncryptedModel,
-    EpochResult,
-    encode,
-)
+from fedmarket.models.scaled import ScaledModel
+from fedmarket.parties import DataSource
+from fedmarket.protocol.driver import Driver
+from fedmarket.protocol.transport import Envelope, Peer, Traffic, Transport
+from fedmarket.report import write_report
+from fedmarket.report.build import Member, balances, build_report
 from fedmarket.roles.requester import Requester
+from fedmarket.run import stopping_rules, wait_until
 from fedmarket.runtime.flower import identity, records
+from fedmarket.runtime.flower.clientapp import SILENT
 from fedmarket.spec import load_spec
 
 app = ServerApp()
@@ -46,41 +46,35 @@ log = logging.getLogger("fedmarket.requester")
 
 
 @dataclass
-class Peer:
+class _Node:
     node_id: int
-    role: str
-    name: str
-    address: str
+    peer: Peer
 
 
-@dataclass
-class Session:
-    """The requester's view of the federation: who is who, and bytes per party."""
+class FlowerTransport(Transport):
+    """The protocol's transport over a Flower ``Grid``: one message per party and action."""
 
-    grid: Grid
-    run_id: int
-    timeout: float
-    peers: dict[str, Peer] = field(default_factory=dict)  # address (lower) -> peer
-    sent: Counter[str] = field(default_factory=Counter)
-    received: Counter[str] = field(default_factory=Counter)
-    events: list[str] = field(default_factory=list)
+    def __init__(self, grid: Grid, run_id: int, timeout: float) -> None:
+        self.grid = grid
+        self.run_id = run_id
+        self.timeout = timeout
+        self.nodes: dict[str, _Node] = {}  # address (lower) -> node
+        self.traffic = Traffic()
+        self.problems: list[str] = []
 
-    def names(self, addresses: list[str]) -> list[str]:
-        return [self.peers[a.lower()].name for a in addresses if a.lower() in self.peers]
-
-    def note(self, text: str) -> None:
+    def _problem(self, text: str) -> None:
         log.warning(text)
-        self.events.append(text)
+        self.problems.append(text)
 
     def discover(self, expected: int, wait: float) -> None:
         """Wait for ``expected`` nodes, and learn (again, after restarts) who each one is."""
         deadline = time.monotonic() + wait
         while True:
             ids = set(self.grid.get_node_ids())
-            known = {p.node_id for p in self.peers.values()}
+            known = {n.node_id for n in self.nodes.values()}
             if ids - known:
                 self._hello(sorted(ids - known))
-            if len([p for p in self.peers.values() if p.node_id in ids]) >= expected:
+            if len([n for n in self.nodes.values() if n.node_id in ids]) >= expected:
                 return
             if time.monotonic() > deadline:
                 raise FedmarketError(
@@ -93,7 +87,9 @@ class Session:
         nonces = {n: identity.challenge() for n in node_ids}
         messages = [
             Message(
-                records.pack({"challenge": nonces[n]}), dst_node_id=n, message_type="query.hello"
+                records.pack(Envelope({"challenge": nonces[n]})),
+                dst_node_id=n,
+                message_type="query.hello",
             )
             for n in node_ids
         ]
@@ -103,7 +99,7 @@ class Session:
             try:
                 if reply.has_error():
                     raise UntrustedInputError(f"failed: {reply.error.reason}", party=party)
-                fields, _ = records.unpack(reply.content, party=party)
+                fields = records.unpack(reply.content, party=party).fields
                 address = identity.recover(
                     self.run_id, n, nonces[n], str(fields.get("signature", "")), party=party
                 )
@@ -111,67 +107,69 @@ class Session:
                     raise UntrustedInputError(
                         "signature is not from the address it claims", party=party
                     )
-                self.peers[address.lower()] = Peer(
-                    n, str(fields.get("role")), str(fields.get("name")), address
+                roles = tuple(str(fields.get("role", "")).split("+"))
+                self.nodes[address.lower()] = _Node(
+                    n, Peer(address, str(fields.get("name", address))[:64], roles)
                 )
             except UntrustedInputError as exc:
-                self.note(f"identity: {exc}")
+                self._problem(f"identity: {exc}")
+
+    def peers(self) -> list[Peer]:
+        self.discover(0, 0)
+        return [n.peer for n in self.nodes.values()]
 
     def ask(
         self,
-        addresses: list[str],
         action: str,
+        requests: Mapping[str, Envelope],
         *,
-        fields: dict[str, Any] | None = None,
-        frames: list[bytes] | None = None,
-        per_node: dict[str, tuple[dict[str, Any], list[bytes]]] | None = None,
         timeout: float | None = None,
-    ) -> dict[str, tuple[dict[str, Any], list[bytes]]]:
-        """Send ``action`` to the peers at ``addresses``; their good replies by address.
-
-        A node that is gone, times out, or answers with an error is logged and left out.
-        """
+    ) -> dict[str, Envelope]:
         self.discover(0, 0)  # pick up restarted nodes under their new ids
         messages, who = [], {}
-        for address in addresses:
-            peer = self.peers.get(address.lower())
-            if peer is None:
-                self.note(f"{action}: no node for {address}")
+        for address, request in requests.items():
+            node = self.nodes.get(address.lower())
+            if node is None:
+                self._problem(f"{action}: no node for {address}")
                 continue
-            f, fr = per_node[address] if per_node is not None else (fields or {}, frames or [])
             messages.append(
-                Message(
-                    records.pack(f, fr), dst_node_id=peer.node_id, message_type=f"query.{action}"
-                )
-            )
-            who[peer.node_id] = peer
-            self.sent[peer.name] += sum(map(len, fr))
-        out: dict[str, tuple[dict[str, Any], list[bytes]]] = {}
+                Message(records.pack(request), dst_node_id=node.node_id,
+                        message_type=f"query.{action}")
+            )  # fmt: skip
+            who[node.node_id] = (address, node.peer)
+            self.traffic.sent["requester"] += request.size
+            self.traffic.received[node.peer.name] += request.size
+            self.traffic.messages[action] += 1
+        out: dict[str, Envelope] = {}
         replies = self.grid.send_and_receive(messages, timeout=timeout or self.timeout)
         for reply in replies:
-            peer = who.get(reply.metadata.src_node_id)
-            if peer is None:
+            found = who.get(reply.metadata.src_node_id)
+            if found is None:
                 continue
-            party = f"{peer.role} {peer.name}"
+            address, peer = found
+            party = f"{'+'.join(peer.roles)} {peer.name}"
             try:
                 if reply.has_error():
                     raise UntrustedInputError(f"failed: {reply.error.reason}", party=party)
-                got = records.unpack(reply.content, party=party)
+                envelope = records.unpack(reply.content, party=party)
             except UntrustedInputError as exc:
-                self.note(f"{action}: {exc}")
+                self._problem(f"{action}: {exc}")
                 continue
-            if "error" in got[0]:
-                self.note(f"{action}: {party}: {got[0]['error']}")
+            self.traffic.sent[peer.name] += envelope.size
+            self.traffic.received["requester"] += envelope.size
+            if envelope.fields.get(SILENT):
                 continue
-            self.received[peer.name] += sum(map(len, got[1]))
-            out[peer.address] = got
-        for peer in who.values():
-            if peer.address not in out and not any(peer.name in e for e in self.events[-1:]):
-                self.note(f"{action}: no answer from {peer.role} {peer.name}")
+            if envelope.problem is not None:
+                self._problem(f"{action}: {party}: {envelope.problem}")
+                continue
+            out[address] = envelope
+        for address, peer in who.values():
+            if address not in out and not any(peer.name in p for p in self.problems[-1:]):
+                self._problem(f"{action}: no answer from {peer.name}")
         return out
 
 
-def _chain(run_config: dict[str, Any]) -> tuple[Chain, Any]:
+def _chain(run_config: Mapping[str, Any]) -> tuple[Chain, Any]:
     from fedmarket.deploy_cli import load_key
 
     pw = run_config.get("password-file")
@@ -194,19 +192,29 @@ def main(grid: Grid, context: Context) -> None:
         (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
 
 
-def run(grid: Grid, run_id: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    from fedmarket.run import _rules, _wait_until
-
-    spec_file = load_spec(Path(str(cfg["spec"])))
+def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Play the task over the federation; write the report and the model; return a summary."""
+    spec_path = Path(str(cfg["spec"]))
+    spec_file = load_spec(spec_path)
     spec, run_section = spec_file.spec, spec_file.run
     if run_section is None:
         raise FedmarketError("the spec needs a [run] section naming the validation data")
+    out = Path(str(cfg["out"]))
     chain, account = _chain(cfg)
     market = MarketClient.at(chain.w3, str(cfg["market"]), chain.accounts[0])
     token = TokenClient.at(chain.w3, market.token(), chain.accounts[0])
-    data = load_dataset(run_section.dataset, label_column=spec.labels.column)
-    _, val = split_validation(data, run_section.validation_fraction, seed=run_section.seed)
-    session = Session(grid, run_id, float(cfg.get("timeout", 300)))
+    source = DataSource(
+        run_section.dataset,
+        spec.labels.column,
+        run_section.validation_fraction,
+        run_section.seed,
+        run_section.alpha,
+        spec_path.parent,
+        run_section.test_fraction,
+    )
+    _, val = source.load()
+    transport = FlowerTransport(grid, run_id, float(cfg.get("timeout", 300)))
+    transport.discover(int(cfg.get("nodes", 1)), float(cfg.get("wait", 120)))
     requester = Requester(
         "requester",
         account,
@@ -215,123 +223,79 @@ def run(grid: Grid, run_id: int, cfg: dict[str, Any]) -> dict[str, Any]:
         spec=spec,
         X_val=val.X,
         y_val=val.y,
-        rules=_rules(spec_file),
+        rules=stopping_rules(spec_file),
         seed=run_section.seed,
-        wait_until=lambda ts: _wait_until(chain, ts),
+        self_processing=run_section.scenario == "own-compute",
     )
-    start = time.perf_counter()
-    session.discover(int(cfg.get("nodes", 1)), float(cfg.get("wait", 120)))
-    everyone = [p.address for p in session.peers.values()]
-    announcement = requester.announce()
-    session.ask(everyone, "announce", frames=[encode(announcement)])
-    assert requester.task_id is not None
-    _wait_until(chain, market.tasks(requester.task_id).bidding_deadline + 1)
-    requester.resolve()
-    processors, owners = sorted(requester.processors), sorted(requester.owners)
+    start_time = time.perf_counter()
+    peers = transport.peers()
+    members = [Member("requester", ("requester",), requester.address)]
+    for peer in peers:
+        if peer.address.lower() == requester.address.lower():  # own data: the requester's node
+            members[0] = Member("requester", ("requester", *peer.roles), requester.address)
+        else:
+            members.append(Member(peer.name, peer.roles, peer.address))
+    addresses = [m.address for m in members]
+    start = balances(token, addresses)
+    driver = Driver(
+        requester,
+        transport,
+        wait_until=lambda ts: wait_until(chain, ts),
+        progress=lambda event, data: log.warning("%s %s", event, data),
+    )
+    task_run = driver.run()
+    end = balances(token, addresses)
+    report = build_report(
+        requester=requester,
+        run=task_run,
+        members=members,
+        traffic=transport.traffic,
+        start=start,
+        end=end,
+        chain=str(cfg["chain"]),
+        gas=market.gas_log.entries,
+    )
+    if requester.optimizer is not None:
+        f = spec.features
+        out.mkdir(parents=True, exist_ok=True)
+        ScaledModel(requester.model(), scaler(f.mean, f.std, f.spread)).save(out / "model.npz")
+    write_report(report, out)
+    task = requester.task_id or 0
+    name_of = {m.address.lower(): m.name for m in members}
 
-    keys = [
-        records.one(fr, ChannelKey, party=f"processor {a}")
-        for a, (f, fr) in session.ask(processors, "channel_key").items()
-        if f.get("status") == "won"
-    ]
-    for address, (f, fr) in session.ask(owners, "prepare").items():
-        if f.get("status") == "won":
-            try:
-                requester.on_manifest(records.one(fr, DataManifest, party=f"owner {address}"))
-            except UntrustedInputError as exc:
-                session.note(f"manifest: {exc}")
-    assignment = requester.assign()
-    manifests = [encode(m) for m in requester.manifests.values()]
-    session.ask(processors, "setup", frames=[encode(assignment), *manifests])
-    sealed: dict[str, list[bytes]] = {p: [] for p in processors}
-    delivering = [a for a in owners if a.lower() in requester.manifests]
-    for address, (f, fr) in session.ask(
-        delivering, "seal", frames=[encode(assignment), *[encode(k) for k in keys]]
-    ).items():
-        targets = str(f.get("processors", "")).split(",") if fr else []
-        if len(targets) != len(fr):
-            session.note(f"seal: owner {address} sent {len(fr)} blocks for {len(targets)} targets")
-            continue
-        for target, frame in zip(targets, fr, strict=True):
-            if target in sealed:
-                sealed[target].append(frame)
-    session.ask(processors, "blocks", per_node={p: ({}, frames) for p, frames in sealed.items()})
+    def names(addresses: list[str]) -> list[str]:
+        return [name_of.get(a.lower(), a) for a in addresses]
 
-    def arbitrate(ref: BlockRef, model: EncryptedModel) -> bytes | None:
-        answer = session.ask(
-            [ref.owner], "recompute", fields={"index": ref.index}, frames=[encode(model)]
-        ).get(ref.owner)
-        if answer is None:
-            return None
-        return records.one(answer[1], EpochResult, party=f"owner {ref.owner}").payloads[0]
-
-    requester.arbiter = arbitrate
-    stop_reason = ""
-    epoch_seconds: list[float] = []
-    sent_before, received_before = Counter(session.sent), Counter(session.received)
-    while True:
-        t0 = time.perf_counter()
-        model = requester.model_message()
-        active = sorted(requester.active)
-        for address, (_, fr) in session.ask(active, "model", frames=[encode(model)]).items():
-            try:
-                requester.on_result(records.one(fr, EpochResult, party=f"processor {address}"))
-            except UntrustedInputError as exc:
-                session.note(f"epoch {requester.epoch}: {exc}")
-        outcome = requester.close_epoch()
-        epoch_seconds.append(time.perf_counter() - t0)
-        log.warning("epoch %d: metric %.4f", outcome.epoch, outcome.metric)
-        if outcome.finished:
-            stop_reason = outcome.stop_reason or ""
-            break
-    epoch_sent = session.sent - sent_before
-    epoch_received = session.received - received_before
-    requester.settle()
-    session.ask(everyone, "settle")  # losers take their stakes back too
-    balances = {p.name: token.balance_of(p.address) for p in session.peers.values()}
-    balances |= {"requester": token.balance_of(requester.address)}
-    # what stays in the market: owed to nodes that never came to settle, and dust
-    balances["market"] = token.balance_of(market.address)
-    unsettled = {
-        p.name: market.owed(requester.task_id, p.address) + market.claimable(p.address)
-        for p in session.peers.values()
-    }
     return {
         "status": "finished",
         "task_id": requester.task_id,
-        "stop_reason": stop_reason,
-        "seconds": time.perf_counter() - start,
-        "epoch_seconds": epoch_seconds,
+        "stop_reason": task_run.stop_reason,
+        "seconds": time.perf_counter() - start_time,
+        "epoch_seconds": [o.seconds for o in requester.outcomes],
         "epochs": [
             {
                 "epoch": o.epoch,
                 "metric": o.metric,
-                "on_time": [
-                    session.peers[a.lower()].name for a in o.on_time if a.lower() in session.peers
-                ],
-                "missing": [
-                    session.peers[a.lower()].name for a in o.missing if a.lower() in session.peers
-                ],
-                "flagged": [
-                    session.peers[a.lower()].name for a in o.flagged if a.lower() in session.peers
-                ],
+                "on_time": names(o.on_time),
+                "late": names(o.late),
+                "missing": names(o.missing),
+                "flagged": names(o.flagged),
                 "evidence": [e.to_json() for e in o.evidence],
             }
             for o in requester.outcomes
         ],
-        "weights": requester.optimizer.weights.tolist() if requester.optimizer else None,
-        "balances": balances,
-        "unsettled": {k: v for k, v in unsettled.items() if v},
-        "dust": market.dust(requester.task_id),
-        "bytes_sent": dict(session.sent),
-        "epoch_bytes_sent": dict(epoch_sent),  # requester -> node, during the epochs
-        "epoch_bytes_received": dict(epoch_received),  # node -> requester
-        "bytes_received": dict(session.received),
-        "events": session.events,
-        "winners": {
-            "processors": [
-                session.peers[a.lower()].name for a in processors if a.lower() in session.peers
-            ],
-            "owners": [session.peers[a.lower()].name for a in owners if a.lower() in session.peers],
+        "balances": {m.name: end[m.address.lower()] for m in members}
+        | {"market": token.balance_of(market.address)},
+        "unsettled": {
+            m.name: owed
+            for m in members
+            if (owed := market.owed(task, m.address) + market.claimable(m.address))
         },
+        "dust": market.dust(task),
+        "bytes_sent": dict(transport.traffic.received),  # requester -> node
+        "bytes_received": dict(transport.traffic.sent),  # node -> requester
+        "epoch_bytes_sent": task_run.epoch_sent,
+        "epoch_bytes_received": task_run.epoch_received,
+        "events": task_run.notes,
+        "winners": {role: names(a) for role, a in task_run.winners.items()},
     }

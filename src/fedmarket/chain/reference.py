@@ -1,9 +1,14 @@
-"""A plain-Python reference model of one market task, for the state machine.
+"""A plain-Python reference model of one market task: Market.vy's rules, restated.
 
 It restates the rules of Market.vy's docstrings and docs/contracts.md the slow, explicit
 way (every slash records who shares its pool; entitlements are summed from scratch) instead
 of the contract's packed words and accumulators. Each action first returns the revert reason
 the contract must give, in the contract's order of checks, or None and applies the effect.
+
+The contract's stateful test (tests/chain/contracts/test_market_stateful.py) checks Market.vy
+against it after every step of random call sequences; ``fedmarket.chain.memory`` builds an
+in-memory ledger on it for simulations at scale, so what that ledger decides is what the
+contract decides.
 """
 
 from __future__ import annotations
@@ -12,17 +17,10 @@ from dataclasses import dataclass, field
 
 from fedmarket.chain.allocation import Offer
 
-from .helpers import (
-    ASSIGNING,
-    BIDDING,
-    BPS,
-    CANCELLED,
-    DATA,
-    FINISHED,
-    MAX_BIDS,
-    PROCESSING,
-    TRAINING,
-)
+BPS = 10_000
+MAX_BIDS = 128  # per side; Market.vy's MAX_BIDS
+DATA, PROCESSING = 0, 1  # Side
+NO_TASK, BIDDING, ASSIGNING, TRAINING, FINISHED, CANCELLED = range(6)  # TaskState
 
 Share = tuple[int, int]  # (side, bid index): one winning bid's share of a slashed pool
 

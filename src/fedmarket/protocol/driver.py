@@ -1,0 +1,311 @@
+"""The protocol, written once: the requester's side of a task, over a transport.
+
+announce -> bid -> resolve -> channel keys -> manifests -> assign -> seal and relay -> epochs
+(model out, results back, disputes and audits through the owners, close on chain) -> settle.
+
+Every runtime runs this: ``fedmarket run`` (in process, ``fedmarket.runtime.local``), the
+Flower ServerApp (``fedmarket.runtime.flower``) and the plaintext twin of the integrity
+benchmark (the same, with the plaintext crypto). It knows the parties only by chain address,
+reaches them only through ``Transport.ask``, and treats every reply as untrusted: a party that
+fails, refuses or stays silent is noted and left out, and the task goes on without it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from fedmarket.chain.allocation import InfeasibleAllocation
+from fedmarket.errors import UntrustedInputError
+from fedmarket.protocol.transport import Envelope, Peer, Transport
+from fedmarket.roles.messages import (
+    BlockRef,
+    ChannelKey,
+    DataManifest,
+    EncryptedModel,
+    EpochResult,
+    SealedBlock,
+    decode,
+)
+from fedmarket.roles.requester import Requester
+
+ProgressFn = Callable[[str, dict[str, object]], None]
+
+
+def _silent(event: str, data: dict[str, object]) -> None:
+    return None
+
+
+@dataclass
+class TaskRun:
+    """What the driver did: how the task ended, how long each phase took, what went wrong."""
+
+    peers: list[Peer]
+    stop_reason: str = "not started"
+    phases: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    winners: dict[str, list[str]] = field(default_factory=dict)  # role -> addresses
+    start_block: int = 0  # the chain's block when the task began (events are read from here)
+    # protocol bytes during the epochs, per party name (requester -> party, party -> requester)
+    epoch_sent: dict[str, int] = field(default_factory=dict)
+    epoch_received: dict[str, int] = field(default_factory=dict)
+
+
+class _TaskOver(Exception):
+    """The task ended before training (cancelled, nothing delivered); go on to settle."""
+
+
+@dataclass
+class Driver:
+    """Plays one task for ``requester`` over ``transport``.
+
+    ``wait_until`` is the chain's clock (a development chain moves forward, a real one is
+    waited for); ``stop_requested`` is polled at every phase and epoch boundary: the requester
+    then backs off cleanly on chain (cancel during bidding, close the open epoch otherwise).
+    """
+
+    requester: Requester
+    transport: Transport
+    wait_until: Callable[[int], None]
+    progress: ProgressFn = _silent
+    stop_requested: Callable[[], bool] = lambda: False
+
+    def __post_init__(self) -> None:
+        self.requester.wait_until = self.wait_until
+        self.requester.recompute = self._recompute
+        self._names: dict[str, str] = {}
+        self.run_: TaskRun | None = None
+
+    # ---------------------------------------------------------------- helpers
+
+    def name(self, address: str) -> str:
+        return self._names.get(address.lower(), address)
+
+    def _note(self, text: str) -> None:
+        assert self.run_ is not None
+        self.run_.notes.append(text)
+
+    def _ask(self, action: str, requests: Mapping[str, Envelope]) -> dict[str, Envelope]:
+        """The transport's replies by lower-case address; refusals become notes."""
+        if not requests:
+            return {}
+        before = len(self.transport.problems)
+        replies = self.transport.ask(action, requests)
+        for line in self.transport.problems[before:]:
+            self._note(line)
+        return {a.lower(): env for a, env in replies.items()}
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        assert self.run_ is not None
+        self.progress("phase", {"phase": name})
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.run_.phases[name] = self.run_.phases.get(name, 0.0) + time.perf_counter() - start
+
+    def _stop_if_asked(self) -> None:
+        if self.stop_requested():
+            raise _TaskOver(self.requester.back_off() + " (interrupted)")
+
+    def _recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes | None:
+        """A block's owner recomputes it (dispute or audit): the result bytes, or None."""
+        owner = ref.owner.lower()
+        reply = self._ask("recompute", {owner: Envelope.of(model, index=ref.index)}).get(owner)
+        if reply is None:
+            return None
+        party = f"owner {self.name(owner)}"
+        try:
+            answer = reply.one(EpochResult, party=party)
+            if answer.blocks != [ref] or len(answer.payloads) != 1 or answer.epoch != model.epoch:
+                raise UntrustedInputError("answered for another block or epoch", party=party)
+        except UntrustedInputError as exc:
+            self._note(f"recompute: {exc}")
+            return None
+        return answer.payloads[0]
+
+    # ---------------------------------------------------------------- the protocol
+
+    def run(self) -> TaskRun:
+        r = self.requester
+        peers = self.transport.peers()
+        self._names = {p.address.lower(): p.name for p in peers}
+        self._names.setdefault(r.address.lower(), r.name)
+        self.run_ = run = TaskRun(peers, start_block=r.market.block_number())
+        everyone = {p.address.lower(): Envelope() for p in peers}
+        try:
+            try:
+                self._announce(everyone)
+                self._resolve()
+                keys = self._channel_keys()
+                self._distribute(keys)
+                self._epochs()
+            except _TaskOver as over:
+                run.stop_reason = str(over)
+            except KeyboardInterrupt:
+                # A second Ctrl-C (or one outside the runner's handler): stop now, cleanly.
+                run.stop_reason = self.requester.back_off() + " (interrupted)"
+        finally:
+            with self._phase("settle"):
+                r.settle()
+                self._ask("settle", everyone)
+        return run
+
+    def _announce(self, everyone: dict[str, Envelope]) -> None:
+        r = self.requester
+        with self._phase("announce+bid"):
+            announcement = r.announce()
+            bids = self._ask(
+                "announce",
+                {
+                    a: Envelope(e.fields, Envelope.of(announcement).frames)
+                    for a, e in everyone.items()
+                },
+            )
+            self.progress(
+                "task", {"task": r.task_id, "market": r.market.address, "bids": len(bids)}
+            )
+        self._stop_if_asked()
+
+    def _resolve(self) -> None:
+        r = self.requester
+        assert r.task_id is not None and self.run_ is not None
+        with self._phase("resolve"):
+            self.wait_until(r.market.tasks(r.task_id).bidding_deadline + 1)
+            try:
+                r.resolve()
+            except InfeasibleAllocation as exc:
+                # The requester takes its budget back; every stake is refunded in full.
+                r.market.cancel(r.task_id)
+                raise _TaskOver(f"cancelled: {exc.message}") from None
+            self.run_.winners = {"owners": sorted(r.owners), "processors": sorted(r.processors)}
+        self._stop_if_asked()
+
+    def _channel_keys(self) -> dict[str, ChannelKey]:
+        r = self.requester
+        keys: dict[str, ChannelKey] = {}
+        with self._phase("resolve"):
+            asked = {p.lower(): Envelope() for p in r.processors}
+            for address, reply in self._ask("channel_key", asked).items():
+                party = f"processor {self.name(address)}"
+                if reply.text("status") != "won":
+                    self._note(f"channel key: {party} says it did not win")
+                    continue
+                try:
+                    key = reply.one(ChannelKey, party=party)
+                    if key.processor.lower() != address or key.task_id != r.task_id:
+                        raise UntrustedInputError(
+                            "sent a key for another party or task", party=party
+                        )
+                except UntrustedInputError as exc:
+                    self._note(f"channel key: {exc}")
+                    continue
+                keys[key.processor] = key
+        return keys
+
+    def _distribute(self, keys: dict[str, ChannelKey]) -> None:
+        r = self.requester
+        with self._phase("encrypt+distribute"):
+            asked = {o.lower(): Envelope() for o in r.owners}
+            for address, reply in self._ask("prepare", asked).items():
+                party = f"owner {self.name(address)}"
+                status = reply.text("status")
+                if status != "won":
+                    if status == "withheld":
+                        self._note(f"{party} won but delivered nothing")
+                    continue
+                try:
+                    manifest = reply.one(DataManifest, party=party)
+                    if manifest.owner.lower() != address:
+                        raise UntrustedInputError("sent another owner's manifest", party=party)
+                    r.on_manifest(manifest)
+                except UntrustedInputError as exc:
+                    self._note(f"manifest: {exc}")
+            if not r.manifests:
+                raise _TaskOver(self._no_data())
+            assignment = r.assign()
+            manifests = list(r.manifests.values())
+            processors = sorted(p.lower() for p in r.processors)
+            self._ask("setup", {p: Envelope.of(assignment, *manifests) for p in processors})
+            sealed: dict[str, list[bytes]] = {p: [] for p in processors}
+            to_owners = Envelope.of(assignment, *keys.values())
+            for address, reply in self._ask("seal", dict.fromkeys(r.manifests, to_owners)).items():
+                party = f"owner {self.name(address)}"
+                targets = [t.lower() for t in reply.text("processors").split(",") if t]
+                if len(targets) != len(reply.frames):
+                    self._note(
+                        f"seal: {party} sent {len(reply.frames)} blocks for "
+                        f"{len(targets)} processors"
+                    )
+                    continue
+                for target, frame in zip(targets, reply.frames, strict=True):
+                    try:
+                        block = decode(frame, SealedBlock, party=party)
+                        if block.ref.owner.lower() != address or target not in sealed:
+                            raise UntrustedInputError("sealed a block it may not send", party=party)
+                    except UntrustedInputError as exc:
+                        self._note(f"seal: {exc}")
+                        continue
+                    sealed[target].append(frame)  # relayed as is: the requester cannot open it
+            self._ask("blocks", {p: Envelope(frames=tuple(f)) for p, f in sealed.items() if f})
+        self._stop_if_asked()
+
+    def _no_data(self) -> str:
+        """Nobody delivered: end the task at once so the budget and the stakes return."""
+        return "no winning data owner delivered any data: " + self.requester.abandon()
+
+    def _epochs(self) -> None:
+        traffic = self.transport.traffic
+        sent, received = dict(traffic.received), dict(traffic.sent)
+        try:
+            self._epoch_loop()
+        finally:
+            assert self.run_ is not None
+            self.run_.epoch_sent = {
+                k: v - sent.get(k, 0) for k, v in traffic.received.items() if v > sent.get(k, 0)
+            }
+            self.run_.epoch_received = {
+                k: v - received.get(k, 0) for k, v in traffic.sent.items() if v > received.get(k, 0)
+            }
+
+    def _epoch_loop(self) -> None:
+        r = self.requester
+        with self._phase("epochs"):
+            while True:
+                self._stop_if_asked()
+                model = r.model_message()
+                active = sorted(p.lower() for p in r.active)
+                replies = self._ask("model", dict.fromkeys(active, Envelope.of(model)))
+                deferred = {a: env for a, env in replies.items() if "deferred" in env.fields}
+                if deferred:
+                    # Late processors answer after the deadline (on a development chain the
+                    # clock moves there at once): the contract pays them less.
+                    until = max(
+                        env.integer("deferred", party=self.name(a)) for a, env in deferred.items()
+                    )
+                    self.wait_until(until)
+                    replies.update(
+                        self._ask("resume", dict.fromkeys(deferred, Envelope({"epoch": r.epoch})))
+                    )
+                for address, reply in sorted(replies.items()):
+                    party = f"processor {self.name(address)}"
+                    if "deferred" in reply.fields:
+                        continue  # asked to resume and did not answer
+                    try:
+                        result = reply.one(EpochResult, party=party)
+                        if result.processor.lower() != address:
+                            raise UntrustedInputError(
+                                "sent another processor's results", party=party
+                            )
+                        r.on_result(result)
+                    except UntrustedInputError as exc:
+                        self._note(f"epoch {r.epoch}: rejected {exc}")
+                outcome = r.close_epoch()
+                self.progress("epoch", {"epoch": outcome.epoch, "metric": outcome.metric})
+                if outcome.finished:
+                    assert self.run_ is not None
+                    self.run_.stop_reason = outcome.stop_reason or ""
+                    return

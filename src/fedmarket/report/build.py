@@ -1,0 +1,141 @@
+"""The run report from what the requester saw, the transport counted and the chain recorded.
+
+Every runtime builds its report here: the in-process runner and the Flower requester alike.
+Token flows come from the chain (the market's events and token balances), not from the
+parties' own bookkeeping, so they are the same whoever runs the requester and wherever the
+other parties live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fedmarket.chain.client import GasEntry
+from fedmarket.chain.events import BidPlaced, TaskCreated, Withdrawn
+from fedmarket.chain.ledger import Market, Token
+from fedmarket.protocol.driver import TaskRun
+from fedmarket.protocol.transport import Traffic
+from fedmarket.report.model import EpochRecord, GasRecord, PartyRecord, RunReport, TokenFlow
+from fedmarket.roles.requester import Requester
+
+
+@dataclass(frozen=True)
+class Member:
+    """One chain account in the task: display name, roles, address."""
+
+    name: str
+    roles: tuple[str, ...]
+    address: str
+
+
+def transfers(market: Market, task: int, start_block: int) -> dict[str, list[tuple[str, int]]]:
+    """Every token movement between an account and the market for this task, by address:
+    ("escrow", -budget), ("stake", -stake), ("collect", +amount), oldest first by kind."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for created in market.logs(TaskCreated, task=task, from_block=start_block):
+        budget = created.data_budget + created.processing_budget
+        out.setdefault(created.requester.lower(), []).append(("escrow", -budget))
+    for bid in market.logs(BidPlaced, task=task, from_block=start_block):
+        if bid.stake:
+            out.setdefault(bid.bidder.lower(), []).append(("stake", -bid.stake))
+    for w in market.logs(Withdrawn, from_block=start_block):
+        out.setdefault(w.account.lower(), []).append(("collect", w.amount))
+    return out
+
+
+def balances(token: Token, addresses: Sequence[str]) -> dict[str, int]:
+    return {a.lower(): token.balance_of(a) for a in addresses}
+
+
+def build_report(
+    *,
+    requester: Requester,
+    run: TaskRun,
+    members: Sequence[Member],
+    traffic: Traffic,
+    start: Mapping[str, int],
+    end: Mapping[str, int],
+    chain: str,
+    gas: Sequence[GasEntry] = (),
+    baseline: Sequence[float] = (),
+    test_metric: float | None = None,
+) -> RunReport:
+    """The report of one task as ``requester`` played it (members include the requester)."""
+    spec = requester.spec
+    assert spec is not None
+    task_id = requester.task_id or 0
+    market = requester.market
+    name_of = {m.address.lower(): m.name for m in members}
+    moved = transfers(market, task_id, run.start_block) if requester.task_id is not None else {}
+
+    def named(addresses: Sequence[str]) -> list[str]:
+        return [name_of.get(a.lower(), a) for a in addresses]
+
+    tokens = []
+    for m in members:
+        a = m.address.lower()
+        flows = moved.get(a, [])
+        tokens.append(
+            TokenFlow(
+                m.name,
+                start[a],
+                end[a],
+                -sum(x for _, x in flows if x < 0),
+                sum(x for _, x in flows if x > 0),
+                flows,
+            )
+        )
+    outcomes = requester.outcomes
+    return RunReport(
+        task=spec.task.name,
+        task_id=task_id,
+        spec_hash="0x" + spec.spec_hash().hex(),
+        chain=chain,
+        market=market.address,
+        metric_name=spec.kind.metric,
+        parties=[
+            PartyRecord(
+                m.name,
+                "+".join(m.roles),
+                m.address,
+                traffic.sent[m.name],
+                traffic.received[m.name],
+            )
+            for m in members
+        ],
+        epochs=[
+            EpochRecord(
+                epoch=o.epoch,
+                metric=o.metric,
+                baseline=baseline[o.epoch] if o.epoch < len(baseline) else None,
+                loss=None,
+                on_time=named(o.on_time),
+                late=named(o.late),
+                missing=named(o.missing),
+                flagged=named(o.flagged),
+                seconds=o.seconds,
+            )
+            for o in outcomes
+        ],
+        tokens=tokens,
+        gas=[
+            GasRecord(name_of.get(e.sender.lower(), e.sender), e.function, e.gas_used) for e in gas
+        ],
+        phases=dict(run.phases),
+        stop_reason=run.stop_reason,
+        dust=market.dust(task_id) if requester.task_id is not None else 0,
+        notes=list(run.notes),
+        flags=[
+            {**f.to_json(), "party": name_of.get(f.party.lower(), f.party)}
+            for o in outcomes
+            for f in o.flags
+        ],
+        alarms=[
+            {**e.to_json(), "party": name_of.get(e.party.lower(), e.party)}
+            for o in outcomes
+            for e in o.evidence
+            if not any(f.party == e.party for f in o.flags)
+        ],
+        test_metric=test_metric,
+    )
