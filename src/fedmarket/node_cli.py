@@ -72,7 +72,7 @@ def node(
     the grace period passes), the node claims the timeout and collects what it is owed.
     """
     from fedmarket.deploy_cli import load_key
-    from fedmarket.runtime.flower.loopback import _env, node_config
+    from fedmarket.runtime.flower.loopback import flower_env, node_config
 
     if role not in ("owner", "processor", "owner+processor"):
         raise ConfigError(f"--role must be owner, processor or owner+processor, got {role!r}")
@@ -109,7 +109,7 @@ def node(
     args += ["--node-config", node_config(options)]
     typer.echo(f"{role} {account.address}: SuperNode for {superlink}, state in {state}")
     home = state.resolve().parent / f".flwr-{state.stem}"
-    proc = subprocess.Popen(args, env=_env(home))
+    proc = subprocess.Popen(args, env=flower_env(home))
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # SIGTERM stops the SuperNode too, not just this wrapper
@@ -162,7 +162,7 @@ def request(
 ) -> None:
     """Announce TASK, run it across the federation's nodes, settle; print the result."""
     from fedmarket.deploy_cli import load_key
-    from fedmarket.runtime.flower.loopback import APP, _env
+    from fedmarket.runtime.flower.loopback import APP, flower_env
 
     _security(insecure, root_certificates)
     if not task.is_file():
@@ -194,7 +194,7 @@ def request(
     result_file.unlink(missing_ok=True)
     run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())
     done = subprocess.run(
-        ["flwr", "run", str(APP), "market", "--run-config", run_config], env=_env(home)
+        ["flwr", "run", str(APP), "market", "--run-config", run_config], env=flower_env(home)
     )
     if done.returncode != 0:
         raise ConfigError(

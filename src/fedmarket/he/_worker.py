@@ -10,14 +10,14 @@ from __future__ import annotations
 import sys
 from multiprocessing.connection import Connection
 
-from fedmarket.he.pool import _worker_main
+from fedmarket.he.pool import worker_main
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m fedmarket.he._worker FD (ProcessorPool starts it)", file=sys.stderr)
         return 2
-    _worker_main(Connection(int(argv[0])))
+    worker_main(Connection(int(argv[0])))
     return 0
 
 

@@ -153,7 +153,7 @@ class _Worker:
         else:  # pragma: no cover - exercised on platforms without fd passing only
             ctx = multiprocessing.get_context("spawn")
             self.conn, child = ctx.Pipe()
-            self._process = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+            self._process = ctx.Process(target=worker_main, args=(child,), daemon=True)
             self._process.start()
             child.close()
 
@@ -194,7 +194,7 @@ class _Worker:
             self._process.terminate()
 
 
-def _worker_main(conn: multiprocessing.connection.Connection) -> None:
+def worker_main(conn: multiprocessing.connection.Connection) -> None:
     try:
         # The context (~13 MB) comes as the first message, not as a start argument: that
         # keeps Process.start from blocking until the child reads it.

@@ -29,7 +29,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(home: Path) -> dict[str, str]:
+def flower_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     # SuperLink and SuperNodes start `flower-superexec` by name: it must be on PATH.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
@@ -86,7 +86,7 @@ class Federation:
         home.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            args, env=_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, env=flower_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.procs[name] = proc
         return proc
@@ -182,7 +182,7 @@ class Federation:
             log.write(f"$ {shlex.join(args)}\n".encode())
             log.flush()
             subprocess.run(
-                args, env=_env(home), stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True
+                args, env=flower_env(home), stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True
             )
 
     def wait(self, run_config: dict[str, Any], *, timeout: float = 900) -> dict[str, Any]:
