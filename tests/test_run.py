@@ -269,3 +269,24 @@ def test_a_user_callback_stops_the_task_with_its_reason(tmp_path: Path) -> None:
     assert result.report.stop_reason == "good enough for me"
     assert len(result.report.epochs) == 1
     check_settlement(spec, result, {"processor1": 1, "processor2": 1})
+
+
+def test_a_requester_that_vanishes_leaves_no_one_out_of_pocket(tmp_path: Path) -> None:
+    data = small_spec().model_dump()
+    data["run"]["requester_attack"] = "vanish@1"  # goes silent after epoch 0 closed
+    spec = SpecFile.model_validate(data)
+    result = run(spec, tmp_path)
+    report = result.report
+    assert report.stop_reason == "the requester vanished at epoch 1 (simulated)"
+    assert [e.epoch for e in report.epochs] == [0]
+    # every winner claimed the timeout (the first one ended the task) and collected
+    claims = [n for n in report.notes if "claimed the timeout" in n]
+    assert len(claims) == 1
+    assert sum("collected" in n for n in report.notes) == 4
+    # owners in full; processors for the epoch they finished (epoch 1 was never released)
+    check = expected_pay(spec, {"processor1": 1, "processor2": 1})
+    net = flows(result)
+    for name in ("owner1", "owner2", "processor1", "processor2"):
+        assert net[name] == check[name], name
+    # the requester's refund waits in the market for it; nothing was created or lost
+    assert net["requester"] == -(data["budget"]["data"] + data["budget"]["processing"])

@@ -96,6 +96,7 @@ def run_task(
     rules: list[StoppingRule] | None = None,
     crypto: Crypto | None = None,
     capture: list[tuple[str, str, str, bytes]] | None = None,
+    transport: Callable[[list[PartyNode]], LocalTransport] | None = None,
 ) -> RunResult:
     """Play one task; ``stop_requested`` makes the requester back off at the next boundary."""
     progress = progress or (lambda event, data: None)
@@ -228,26 +229,38 @@ def run_task(
         token.mint(address, stake)
     addresses = [m.address for m in members]
     start = balances(token, addresses)
-    transport = LocalTransport(nodes, capture=capture)
+    local = (transport or (lambda n: LocalTransport(n, capture=capture)))(nodes)
     setup_seconds = time.perf_counter() - setup_start
 
     driver = Driver(
         requester,
-        transport,
+        local,
         wait_until=lambda ts: wait_until(chain, ts),
         progress=progress,
         stop_requested=stop_requested,
+        vanish_at=int(run.requester_attack.split("@")[1]) if run.requester_attack else None,
     )
+    market_start = token.balance_of(market.address)
     try:
         task_run = driver.run()
+        if driver.vanish_at is not None and requester.task_id is not None:
+            # Nobody hears from the requester again: once its deadline and the grace period
+            # have passed, every party claims the timeout and collects, as nodes do.
+            clock = requester.market.clock_of(requester.task_id)
+            wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
+            for node in nodes:
+                done = node.watch(requester.market.now())
+                if done:
+                    task_run.notes.append(f"{node.name}: {done}")
     finally:
-        transport.close()
+        local.close()
     task_run.phases = {"setup": setup_seconds, **task_run.phases}
     task_run.notes = notes + task_run.notes
     end = balances(token, addresses)
-    task_id = requester.task_id or 0
-    dust = market.dust(task_id) if requester.task_id is not None else 0
-    if sum(end[a] - start[a] for a in end) != -dust or not market.solvency().holds:
+    # No token is created or lost: what the parties' balances lost, the market holds (the
+    # dust, and what is owed to a party that never came to collect).
+    held = token.balance_of(market.address) - market_start
+    if sum(end[a] - start[a] for a in end) + held != 0 or not market.solvency().holds:
         raise FedmarketError("token conservation failed: this is a bug, please report it")
 
     test_metric = None
@@ -260,7 +273,7 @@ def run_task(
         requester=requester,
         run=task_run,
         members=members,
-        traffic=transport.traffic,
+        traffic=local.traffic,
         start=start,
         end=end,
         chain=chain.name,
@@ -289,7 +302,7 @@ def run_task(
         out_path,
         list(requester.outcomes),
         chain_seconds,
-        transport.traffic.codec_seconds,
+        local.traffic.codec_seconds,
         task_run,
         test,
     )

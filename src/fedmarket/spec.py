@@ -286,6 +286,9 @@ class RunSection(_Strict):
     # each owner's label mix drawn from Dirichlet(ALPHA); smaller is more skewed).
     split: Annotated[str, Field(pattern=r"^(iid|dirichlet:[0-9]*\.?[0-9]+)$")] = "iid"
     scenario: Literal["buy-all", "own-data", "own-compute"] = "buy-all"
+    # A simulated requester fault: "vanish@N" stops answering at epoch N (no close, no
+    # settle); the other parties then claim the timeout and collect.
+    requester_attack: Annotated[str, Field(pattern=r"^vanish@[0-9]{1,6}$")] | None = None
     requester_points: NonNegativeInt = 0
     processing_price: NonNegativeInt = 0
     owners: list[OwnerConfig] = Field(default_factory=list)

@@ -57,6 +57,10 @@ class _TaskOver(Exception):
     """The task ended before training (cancelled, nothing delivered); go on to settle."""
 
 
+class _Vanished(Exception):
+    """A simulated requester fault: it stops answering (no close, no settle)."""
+
+
 @dataclass
 class Driver:
     """Plays one task for ``requester`` over ``transport``.
@@ -71,6 +75,7 @@ class Driver:
     wait_until: Callable[[int], None]
     progress: ProgressFn = _silent
     stop_requested: Callable[[], bool] = lambda: False
+    vanish_at: int | None = None  # simulated fault: the requester goes silent at this epoch
 
     def __post_init__(self) -> None:
         self.requester.wait_until = self.wait_until
@@ -136,6 +141,7 @@ class Driver:
         self._names.setdefault(r.address.lower(), r.name)
         self.run_ = run = TaskRun(peers, start_block=r.market.block_number())
         everyone = {p.address.lower(): Envelope() for p in peers}
+        vanished = False
         try:
             try:
                 self._announce(everyone)
@@ -145,13 +151,17 @@ class Driver:
                 self._epochs()
             except _TaskOver as over:
                 run.stop_reason = str(over)
+            except _Vanished:
+                vanished = True
+                run.stop_reason = f"the requester vanished at epoch {r.epoch} (simulated)"
             except KeyboardInterrupt:
                 # A second Ctrl-C (or one outside the runner's handler): stop now, cleanly.
                 run.stop_reason = self.requester.back_off() + " (interrupted)"
         finally:
-            with self._phase("settle"):
-                r.settle()
-                self._ask("settle", everyone)
+            if not vanished:
+                with self._phase("settle"):
+                    r.settle()
+                    self._ask("settle", everyone)
         return run
 
     def _announce(self, everyone: dict[str, Envelope]) -> None:
@@ -276,6 +286,8 @@ class Driver:
         with self._phase("epochs"):
             while True:
                 self._stop_if_asked()
+                if r.epoch == self.vanish_at:
+                    raise _Vanished
                 model = r.model_message()
                 active = sorted(p.lower() for p in r.active)
                 replies = self._ask("model", dict.fromkeys(active, Envelope.of(model)))

@@ -182,7 +182,12 @@ class Federation:
             log.write(f"$ {shlex.join(args)}\n".encode())
             log.flush()
             subprocess.run(
-                args, env=flower_env(home), stdout=log, stderr=subprocess.STDOUT, timeout=120, check=True
+                args,
+                env=flower_env(home),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                check=True,
             )
 
     def wait(self, run_config: dict[str, Any], *, timeout: float = 900) -> dict[str, Any]:
