@@ -25,10 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedmarket.deploy_cli import chain_up
-from fedmarket.roles.messages import EncryptedModel, EpochResult, encode
 from fedmarket.run import run_task
 from fedmarket.runtime.flower.harness import Loopback, parties, small_spec
-from fedmarket.runtime.local import LocalNetwork, M
 from fedmarket.spec import load_spec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "deploy.json"
@@ -36,36 +34,17 @@ EPOCHS = 3
 console = Console()
 
 
-class CountingNetwork(LocalNetwork):
-    """LocalNetwork that also counts the epoch messages' bytes per party."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch_sent: dict[str, int] = {}
-        self.epoch_received: dict[str, int] = {}
-
-    def deliver(self, sender: str, recipient: str, message: M, *, via: str | None = None) -> M:
-        parsed = super().deliver(sender, recipient, message, via=via)
-        # the whole wire frame, as the Flower transport counts it
-        if isinstance(message, EncryptedModel):
-            size = len(encode(message))
-            self.epoch_sent[recipient] = self.epoch_sent.get(recipient, 0) + size
-        elif isinstance(message, EpochResult):
-            size = len(encode(message))
-            self.epoch_received[sender] = self.epoch_received.get(sender, 0) + size
-        return parsed
-
-
 def in_process(spec: Path) -> dict[str, Any]:
     with chain_up() as chain:
-        net = CountingNetwork()
         start = time.perf_counter()
-        result = run_task(load_spec(spec), chain_url=chain.url, network=net, workers=1)
+        result = run_task(load_spec(spec), chain_url=chain.url, workers=1)
+        assert result.run is not None
         return {
             "seconds": time.perf_counter() - start,
             "epoch_seconds": [o.seconds for o in result.outcomes],
-            "epoch_bytes_sent": net.epoch_sent,
-            "epoch_bytes_received": net.epoch_received,
+            # the same count the Flower transport keeps: protocol frames during the epochs
+            "epoch_bytes_sent": result.run.epoch_sent,
+            "epoch_bytes_received": result.run.epoch_received,
             "metric": result.outcomes[-1].metric,
         }
 

@@ -1,7 +1,8 @@
 """Attacks x defences: who gets caught, what the model loses, and what the checks cost.
 
 (a) The matrix, on the plaintext twin of the protocol (``fedmarket.integrity.simulate``: the
-    same block totals the requester decrypts, the same checks, the same flags): every attack
+    product's own driver, roles, assignment, disputes, audits, monitors and flags, run by
+    ``fedmarket.run`` with the plaintext crypto and the in-memory ledger): every attack
     at 10% and 30% adversaries, every aggregator, IID and Dirichlet(0.5) splits of digits and
     breast cancer, several seeds, each against a clean run with the same seed and defence.
     Measured: final test accuracy and its drop, backdoor success, alarm TPR/FPR per

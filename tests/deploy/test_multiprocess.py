@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from fedmarket import load_model
 from fedmarket.chain.backends import rpc
 from fedmarket.chain.client import MarketClient
 from fedmarket.chain.events import ResultSubmitted
+from fedmarket.report import load_report
 from fedmarket.runtime.flower.harness import Loopback, Party, parties, small_spec
-from fedmarket.spec import load_spec
+from fedmarket.spec import SpecFile, dump_spec, load_spec
 
 pytestmark = [pytest.mark.anvil, pytest.mark.xdist_group("deploy")]
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
@@ -65,11 +67,19 @@ def test_a_task_across_processes_over_tls_pays_exactly_and_conserves_tokens(
     assert net["requester"] == -sum(owed.values())
     assert net["market"] == 0 and result["unsettled"] == {}
     assert sum(net.values()) == 0  # every token accounted for, across five processes
+    # the Flower requester leaves what `fedmarket run` leaves: the report and the model
+    out = tmp_path / "out"
+    for name in ("report.json", "report.md", "metric.png", "tokens.png", "model.npz"):
+        assert (out / name).stat().st_size > 0, name
+    report = load_report(out)
+    assert [e.metric for e in report.epochs] == [e["metric"] for e in epochs]
+    assert {t.party: t.net for t in report.tokens}["owner1"] == owed["owner1"]
+    assert load_model(out).n_features == len(s.features.names)
 
 
 def test_faults_a_killed_node_a_restarted_node_and_a_corrupt_ciphertext(tmp_path: Path) -> None:
     spec = small_spec(tmp_path, epochs=3)
-    members = parties(spec, extra_processor=False, processor2="corrupt")
+    members = parties(spec, extra_processor=False, processor2="corrupt", owner2="no-delivery")
     for m in members:
         if m.role == "processor":
             m.options["capacity"] = 160
@@ -115,6 +125,8 @@ def test_faults_a_killed_node_a_restarted_node_and_a_corrupt_ciphertext(tmp_path
     assert epochs[-1]["metric"] >= 0.85
     net = nets(result)
     assert net["processor2"] < 0 and net["processor1"] > 0 and net["requester"] < 0
+    assert net["owner2"] == 0 and net["owner1"] > 0  # won, never delivered: never paid
+    assert any("owner2 won but delivered nothing" in e for e in result["events"])
     # the dead node never came to collect: what it is owed waits in the market for it
     assert set(result["unsettled"]) == {"processor3"}
     assert net["market"] == result["unsettled"]["processor3"] + result["dust"]
@@ -189,3 +201,69 @@ def test_when_the_requester_dies_the_winners_claim_the_timeout_and_collect(
     assert in_market == owed_requester + dust
     total = sum(b - START for b in balances.values()) + (requester_balance - START) + in_market
     assert total == 0
+
+
+def _rewrite(path: Path, **changes: object) -> Path:
+    data = load_spec(path).model_dump()
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        data[section][field] = value
+    path.write_text(dump_spec(SpecFile.model_validate(data)))
+    return path
+
+
+def test_own_data_with_a_late_and_a_crashing_processor(tmp_path: Path) -> None:
+    """The requester sells its own points (a node under its own key, price 0); processor1
+    stops answering from epoch 1 (simulated crash), processor2 answers every epoch late."""
+    spec = small_spec(tmp_path, epochs=3, example="own_data.toml")
+    s = load_spec(spec)
+    assert s.run is not None
+    owners = [o.model_dump() | {"points": 227} for o in s.run.owners]
+    spec = _rewrite(spec, run__requester_points=227, run__owners=owners)
+    members = parties(spec, extra_processor=False, processor1="crash@1", processor2="late")
+    with Loopback(tmp_path, spec, members, tls=None) as lb:
+        result = lb.run()
+    assert result["status"] == "finished", result
+    epochs = result["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert [e["late"] for e in epochs] == [["processor2"]] * 3
+    assert epochs[0]["on_time"] == ["processor1"]
+    assert all(e["missing"] == ["processor1"] for e in epochs[1:])
+    assert "requester" in result["winners"]["owners"]  # its own points won, at price 0
+    net = nets(result)
+    late = 227 * 101_000_000_000_000 * (10_000 - s.task.late_penalty_bps) // 10_000
+    owed = {"owner1": 227 * 1_000_000_000_000_000,
+            "processor1": 227 * 100_000_000_000_000,  # one epoch
+            "processor2": 3 * late}  # fmt: skip
+    for name, amount in owed.items():
+        assert net[name] == amount, name
+    assert net["requester"] == -sum(owed.values())  # paid itself nothing
+    assert sum(net.values()) == 0
+
+
+def test_own_compute_then_a_book_that_does_not_fit_is_cancelled_and_refunded(
+    tmp_path: Path,
+) -> None:
+    """Each owner processes its own data (one owner+processor node each); then a second task
+    on the same federation whose budget no book fits: cancelled, everyone refunded."""
+    spec = small_spec(tmp_path, epochs=2, example="own_compute.toml")
+    members = parties(spec, extra_processor=False)
+    assert {m.role for m in members} == {"owner+processor"}
+    infeasible = tmp_path / "poor.toml"
+    infeasible.write_text(spec.read_text())
+    _rewrite(infeasible, budget__data=1000)
+    with Loopback(tmp_path, spec, members, tls=None) as lb:
+        first = lb.run()
+        second = lb.run(spec=str(infeasible))
+    assert first["status"] == "finished", first
+    assert all(sorted(e["on_time"]) == ["owner1", "owner2"] for e in first["epochs"])
+    s = load_spec(spec)
+    assert s.run is not None
+    net = nets(first)
+    for o in s.run.owners:  # sold its points and was paid to process them, 2 epochs
+        assert net[o.name] == o.points * o.price + o.points * s.run.processing_price * 2
+    assert sum(net.values()) == 0
+    assert second["status"] == "finished", second
+    assert second["stop_reason"].startswith("cancelled: the cheapest data costs")
+    assert second["epochs"] == []
+    assert second["balances"] == first["balances"]  # every stake and the budget came back

@@ -145,8 +145,7 @@ class Driver:
         try:
             try:
                 self._announce(everyone)
-                self._resolve()
-                keys = self._channel_keys()
+                keys = self._resolve()
                 self._distribute(keys)
                 self._epochs()
             except _TaskOver as over:
@@ -180,7 +179,7 @@ class Driver:
             )
         self._stop_if_asked()
 
-    def _resolve(self) -> None:
+    def _resolve(self) -> dict[str, ChannelKey]:
         r = self.requester
         assert r.task_id is not None and self.run_ is not None
         with self._phase("resolve"):
@@ -192,28 +191,28 @@ class Driver:
                 r.market.cancel(r.task_id)
                 raise _TaskOver(f"cancelled: {exc.message}") from None
             self.run_.winners = {"owners": sorted(r.owners), "processors": sorted(r.processors)}
+            keys = self._channel_keys()
         self._stop_if_asked()
+        return keys
 
     def _channel_keys(self) -> dict[str, ChannelKey]:
+        """Each winning processor's channel key (where owners seal its blocks)."""
         r = self.requester
         keys: dict[str, ChannelKey] = {}
-        with self._phase("resolve"):
-            asked = {p.lower(): Envelope() for p in r.processors}
-            for address, reply in self._ask("channel_key", asked).items():
-                party = f"processor {self.name(address)}"
-                if reply.text("status") != "won":
-                    self._note(f"channel key: {party} says it did not win")
-                    continue
-                try:
-                    key = reply.one(ChannelKey, party=party)
-                    if key.processor.lower() != address or key.task_id != r.task_id:
-                        raise UntrustedInputError(
-                            "sent a key for another party or task", party=party
-                        )
-                except UntrustedInputError as exc:
-                    self._note(f"channel key: {exc}")
-                    continue
-                keys[key.processor] = key
+        asked = {p.lower(): Envelope() for p in r.processors}
+        for address, reply in self._ask("channel_key", asked).items():
+            party = f"processor {self.name(address)}"
+            if reply.text("status") != "won":
+                self._note(f"channel key: {party} says it did not win")
+                continue
+            try:
+                key = reply.one(ChannelKey, party=party)
+                if key.processor.lower() != address or key.task_id != r.task_id:
+                    raise UntrustedInputError("sent a key for another party or task", party=party)
+            except UntrustedInputError as exc:
+                self._note(f"channel key: {exc}")
+                continue
+            keys[key.processor] = key
         return keys
 
     def _distribute(self, keys: dict[str, ChannelKey]) -> None:

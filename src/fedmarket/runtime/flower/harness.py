@@ -25,9 +25,11 @@ class Party:
     options: dict[str, Any]
 
 
-def small_spec(folder: Path, epochs: int = 3, **integrity: Any) -> Path:
-    """breast_cancer.toml with few epochs, no plateau stop and 64-point blocks."""
-    data = load_spec(EXAMPLES / "breast_cancer.toml").model_dump()
+def small_spec(
+    folder: Path, epochs: int = 3, *, example: str = "breast_cancer.toml", **integrity: Any
+) -> Path:
+    """An example with few epochs, no plateau stop and 64-point blocks."""
+    data = load_spec(EXAMPLES / example).model_dump()
     data["task"]["max_epochs"] = epochs
     data["task"]["epoch_seconds"] = 600
     data["stopping"]["patience"] = 0
@@ -39,14 +41,29 @@ def small_spec(folder: Path, epochs: int = 3, **integrity: Any) -> Path:
 
 
 def parties(spec: Path, extra_processor: bool = True, **attacks: str) -> list[Party]:
+    """The spec's parties as nodes: owners get equal shards of the training split; in
+    own-data the requester's own points are a node of its own (its key, price 0); in
+    own-compute every owner is an owner+processor node."""
     s = load_spec(spec)
     assert s.run is not None
+    run = s.run
     out = []
-    for i, o in enumerate(s.run.owners):
-        out.append(Party(o.name, "owner", 2 + i, {
-            "data": s.run.dataset, "shard": f"{i}/{len(s.run.owners)}",
-            "points": o.points, "price": o.price, "seed": s.run.seed,
-        }))  # fmt: skip
+    sellers = [(o.name, o.points, o.price) for o in run.owners]
+    if run.scenario == "own-data":
+        sellers.insert(0, ("requester-data", run.requester_points, 0))
+    for i, (name, points, price) in enumerate(sellers):
+        own = name == "requester-data"
+        index = 1 if own else 2 + i - int(run.scenario == "own-data")
+        options: dict[str, Any] = {
+            "data": s.run.dataset, "shard": f"{i}/{len(sellers)}",
+            "points": points, "price": price, "seed": s.run.seed,
+        }  # fmt: skip
+        role = "owner"
+        if run.scenario == "own-compute":
+            role = "owner+processor"
+            options |= {"capacity": points, "processing-price": run.processing_price,
+                        "workers": 1}  # fmt: skip
+        out.append(Party(name, role, index, options))
     processors = [(p.name, p.capacity, p.price) for p in s.run.processors]
     if extra_processor:  # asks too much: wins nothing
         processors.append(("processor3", 227, 10**18))
@@ -72,7 +89,7 @@ class Loopback:
         keys = dev_keys(2 + len(members))
         (workdir / "password").write_text(PASSWORD + "\n")
         self.keys = {}
-        for name, index in [("requester", 1)] + [(m.name, m.index) for m in members]:
+        for name, index in [("requester", 1), *((m.name, m.index) for m in members)]:
             path = workdir / "keys" / f"{name}.json"
             write_key(path, keys[index], PASSWORD, overwrite=True)
             self.keys[name] = path
