@@ -7,10 +7,15 @@ its end of the socket closes (the pool's process ended).
 
 from __future__ import annotations
 
+import signal
 import sys
-from multiprocessing.connection import Connection
 
-from fedmarket.he.pool import worker_main
+# First thing: a terminal's Ctrl-C is the parent's to handle (it backs off and settles).
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+from multiprocessing.connection import Connection  # noqa: E402
+
+from fedmarket.he.pool import worker_main  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

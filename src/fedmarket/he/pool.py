@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -148,6 +149,8 @@ class _Worker:
                     pass_fds=[theirs.fileno()],
                     stdin=subprocess.DEVNULL,
                     env=env,
+                    # out of the terminal's process group: Ctrl-C goes to the parent only
+                    start_new_session=True,
                 )
             self.conn = multiprocessing.connection.Connection(ours.detach())
         else:  # pragma: no cover - exercised on platforms without fd passing only
@@ -195,6 +198,9 @@ class _Worker:
 
 
 def worker_main(conn: multiprocessing.connection.Connection) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the pool's owner decides what an
+    # interrupt means (back off at the epoch boundary, settle), so a worker never dies of one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         # The context (~13 MB) comes as the first message, not as a start argument: that
         # keeps Process.start from blocking until the child reads it.
