@@ -1,7 +1,6 @@
-"""Start a whole federation as separate processes on this machine: a SuperLink, SuperNodes,
-and a run of the requester's ServerApp. What the multi-process tests, ``make bench-deploy``
-and ``fedmarket node`` / ``fedmarket request`` use; docs/deploy.md gives the same commands
-for several machines.
+"""Start a whole federation as separate processes on this machine: a SuperLink, one
+``fedmarket node`` per owner and processor, and a run of the requester's ServerApp. What the
+multi-process tests and ``make bench-deploy`` use; docs/deploy.md gives the same commands.
 """
 
 from __future__ import annotations
@@ -19,8 +18,16 @@ from typing import Any
 
 from fedmarket.errors import FedmarketError
 from fedmarket.processes import stop_group
+from fedmarket.runtime.flower.pin import APP_DIR as APP
+from fedmarket.runtime.flower.serve import health
 
-APP = Path(__file__).resolve().parents[4] / "deploy" / "flower-app"
+# Flower's processes phone home (telemetry, update checks) unless told not to; the SuperLink's
+# SuperExec looks for a new run once a second by default (paid once per task).
+QUIET = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+}
 
 
 def free_port() -> int:
@@ -31,22 +38,24 @@ def free_port() -> int:
 
 def flower_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    # SuperLink and SuperNodes start `flower-superexec` by name: it must be on PATH.
+    # The SuperLink starts `flower-superexec` and `flwr-serverapp` by name: on PATH.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["FLWR_HOME"] = str(home)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    for key, value in QUIET.items():
+        env.setdefault(key, value)
     return env
 
 
-def node_config(options: dict[str, Any]) -> str:
-    """Flower's ``--node-config`` syntax: ``key='string' key=123``."""
-    parts = []
+def node_args(options: dict[str, Any]) -> list[str]:
+    """``fedmarket node``'s command line for ``options`` (``{"role": "owner", ...}``)."""
+    args = [sys.executable, "-m", "fedmarket.cli", "node"]
     for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            parts.append(f"{key}={json.dumps(str(value))}")
-        else:
-            parts.append(f"{key}={value}")
-    return " ".join(parts)
+        if value is True:
+            args.append(f"--{key}")
+        elif value is not False and value is not None:
+            args += [f"--{key}", str(value)]
+    return args
 
 
 @dataclass
@@ -102,16 +111,10 @@ class Federation:
         )  # fmt: skip
 
     def start_node(self, name: str, options: dict[str, Any]) -> None:
-        """A SuperNode whose ClientApp plays ``options['role']`` (see runtime.flower.node)."""
+        """A ``fedmarket node`` with ``options`` (its command-line options, without dashes)."""
         self.configs[name] = options
         security = self.tls.node_args() if self.tls else ["--insecure"]
-        self._spawn(
-            name,
-            [
-                "flower-supernode", *security, "--superlink", self.address,
-                "--port", str(free_port()), "--node-config", node_config(options),
-            ],
-        )  # fmt: skip
+        self._spawn(name, [*node_args(options), "--superlink", self.address, *security])
 
     def stop(self, name: str, *, kill: bool = False) -> None:
         proc = self.procs.pop(name, None)
@@ -134,7 +137,8 @@ class Federation:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the SuperLink accepts connections (it takes a few seconds to start)."""
+        """Until the SuperLink answers ``/health`` (it takes a few seconds to start)."""
+        ca = str(self.tls.folder / "ca.crt") if self.tls else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = self.procs.get("superlink")
@@ -143,11 +147,9 @@ class Federation:
                     f"the SuperLink exited with code {proc.returncode}",
                     hint=f"see {self.workdir / 'superlink.log'}",
                 )
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    time.sleep(1.0)  # the port opens a moment before the API serves
-                    return
-            time.sleep(0.25)
+            if health(self.address, ca, timeout=1.0) is None:
+                return
+            time.sleep(0.1)
         raise FedmarketError(f"the SuperLink did not start within {timeout:.0f} s")
 
     def __exit__(self, *exc: object) -> None:
@@ -201,7 +203,7 @@ class Federation:
                     return result
                 except json.JSONDecodeError:
                     pass  # being written
-            time.sleep(1.0)
+            time.sleep(0.2)
         raise FedmarketError(
             f"the requester's run did not finish within {timeout:.0f} s",
             hint=f"see the logs in {self.workdir}",
