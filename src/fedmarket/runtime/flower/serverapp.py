@@ -52,7 +52,7 @@ FIRST_POLL, MAX_POLL = 0.005, 0.05  # the requester's back-off while it waits fo
 # Every request costs the SuperLink a few ms of CPU, so the requester sleeps through most of
 # a round it has seen before (this share of the last one), then polls with the back-off.
 EXPECT_SHARE = 0.7
-DISCOVER_EVERY = 2.0  # seconds: how often an ask looks for new (restarted) nodes
+DISCOVER_EVERY = 5.0  # seconds: how often an ask looks for new (restarted) nodes
 
 
 @dataclass
