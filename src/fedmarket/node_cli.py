@@ -104,9 +104,7 @@ def node(
         raise ConfigError("owner+processor needs --processing-price > 0")
     if workers < 1 or workers > 64:
         raise ConfigError(f"--workers must be 1..64, got {workers}")
-    for fab in allow_app:
-        if len(fab) != 64 or any(c not in "0123456789abcdefABCDEF" for c in fab):
-            raise ConfigError(f"--allow-app takes a FAB's SHA-256 (64 hex digits), got {fab!r}")
+    _check_fabs(allow_app)
     _security(insecure, root_certificates)
     compat.check_version()
     _quiet_flower()
@@ -191,6 +189,7 @@ def request(
     """
     from fedmarket.deploy_cli import load_key
     from fedmarket.runtime.flower import compat
+    from fedmarket.runtime.flower.gate import issue_ticket
     from fedmarket.runtime.flower.loopback import APP, flower_env
     from fedmarket.runtime.flower.serve import health
 
@@ -234,6 +233,7 @@ def request(
     result_file = out / "result.json"
     for stale in (result_file, out / "progress.jsonl"):
         stale.unlink(missing_ok=True)
+    config["ticket"] = issue_ticket(out)  # the ServerApp runs only with it (gate.py)
     run_config = " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())
     env = flower_env(home)
     done = subprocess.run(
@@ -370,7 +370,68 @@ def chain_deploy(
     typer.echo(json.dumps(info, indent=2))
 
 
+def superlink(
+    port: int = typer.Option(8000, min=1, max=65535, help="The port nodes and `flwr` reach."),
+    host: str = typer.Option(
+        "127.0.0.1", help="The address to listen on; 0.0.0.0 lets other machines' nodes in."
+    ),
+    home: Path = typer.Option(Path("runs/flwr/link"), help="The SuperLink's folder (FLWR_HOME)."),
+    ssl_ca_certfile: Path | None = typer.Option(None, help="TLS: the CA certificate."),
+    ssl_certfile: Path | None = typer.Option(None, help="TLS: this SuperLink's certificate."),
+    ssl_keyfile: Path | None = typer.Option(None, help="TLS: its private key."),
+    insecure: bool = typer.Option(False, help="No TLS (loopback tests only)."),
+    allow_app: list[str] = typer.Option(
+        [], help="Also run this FAB's ServerApp (its SHA-256); default: fedmarket's app only."
+    ),
+) -> None:
+    """Run Flower's SuperLink for your tasks until stopped (Ctrl-C): flower-superlink, except
+    that it runs the ServerApp of fedmarket's app only (anyone who reaches its port can submit
+    a run; other apps are refused before anything in them is installed)."""
+    from fedmarket.runtime.flower import compat
+    from fedmarket.runtime.flower.gate import ALLOW_ENV
+    from fedmarket.runtime.flower.loopback import superlink_command
+
+    tls = [ssl_ca_certfile, ssl_certfile, ssl_keyfile]
+    if insecure == any(f is not None for f in tls) or (not insecure and None in tls):
+        raise ConfigError(
+            "pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile (`make certs` makes "
+            "them), or --insecure on a trusted loopback network only"
+        )
+    for f in tls:
+        if f is not None and not f.is_file():
+            raise ConfigError(f"certificate file {f} does not exist")
+    _check_fabs(allow_app)
+    compat.check_version()
+    security = ["--insecure"]
+    if not insecure:
+        security = [
+            "--ssl-ca-certfile", str(ssl_ca_certfile), "--ssl-certfile", str(ssl_certfile),
+            "--ssl-keyfile", str(ssl_keyfile),
+        ]  # fmt: skip
+    args, env = superlink_command(port, security, home.resolve(), host=host)
+    env[ALLOW_ENV] = ",".join(allow_app)
+    proc = subprocess.Popen(args, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:  # the terminal sent Ctrl-C to the SuperLink too
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT, 130):
+        raise ConfigError(
+            f"the SuperLink exited with code {code}: is port {port} taken? (its log is above)"
+        )
+
+
+def _check_fabs(fabs: list[str]) -> None:
+    for fab in fabs:
+        if len(fab) != 64 or any(c not in "0123456789abcdefABCDEF" for c in fab):
+            raise ConfigError(f"--allow-app takes a FAB's SHA-256 (64 hex digits), got {fab!r}")
+
+
 def register(app: typer.Typer, chain_app: typer.Typer) -> None:
+    app.command("superlink")(superlink)
     app.command("node")(node)
     app.command("request")(request)
     chain_app.command("deploy")(chain_deploy)

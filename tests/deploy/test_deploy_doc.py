@@ -28,7 +28,7 @@ from fedmarket.runtime.flower.serve import health
 pytestmark = [pytest.mark.anvil, pytest.mark.xdist_group("deploy")]
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "deploy.md"
-LONG_RUNNING = ("fedmarket chain up", "flower-superlink", "fedmarket node ")
+LONG_RUNNING = ("fedmarket chain up", "fedmarket superlink", "fedmarket node ")
 
 
 def doc_commands() -> list[str]:
@@ -105,7 +105,7 @@ def follow_the_doc(folder: Path, chain_port: int, link_port: int, pass_no: int) 
             background.append(proc)
             if kind == "fedmarket chain up":
                 _wait("the chain", lambda log=log: b"running;" in log.read_bytes(), proc, log)
-            elif kind == "flower-superlink":
+            elif kind == "fedmarket superlink":
                 up = functools.partial(
                     health, f"127.0.0.1:{link_port}", str(folder / "certs" / "ca.crt"), timeout=1
                 )

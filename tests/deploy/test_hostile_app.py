@@ -1,10 +1,13 @@
-"""A requester ships code for the nodes; a fedmarket node runs none of it.
+"""A requester ships code for the nodes; a fedmarket node runs none of it. And a stranger
+ships code for the SuperLink's machine (the requester's); `fedmarket superlink` runs none of it.
 
 The hostile app below names fedmarket's own ClientApp (``fedmarket.runtime.flower.clientapp``)
 and ships a ``fedmarket`` package of its own, which a stock SuperNode would import first (it
 puts the app's folder first on ``sys.path``): its ClientApp reads a secret file on the node and
 sends it back. A fedmarket node never fetches the app, refuses the run with a log line, and the
-secret stays unread.
+secret stays unread. Its ServerApp marks that it ran; fedmarket's gated SuperLink refuses the
+run before installing it, and refuses fedmarket's own app submitted without the requester's
+ticket.
 """
 
 from __future__ import annotations
@@ -53,10 +56,12 @@ for action in ("hello", "announce", "steal"):
 SERVER = """
 import json
 import time
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import ServerApp
 
+Path(MARK).write_text("the hostile ServerApp ran")  # at import time
 app = ServerApp()
 
 
@@ -104,14 +109,14 @@ out = ""
 """
 
 
-def hostile_app(folder: Path, secret: Path) -> Path:
+def hostile_app(folder: Path, secret: Path, mark: Path) -> Path:
     app = folder / "hostile"
     shadow = app / "fedmarket" / "runtime" / "flower"
     shadow.mkdir(parents=True)
     for package in (app / "fedmarket", app / "fedmarket" / "runtime", shadow):
         (package / "__init__.py").write_text("")
     (shadow / "clientapp.py").write_text(STEAL.format(secret=str(secret)))
-    (app / "evil_server.py").write_text(SERVER)
+    (app / "evil_server.py").write_text(SERVER.replace("MARK", repr(str(mark))))
     (app / "pyproject.toml").write_text(PYPROJECT)
     return app
 
@@ -125,9 +130,10 @@ def test_a_node_refuses_an_app_it_has_not_pinned_and_runs_none_of_its_code(
     key = tmp_path / "node" / "key.json"
     write_key(key, dev_keys(3)[2], "pw", overwrite=True)
     (tmp_path / "node" / "password").write_text("pw\n")
-    app = hostile_app(tmp_path, secret)
+    app = hostile_app(tmp_path, secret, tmp_path / "server-ran")
     replies_file = tmp_path / "replies.json"
-    with chain_up() as chain, Federation(tmp_path / "fed") as fed:
+    # Flower's own SuperLink (not gated): the hostile ServerApp runs and reaches the node
+    with chain_up() as chain, Federation(tmp_path / "fed", gated=False) as fed:
         fed.start_node("owner", {
             "role": "owner", "name": "owner", "key": str(key),
             "password-file": str(tmp_path / "node" / "password"), "chain": chain.url,
@@ -157,3 +163,48 @@ def test_a_node_refuses_an_app_it_has_not_pinned_and_runs_none_of_its_code(
     assert not list((tmp_path / "fed" / "flwr" / "owner").glob("**/apps"))
     # the SuperLink logs each Fleet call: the node asked which app the run is, never for it
     assert "[Fleet.GetRun]" in link_log and "GetFab" not in link_log
+
+
+def submit(fed: Federation, app: Path, config: str) -> dict[str, object]:
+    """``flwr run`` ``app``; the run's status once it has finished."""
+    home = fed.cli_config()
+    done = subprocess.run(
+        ["flwr", "run", str(app), "loop", "--run-config", config, "--format", "json"],
+        env=flower_env(home), check=True, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    run_id = json.loads(done.stdout)["run-id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        listed = subprocess.run(
+            ["flwr", "ls", "loop", "--run-id", str(run_id), "--format", "json"],
+            env=flower_env(home), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        runs = json.loads(listed.stdout).get("runs", [])
+        if runs and str(runs[0].get("status", "")).startswith("finished"):
+            return dict(runs[0])
+        time.sleep(1.0)
+    pytest.fail(f"run {run_id} did not finish")
+
+
+def test_the_requesters_superlink_runs_no_other_app_nor_fedmarkets_without_its_ticket(
+    tmp_path: Path,
+) -> None:
+    from fedmarket.runtime.flower.pin import APP_DIR
+
+    mark = tmp_path / "server-ran"
+    app = hostile_app(tmp_path, tmp_path / "nothing.txt", mark)
+    out = tmp_path / "forged"
+    key = tmp_path / "key.json"
+    write_key(key, dev_keys(2)[1], "pw", overwrite=True)
+    (tmp_path / "password").write_text("pw\n")
+    with Federation(tmp_path / "fed") as fed:  # `fedmarket superlink`'s SuperLink
+        hostile = submit(fed, app, f'out="{tmp_path / "replies.json"}"')
+        # fedmarket's own app, by a stranger who knows where the requester keeps its key
+        forged = submit(
+            fed, APP_DIR,
+            f'out="{out}" key="{key}" password-file="{tmp_path / "password"}" ticket="guess"',
+        )  # fmt: skip
+    assert hostile["status"] == "finished:failed", hostile
+    assert not mark.exists()  # not even imported
+    assert forged["status"] == "finished:failed", forged
+    assert not out.exists() or not any(out.iterdir())  # nothing read or written there

@@ -104,3 +104,12 @@ def test_request_mistakes(
     args = request_args(key, tmp_path, "127.0.0.1:8000")
     args[1] = str(tmp_path / "missing.toml")
     assert "does not exist" in run(args, monkeypatch, capsys)
+
+
+def test_superlink_mistakes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = run(["superlink", "--port", str(free_port())], monkeypatch, capsys)
+    assert "pass --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile" in err
+    err = run(["superlink", "--insecure", "--allow-app", "xyz"], monkeypatch, capsys)
+    assert "--allow-app takes a FAB's SHA-256" in err

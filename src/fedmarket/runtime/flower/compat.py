@@ -65,6 +65,12 @@ INTERNALS = {
     "flwr.superlink.grid.http_grid:HttpGrid.pull_messages": (
         "67a5266a5a2ed51557437a15ef4c8844f46576bc5bb6b0753d2a2f6230a3aa83"
     ),
+    "flwr.superlink.runtime.run_serverapp:run_serverapp": (
+        "2cf00cc3bc7ef87c52d78be204a566aec13007e7a17625ea48c31f2dff6fe8ea"
+    ),
+    "flwr.superlink.cli.flwr_serverapp:flwr_serverapp": (
+        "b274501e3b1ebaf9d5a548331057904cb75216779a9094b5a446f214bccb86d2"
+    ),
     "flwr.superlink.grid.http_grid:HttpGrid.push_messages": (
         "9aa5938ad18d36f91fc788748303da90b37905fe20b8cb89448d86a05d3c53fa"
     ),
@@ -307,3 +313,39 @@ def fast_object_pulls(*, max_bytes: int, max_objects: int) -> None:
 
     pull.fedmarket = True  # type: ignore[attr-defined]
     http_grid.pull_objects = pull
+
+
+# ------------------------------------------------------------------ the SuperLink's side
+
+
+class RefusedApp(Exception):
+    """A run of an app this SuperLink does not run (raised before anything is installed)."""
+
+
+def serverapp_command() -> str:
+    """The name the SuperLink's SuperExec starts a ServerApp process by (found on PATH)."""
+    from flwr.supercore.constant import TASK_TYPE_TO_COMMAND, TaskType
+
+    return TASK_TYPE_TO_COMMAND[TaskType.SERVER_APP]
+
+
+def run_gated_serverapp(allowed: frozenset[str]) -> None:
+    """Be ``flwr-serverapp``, except that a FAB whose SHA-256 is not in ``allowed`` is never
+    installed, imported or run: the run fails with the refusal as its reason. Rebinds the one
+    name ``run_serverapp`` installs FABs through, after checking it is there."""
+    check_version()
+    module = importlib.import_module("flwr.superlink.runtime.run_serverapp")
+    original = getattr(module, "install_from_fab", None)
+    if original is None:
+        raise ConfigError("flwr's run_serverapp no longer installs FABs through install_from_fab")
+
+    def install(fab_content: bytes, *args: Any, **kwargs: Any) -> Any:
+        digest = hashlib.sha256(fab_content).hexdigest()
+        if digest not in allowed:
+            raise RefusedApp(f"this SuperLink runs only fedmarket's app, not the FAB {digest[:12]}")
+        return original(fab_content, *args, **kwargs)
+
+    module.install_from_fab = install  # type: ignore[attr-defined]
+    from flwr.superlink.cli.flwr_serverapp import flwr_serverapp
+
+    flwr_serverapp()

@@ -18,6 +18,7 @@ from typing import Any
 
 from fedmarket.errors import FedmarketError
 from fedmarket.processes import stop_group
+from fedmarket.runtime.flower.gate import gate_folder, issue_ticket
 from fedmarket.runtime.flower.pin import APP_DIR as APP
 from fedmarket.runtime.flower.serve import health
 
@@ -42,6 +43,26 @@ def flower_env(home: Path) -> dict[str, str]:
     for key, value in QUIET.items():
         env.setdefault(key, value)
     return env
+
+
+def superlink_command(
+    port: int,
+    security: list[str],
+    home: Path,
+    *,
+    host: str = "127.0.0.1",
+    gated: bool = True,
+) -> tuple[list[str], dict[str, str]]:
+    """``flower-superlink``'s command line and environment: by default with the gated
+    ``flwr-serverapp`` first on its PATH, so it runs fedmarket's app and nothing else
+    (``gate``); ``security`` is ``["--insecure"]`` or the ``--ssl-*`` options."""
+    env = flower_env(home)
+    if gated:
+        env["PATH"] = str(gate_folder(home / "gate")) + os.pathsep + env["PATH"]
+    binary = str(Path(sys.executable).parent / "flower-superlink")
+    args = [binary, *security, "--host", host, "--port", str(port),
+            "--disable-runtime-dependency-installation"]  # fmt: skip
+    return args, env
 
 
 def node_args(options: dict[str, Any]) -> list[str]:
@@ -75,10 +96,12 @@ class Tls:
 
 @dataclass
 class Federation:
-    """Processes under ``workdir``; ``tls=None`` runs insecure (tests, loopback only)."""
+    """Processes under ``workdir``; ``tls=None`` runs insecure (tests, loopback only);
+    ``gated=False`` lets the SuperLink run any app's ServerApp (Flower's default)."""
 
     workdir: Path
     tls: Tls | None = None
+    gated: bool = True
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -87,25 +110,27 @@ class Federation:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         home = self.workdir / "flwr" / name
         home.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            args, env=flower_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=env or flower_env(home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs[name] = proc
         return proc
 
     def start_superlink(self) -> None:
         security = self.tls.link_args() if self.tls else ["--insecure"]
-        self._spawn(
-            "superlink",
-            [
-                "flower-superlink", *security, "--port", str(self.port),
-                "--disable-runtime-dependency-installation",
-            ],
-        )  # fmt: skip
+        home = self.workdir / "flwr" / "superlink"
+        args, env = superlink_command(self.port, security, home, gated=self.gated)
+        self._spawn("superlink", args, env)
 
     def start_node(self, name: str, options: dict[str, Any]) -> None:
         """A ``fedmarket node`` with ``options`` (its command-line options, without dashes)."""
@@ -174,6 +199,7 @@ class Federation:
         """``flwr run`` the requester's ServerApp; returns once the SuperLink accepted it."""
         out = Path(str(run_config["out"]))
         (out / "result.json").unlink(missing_ok=True)
+        run_config = {**run_config, "ticket": issue_ticket(out)}
         home = self.cli_config()
         config = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
         args = ["flwr", "run", str(APP), "loop", "--run-config", config]

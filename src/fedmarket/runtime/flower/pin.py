@@ -19,7 +19,7 @@ from fedmarket.runtime.flower.compat import RunInfo
 
 APP_DIR = Path(__file__).resolve().parent / "fab"
 # sha256 of the FAB `flwr run` builds from APP_DIR (tests/deploy/test_flower_pins.py rebuilds it)
-APP_FAB_SHA256 = "03b20cbc7f8cea295ab55bb99b7883cfa4c12d90cd931a097779267c5b458014"
+APP_FAB_SHA256 = "a75994196a0cbf380385e53512c26753e0289ac838d41c35f5ee693ea800d7d0"
 REFUSAL = "this node serves only fedmarket's app"
 
 log = logging.getLogger("fedmarket.node")

@@ -42,6 +42,7 @@ from fedmarket.report.build import Member, balances, build_report
 from fedmarket.roles.requester import Requester
 from fedmarket.run import stopping_rules, wait_until
 from fedmarket.runtime.flower import compat, identity, records
+from fedmarket.runtime.flower.gate import take_ticket
 from fedmarket.spec import load_spec
 
 app = ServerApp()
@@ -256,7 +257,7 @@ def _chain(run_config: Mapping[str, Any]) -> tuple[Chain, Any]:
 def main(grid: Grid, context: Context) -> None:
     cfg = dict(context.run_config)
     out = Path(str(cfg["out"]))
-    out.mkdir(parents=True, exist_ok=True)
+    take_ticket(out, str(cfg.get("ticket", "")))  # before anything is read or written
     (out / PROGRESS).unlink(missing_ok=True)
     result: dict[str, Any] = {"status": "failed"}
     progress = Progress(out)
