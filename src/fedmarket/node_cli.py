@@ -1,8 +1,10 @@
-"""``fedmarket node`` and ``fedmarket request``: one party per process, across machines.
+"""``fedmarket superlink``, ``node`` and ``request``: one party per process, across machines.
 
-``node`` runs a Flower SuperNode whose ClientApp plays a data owner or a processor with the
-given key (``fedmarket.runtime.flower.node``); ``request`` submits the requester's ServerApp
-to a SuperLink and waits for the task to end. See docs/deploy.md.
+``superlink`` runs Flower's SuperLink, gated to fedmarket's app (``runtime.flower.gate``);
+``node`` plays a data owner or a processor with the given key, in one long-lived process that
+speaks the SuperLink's Fleet API (``runtime.flower.serve``, ``runtime.flower.node``);
+``request`` submits the requester's ServerApp to the SuperLink on this machine and prints the
+task's progress until it ends. See docs/deploy.md.
 """
 
 from __future__ import annotations

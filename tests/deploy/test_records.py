@@ -111,3 +111,42 @@ def test_state_is_kept_per_chain_market_and_task_and_large_bytes_once(tmp_path: 
     again.save(here, 0, {"task_id": 0, "keys": b"other" * 1000})
     assert again._db.execute("SELECT COUNT(*) FROM blob").fetchone() == (2,)  # block gone
     again.close()
+
+
+def test_a_node_polls_fast_after_traffic_and_learns_to_sleep_through_an_epoch() -> None:
+    import threading
+
+    from fedmarket.runtime.flower.serve import Poller, PollPolicy
+
+    class Clock(threading.Event):
+        waited: list[float]
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.waited.append(round(timeout or 0, 4))
+            return False
+
+    stop = Clock()
+    stop.waited = []
+    poller = Poller(PollPolicy())
+    for _ in range(15):  # nothing yet, not in a task: idle polls grow to once a second
+        poller.wait(False, stop)
+    assert stop.waited[-1] == 1.0
+    poller.received()
+    poller.answered("query.model")
+    stop.waited.clear()
+    for _ in range(8):  # right after a reply: 10 ms, growing to 50 ms
+        poller.wait(True, stop)
+    assert stop.waited[0] == 0.01 and max(stop.waited) == 0.05
+    for gap in (0.4, 0.4):  # two epochs: a model came 0.4 s after each reply
+        poller.replied -= gap
+        poller.received()
+        poller.answered("query.model")
+    stop.waited.clear()
+    poller.wait(True, stop)
+    assert stop.waited == [0.28]  # sleeps through 70% of the usual wait, once
+    poller.wait(True, stop)
+    assert stop.waited[-1] == 0.01
+    poller.answered("query.settle")  # a kind of reply it has no history for: no sleep
+    stop.waited.clear()
+    poller.wait(True, stop)
+    assert stop.waited == [0.01]

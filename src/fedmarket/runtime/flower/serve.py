@@ -42,7 +42,8 @@ class PollPolicy:
     ``hot_seconds`` after its last message, to ``warm`` while it has won a task (it may be
     asked for an audit at any epoch), else to ``idle``. Every poll costs the SuperLink a few
     milliseconds of CPU, so a node that has just replied first sleeps through ``expect`` of
-    the usual gap before the next message (an epoch's, say; at most ``hot_seconds`` / 4)."""
+    the usual wait after that kind of reply (the rest of an epoch after a model, say; at most
+    ``hot_seconds`` / 4)."""
 
     first: float = 0.01
     hot: float = 0.05
@@ -59,19 +60,24 @@ class Poller:
         self.last = -1e9
         self.replied = -1e9
         self.skip = 0.0
-        self.gaps: list[float] = []  # reply -> next message, the last few
+        self.after: str | None = None  # the action last answered
+        # action answered -> the last few waits from that reply to the next message
+        self.gaps: dict[str, list[float]] = {}
 
     def received(self) -> None:
         now = time.monotonic()
-        if now - self.replied < self.policy.hot_seconds:
-            self.gaps = [*self.gaps[-2:], now - self.replied]
+        if self.after is not None and now - self.replied < self.policy.hot_seconds:
+            gaps = self.gaps.setdefault(self.after, [])
+            self.gaps[self.after] = [*gaps[-2:], now - self.replied]
         self.last, self.delay, self.skip = now, self.policy.first, 0.0
 
-    def answered(self) -> None:
+    def answered(self, action: str) -> None:
         self.last = self.replied = time.monotonic()
+        self.after = action
         self.delay = self.policy.first
-        if len(self.gaps) >= 2:
-            usual = sorted(self.gaps)[len(self.gaps) // 2]
+        gaps = self.gaps.get(action, [])
+        if len(gaps) >= 2:
+            usual = sorted(gaps)[len(gaps) // 2]
             self.skip = min(self.policy.expect * usual, self.policy.hot_seconds / 4)
 
     def wait(self, busy: bool, stop: threading.Event) -> None:
@@ -200,7 +206,7 @@ class NodeProcess:
                 log.warning("answering %s failed: %s", _name(incoming.message_type), exc)
                 if isinstance(exc, httpx.TransportError):
                     return
-            self.poller.answered()
+            self.poller.answered(incoming.message_type)
 
     def _watch(self, stop: threading.Event) -> None:
         """Every ``watch_seconds``, whether or not the SuperLink is there: a requester that
