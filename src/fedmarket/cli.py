@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from fedmarket.errors import FedmarketError
+from fedmarket.errors import ConfigError, FedmarketError
 
 app = typer.Typer(
     name="fedmarket",
@@ -29,31 +29,52 @@ def run(
         ..., help="The task spec (TOML), e.g. examples/breast_cancer.toml."
     ),
     chain: str = typer.Option(
-        "embedded", help="'embedded' (in-process EVM) or a JSON-RPC URL, e.g. http://127.0.0.1:8545"
+        "embedded",
+        help="'embedded' (in-process EVM), 'memory' (a simulated ledger, no EVM) or a "
+        "JSON-RPC URL, e.g. http://127.0.0.1:8545",
+    ),
+    market: str = typer.Option(
+        "",
+        help="With --chain URL: an existing market to run on (and its token); "
+        "default: deploy a new market and a dev token.",
     ),
     out: Path = typer.Option(Path("runs/latest"), help="Where to write the report and the model."),
     workers: int = typer.Option(2, min=0, max=64, help="Processes per processor (0: in process)."),
 ) -> None:
     """Run a whole task: announce, bid, resolve, train on encrypted data, settle, report.
 
-    Ctrl-C once makes the requester back off cleanly on chain at the next epoch boundary.
+    Ctrl-C once: the requester backs off cleanly on chain at the next epoch boundary and
+    everyone settles. Twice: the current step stops at once, then the same. Either way the
+    model and the report are written.
     """
     import signal
 
     from rich.live import Live
     from rich.table import Table
 
+    from fedmarket.protocol.interrupts import Interrupts
     from fedmarket.run import run_file
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", hint="name a folder (it is created if missing)")
+    if market and chain in ("embedded", "memory"):
+        raise ConfigError("--market needs --chain URL", hint="the embedded chains start empty")
     console = Console()
     state: dict[str, object] = {"phase": "starting", "epoch": "-", "metric": "-"}
-    stop = {"asked": False}
+    interrupts = Interrupts()
 
     def on_sigint(signum: int, frame: object) -> None:
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-        console.print("[yellow]stopping: the requester backs off at the next epoch boundary[/]")
+        presses = interrupts.presses
+        if presses == 0:
+            console.print(
+                "[yellow]stopping: the requester backs off at the next epoch boundary "
+                "(Ctrl-C again to stop the current step now)[/]"
+            )
+        elif presses == 1:
+            console.print("[yellow]stopping now; settling what can be settled ...[/]")
+        else:
+            console.print("[yellow]still settling and writing the results: please wait[/]")
+        interrupts.press()
 
     def view() -> Table:
         table = Table.grid(padding=(0, 2))
@@ -84,10 +105,11 @@ def run(
             result = run_file(
                 task,
                 chain_url=None if chain == "embedded" else chain,
+                market=market or None,
                 out=out,
                 workers=workers,
                 progress=progress,
-                stop_requested=lambda: stop["asked"],
+                interrupts=interrupts,
             )
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -99,10 +121,9 @@ def run(
             f"final validation {report.metric_name} {last.metric:.4f} "
             f"after {len(report.epochs)} epoch(s)"
         )
-    from fedmarket.spec import load_spec
     from fedmarket.units import format_units
 
-    decimals = load_spec(task).budget.token_decimals
+    decimals = report.token_decimals
     tokens = Table(title="tokens, exact (report.json: integer base units)")
     for column in ("party", "paid in", "received", "net"):
         tokens.add_column(column, justify="right" if column != "party" else "left")
@@ -114,7 +135,10 @@ def run(
             format_units(flow.net, decimals, sign=True),
         )
     console.print(tokens)
-    console.print(f"report: {out / 'report.md'}   model: {out / 'model.npz'}")
+    model = f"   model: {out / 'model.npz'}" if (out / "model.npz").exists() else "   (no model)"
+    console.print(f"report: {out / 'report.md'}{model}")
+    if interrupts.urgent:
+        raise typer.Exit(130)  # stopped mid-step at the user's request (everything settled)
 
 
 @app.command("init")

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from fedmarket.chain.backends import Chain, dev_keys, embedded, rpc
-from fedmarket.chain.client import deploy
+from fedmarket.chain.client import MarketClient, TokenClient, deploy
 from fedmarket.chain.ledger import Market, Token
 from fedmarket.chain.memory import MemoryChain, memory_chain
-from fedmarket.data import Dataset, scale, scaler
+from fedmarket.data import Dataset, check_task_data, scale
 from fedmarket.errors import ConfigError, FedmarketError
 from fedmarket.models.linear import Model
-from fedmarket.models.scaled import ScaledModel
 from fedmarket.models.training import TrainConfig, fit_plaintext
 from fedmarket.parties import (
     DataSource,
@@ -36,9 +35,10 @@ from fedmarket.parties import (
 )
 from fedmarket.protocol.crypto import Crypto, default_crypto
 from fedmarket.protocol.driver import Driver, ProgressFn, TaskRun
+from fedmarket.protocol.interrupts import Interrupts
 from fedmarket.protocol.party import PartyNode
 from fedmarket.report import RunReport
-from fedmarket.report.build import Member, balances, build_report
+from fedmarket.report.build import Member, balances, build_report, write_results
 from fedmarket.roles.requester import EpochOutcome, Requester
 from fedmarket.roles.stopping import BudgetLeft, Plateau, StoppingRule, TargetReached
 from fedmarket.runtime.local import LocalTransport
@@ -60,6 +60,23 @@ class RunResult:
     codec_seconds: float = 0.0  # encoding and decoding messages
     run: TaskRun | None = None
     test: Dataset | None = None  # rows held out from every party ([run] test_fraction)
+
+
+def fund(token: Token, needs: dict[str, int], *, names: dict[str, str]) -> None:
+    """Make sure every account holds what it will escrow or stake, before any task exists:
+    a development token is minted; any other token must already be there."""
+    short = {a: n - token.balance_of(a) for a, n in needs.items() if token.balance_of(a) < n}
+    if not short:
+        return
+    try:
+        for address, amount in short.items():
+            token.mint(address, amount)
+    except FedmarketError:
+        missing = ", ".join(f"{names.get(a, a)} ({a}) needs {n} more" for a, n in short.items())
+        raise ConfigError(
+            f"the market's token {token.address} cannot be minted here and {missing}",
+            hint="fund these accounts with the token first; nothing was escrowed",
+        ) from None
 
 
 def stopping_rules(spec: SpecFile) -> list[StoppingRule]:
@@ -97,8 +114,11 @@ def run_task(
     crypto: Crypto | None = None,
     capture: list[tuple[str, str, str, bytes]] | None = None,
     transport: Callable[[list[PartyNode]], LocalTransport] | None = None,
+    interrupts: Interrupts | None = None,
+    market: str | None = None,
 ) -> RunResult:
-    """Play one task; ``stop_requested`` makes the requester back off at the next boundary."""
+    """Play one task; ``stop_requested`` (or a first press on ``interrupts``) makes the
+    requester back off at the next boundary."""
     progress = progress or (lambda event, data: None)
     if spec_file.run is None:
         raise ConfigError(
@@ -110,20 +130,7 @@ def run_task(
     spec = spec_file.spec
     setup_start = time.perf_counter()
     progress("phase", {"phase": "setup"})
-    n_parties = 1 + len(run.owners) + len(run.processors)
-    chain: Chain | MemoryChain
-    market: Market
-    token: Token
-    if chain_url == MEMORY:
-        chain, market, token = memory_chain(dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS)
-    else:
-        chain = (
-            embedded(n_parties + 1)
-            if chain_url is None
-            else rpc(chain_url, dev_keys(n_parties + 1))
-        )
-        market, token = deploy(chain.w3, chain.accounts[0], GRACE_SECONDS)
-    requester_account = chain.accounts[1]
+    # The data first: a task it cannot serve fails here, before anything touches a chain.
     source = DataSource(
         run.dataset,
         spec.labels.column,
@@ -135,18 +142,43 @@ def run_task(
     )
     train, val, test = source.split()
     notes = list(train.notes)
-    if train.X.shape[1] != len(spec.features.names):
-        raise ConfigError(
-            f"data set {run.dataset} has {train.X.shape[1]} features, "
-            f"the spec lists {len(spec.features.names)}"
+    for part, rows in (("training", train), ("validation", val)):
+        check_task_data(
+            rows,
+            kind=spec.kind,
+            classes=list(spec.labels.classes),
+            n_features=len(spec.features.names),
+            where=f"the {part} split of {run.dataset}",
         )
     own = [run.requester_points] if run.scenario == "own-data" else []
     shares = source.shares(train, own + [o.points for o in run.owners])
+    n_parties = 1 + len(run.owners) + len(run.processors)
+    chain: Chain | MemoryChain
+    market_client: Market
+    token: Token
+    if market is not None and chain_url in (None, MEMORY):
+        raise ConfigError("an existing market needs a chain URL", hint="pass chain_url too")
+    if chain_url == MEMORY:
+        chain, market_client, token = memory_chain(
+            dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS
+        )
+    else:
+        chain = (
+            embedded(n_parties + 1)
+            if chain_url is None
+            else rpc(chain_url, dev_keys(n_parties + 1))
+        )
+        if market is None:
+            market_client, token = deploy(chain.w3, chain.accounts[0], GRACE_SECONDS)
+        else:
+            market_client = MarketClient.at(chain.w3, market, chain.accounts[0])
+            token = TokenClient.at(chain.w3, market_client.token(), chain.accounts[0])
+    requester_account = chain.accounts[1]
 
     requester = Requester(
         "requester",
         requester_account,
-        market.as_(requester_account),
+        market_client.as_(requester_account),
         token.as_(requester_account),
         crypto=crypto,
         spec=spec,
@@ -198,7 +230,7 @@ def run_task(
             make_node(
                 cfg.name,
                 account,
-                market.as_(account),
+                market_client.as_(account),
                 token.as_(account),
                 crypto,
                 owner=selling,
@@ -216,7 +248,7 @@ def run_task(
             make_node(
                 pcfg.name,
                 account,
-                market.as_(account),
+                market_client.as_(account),
                 token.as_(account),
                 crypto,
                 processor=plan_p,
@@ -224,9 +256,8 @@ def run_task(
         )
         stakes[account.address] = pcfg.capacity * price * spec.task.max_epochs
         members.append(Member(pcfg.name, ("processor",), account.address))
-    token.mint(requester.address, spec.budget.data + spec.budget.processing)
-    for address, stake in stakes.items():
-        token.mint(address, stake)
+    needs = {requester.address: spec.budget.data + spec.budget.processing, **stakes}
+    fund(token, needs, names={m.address: m.name for m in members})
     addresses = [m.address for m in members]
     start = balances(token, addresses)
     local = (transport or (lambda n: LocalTransport(n, capture=capture)))(nodes)
@@ -239,8 +270,9 @@ def run_task(
         progress=progress,
         stop_requested=stop_requested,
         vanish_at=int(run.requester_attack.split("@")[1]) if run.requester_attack else None,
+        interrupts=interrupts or Interrupts(),
     )
-    market_start = token.balance_of(market.address)
+    market_start = token.balance_of(market_client.address)
     try:
         task_run = driver.run()
         if driver.vanish_at is not None and requester.task_id is not None:
@@ -259,8 +291,8 @@ def run_task(
     end = balances(token, addresses)
     # No token is created or lost: what the parties' balances lost, the market holds (the
     # dust, and what is owed to a party that never came to collect).
-    held = token.balance_of(market.address) - market_start
-    if sum(end[a] - start[a] for a in end) + held != 0 or not market.solvency().holds:
+    held = token.balance_of(market_client.address) - market_start
+    if sum(end[a] - start[a] for a in end) + held != 0 or not market_client.solvency().holds:
         raise FedmarketError("token conservation failed: this is a bug, please report it")
 
     test_metric = None
@@ -277,23 +309,17 @@ def run_task(
         start=start,
         end=end,
         chain=chain.name,
-        gas=market.gas_log.entries,
+        gas=market_client.gas_log.entries,
         baseline=_plaintext_baseline(spec_file, requester, sold, val),
         test_metric=test_metric,
     )
     model = requester.model() if requester.optimizer is not None else None
     out_path = None
     if out is not None:
-        from fedmarket.report import write_report
-
-        out_path = Path(out)
-        out_path.mkdir(parents=True, exist_ok=True)
-        if model is not None:
-            f = spec.features
-            ScaledModel(model, scaler(f.mean, f.std, f.spread)).save(out_path / "model.npz")
-        write_report(report, out_path)
+        with driver.interrupts.shielded():
+            out_path = write_results(Path(out), report, requester)
     chain_seconds = sum(
-        e.seconds for e in market.gas_log.entries if e.function not in ("deploy", "mint")
+        e.seconds for e in market_client.gas_log.entries if e.function not in ("deploy", "mint")
     )
     assert model is not None, "the task never started"
     return RunResult(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from fedmarket.chain.allocation import InfeasibleAllocation
 from fedmarket.errors import UntrustedInputError
+from fedmarket.protocol.interrupts import Interrupts
 from fedmarket.protocol.transport import Envelope, Peer, Transport
 from fedmarket.roles.messages import (
     BlockRef,
@@ -76,6 +77,7 @@ class Driver:
     progress: ProgressFn = _silent
     stop_requested: Callable[[], bool] = lambda: False
     vanish_at: int | None = None  # simulated fault: the requester goes silent at this epoch
+    interrupts: Interrupts = field(default_factory=Interrupts)  # a user's Ctrl-C (see there)
 
     def __post_init__(self) -> None:
         self.requester.wait_until = self.wait_until
@@ -113,8 +115,9 @@ class Driver:
             self.run_.phases[name] = self.run_.phases.get(name, 0.0) + time.perf_counter() - start
 
     def _stop_if_asked(self) -> None:
-        if self.stop_requested():
-            raise _TaskOver(self.requester.back_off() + " (interrupted)")
+        if self.stop_requested() or self.interrupts.requested:
+            with self.interrupts.shielded():
+                raise _TaskOver(self.requester.back_off() + " (interrupted)")
 
     def _recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes | None:
         """A block's owner recomputes it (dispute or audit): the result bytes, or None."""
@@ -154,14 +157,21 @@ class Driver:
                 vanished = True
                 run.stop_reason = f"the requester vanished at epoch {r.epoch} (simulated)"
             except KeyboardInterrupt:
-                # A second Ctrl-C (or one outside the runner's handler): stop now, cleanly.
-                run.stop_reason = self.requester.back_off() + " (interrupted)"
+                # A second Ctrl-C (or one outside a runner's handler): stop now, cleanly.
+                with self.interrupts.shielded():
+                    run.stop_reason = self._stopped_now()
         finally:
             if not vanished:
-                with self._phase("settle"):
+                with self.interrupts.shielded(), self._phase("settle"):
                     r.settle()
                     self._ask("settle", everyone)
         return run
+
+    def _stopped_now(self) -> str:
+        r = self.requester
+        if r.task_id is None:
+            return "stopped before the task was announced (interrupted)"
+        return r.back_off() + " (stopped at once: interrupted twice)"
 
     def _announce(self, everyone: dict[str, Envelope]) -> None:
         r = self.requester
