@@ -290,3 +290,25 @@ def test_a_requester_that_vanishes_leaves_no_one_out_of_pocket(tmp_path: Path) -
         assert net[name] == check[name], name
     # the requester's refund waits in the market for it; nothing was created or lost
     assert net["requester"] == -(data["budget"]["data"] + data["budget"]["processing"])
+
+
+def test_regression_follows_through_with_the_specs_target_scaling(tmp_path: Path) -> None:
+    """`init` on diabetes writes the target scaling; owners apply it; the saved model undoes
+    it; the report sets R^2 against scikit-learn's LinearRegression on the same points."""
+    from fedmarket.starter import starter_spec
+
+    spec = starter_spec("sklearn:diabetes", max_epochs=10)
+    assert spec.task.model == "linear"
+    assert spec.labels.target_scale > 100 and 100 < spec.labels.target_center < 200
+    data = spec.model_dump()
+    data["stopping"]["patience"] = 0
+    result = run(SpecFile.model_validate(data), tmp_path)
+    report = result.report
+    assert report.metric_name == "R^2" and report.sklearn_metric is not None
+    assert report.epochs[-1].metric >= report.sklearn_metric - 0.05
+    # the saved model predicts in the label's units (diabetes progression, 25..346)
+    diabetes = load_dataset("sklearn:diabetes")
+    predicted = load_model(tmp_path / "out").predict(diabetes.X)
+    assert 100 < float(np.mean(predicted)) < 200
+    assert float(np.mean(np.abs(predicted - diabetes.y))) < 60
+    assert "scikit-learn on the same points" in (tmp_path / "out" / "report.md").read_text()

@@ -15,12 +15,32 @@ app = typer.Typer(
     help="A market for privacy-preserving federated learning.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    suggest_commands=False,  # click already suggests ("Did you mean ...?"): once is enough
 )
-chain_app = typer.Typer(help="The on-chain market: deploy, inspect, demo.", no_args_is_help=True)
+chain_app = typer.Typer(
+    help="The on-chain market: deploy, inspect, demo.", no_args_is_help=True, suggest_commands=False
+)
 app.add_typer(chain_app, name="chain")
 
 # soft_wrap: never break a path or a hint across lines (users copy them)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fedmarket {version('fedmarket')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """A market for privacy-preserving federated learning."""
 
 
 @app.command("run")
@@ -145,7 +165,10 @@ def run(
 def init(
     out: Path = typer.Argument(Path("task.toml"), help="Where to write the spec."),
     dataset: str = typer.Option(
-        "sklearn:breast_cancer", help="sklearn:NAME or csv:PATH (see fedmarket.data)."
+        "sklearn:breast_cancer",
+        help="sklearn:NAME (breast_cancer, digits, iris, wine, diabetes), "
+        "csv:PATH (numbers only, one label column; relative to the current folder), "
+        "or synthetic:SAMPLES:FEATURES.",
     ),
     label_column: str = typer.Option("target", help="The label column of a CSV data set."),
     owners: int = typer.Option(2, min=1, max=128, help="Simulated data owners."),
@@ -153,14 +176,31 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a starter task spec for a data set, ready for `fedmarket run`."""
+    import os
+
     from fedmarket.spec import dump_spec
     from fedmarket.starter import starter_spec
 
+    if out.is_dir():
+        raise ConfigError(f"{out} is a folder", hint="name the spec file, e.g. my_task.toml")
     if out.exists() and not force:
-        raise FedmarketError(f"{out} already exists", hint="pass --force to overwrite it")
+        raise ConfigError(f"{out} already exists", hint="pass --force to overwrite it")
+    if dataset.startswith("csv:"):
+        # written relative to the spec's folder, where `fedmarket run` resolves it
+        csv = Path(dataset[4:]).expanduser()
+        if not csv.is_absolute():
+            csv = Path.cwd() / csv
+        if not csv.is_file():
+            raise ConfigError(f"{csv}: no such data file", hint="check the csv: path")
+        folder = out.resolve().parent
+        dataset = "csv:" + os.path.relpath(csv.resolve(), folder)
+        base = folder
+    else:
+        base = out.resolve().parent
     spec = starter_spec(
-        dataset, label_column=label_column, owners=owners, processors=processors, base=Path.cwd()
+        dataset, label_column=label_column, owners=owners, processors=processors, base=base
     )
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         dump_spec(
             spec,
@@ -199,9 +239,11 @@ def chain_demo(
 
 def _register() -> None:
     from fedmarket import deploy_cli, node_cli
+    from fedmarket.task_cli import task_app
 
     deploy_cli.register(app, chain_app)
     node_cli.register(app, chain_app)
+    app.add_typer(task_app, name="task")
 
 
 _register()

@@ -148,8 +148,17 @@ def split_validation(data: Dataset, fraction: float, *, seed: int) -> tuple[Data
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(data))
-    classes = np.unique(data.y)
-    stratify = data.y if len(classes) <= 50 else None
+    n_val = math.ceil(fraction * len(data))
+    if len(data) < 4 or n_val >= len(data):
+        raise ConfigError(
+            f"the data set has {len(data)} rows: too few to split off a validation set",
+            hint="use more rows (a task needs a training and a validation split)",
+        )
+    classes, counts = np.unique(data.y, return_counts=True)
+    # stratified when every class can be in both splits; a regression target or a rare class
+    # falls back to a plain shuffle
+    stratifiable = len(classes) <= 50 and counts.min() >= 2 and n_val >= len(classes)
+    stratify = data.y if stratifiable else None
     train, val = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     return data.take(np.sort(train)), data.take(np.sort(val))
 

@@ -39,6 +39,7 @@ from fedmarket.protocol.interrupts import Interrupts
 from fedmarket.protocol.party import PartyNode
 from fedmarket.report import RunReport
 from fedmarket.report.build import Member, balances, build_report, write_results
+from fedmarket.roles import messages
 from fedmarket.roles.requester import EpochOutcome, Requester
 from fedmarket.roles.stopping import BudgetLeft, Plateau, StoppingRule, TargetReached
 from fedmarket.runtime.local import LocalTransport
@@ -190,7 +191,7 @@ def run_task(
     )
     members = [Member("requester", ("requester",), requester.address)]
     nodes: list[PartyNode] = []
-    sold: list[tuple[np.ndarray, np.ndarray, int]] = []  # each owner's (X, y, points)
+    sold: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # owner address -> (X, y)
     if run.scenario == "own-data":
         # The requester sells its own data into its own task at price 0: the greedy
         # allocation takes it first, and the contract pays it nothing and no slash share.
@@ -206,7 +207,7 @@ def run_task(
                 owner=plan,
             )
         )
-        sold.append((mine.X, mine.y, run.requester_points))
+        sold[requester.address.lower()] = (mine.X, mine.y)
         members[0] = Member("requester", ("requester", "owner"), requester.address)
     stakes: dict[str, int] = {}
     index = 2
@@ -238,7 +239,7 @@ def run_task(
             )
         )
         members.append(Member(cfg.name, roles, account.address))
-        sold.append((X, y, cfg.points))
+        sold[account.address.lower()] = (X, y)
     for i, pcfg in enumerate(run.processors):
         account = chain.accounts[index]
         index += 1
@@ -273,6 +274,7 @@ def run_task(
         interrupts=interrupts or Interrupts(),
     )
     market_start = token.balance_of(market_client.address)
+    codec_start = messages.CODEC_SECONDS[0]
     try:
         task_run = driver.run()
         if driver.vanish_at is not None and requester.task_id is not None:
@@ -295,11 +297,12 @@ def run_task(
     if sum(end[a] - start[a] for a in end) + held != 0 or not market_client.solvency().holds:
         raise FedmarketError("token conservation failed: this is a bug, please report it")
 
+    baseline, sklearn_metric = _references(spec_file, requester, sold, val)
     test_metric = None
     if test is not None and requester.optimizer is not None:
         f = spec.features
-        test_metric = spec.kind.score(
-            requester.model(), scale(test.X, f.mean, f.std, f.spread), test.y
+        test_metric = spec.kind.evaluate(
+            requester.model(), scale(test.X, f.mean, f.std, f.spread), test.y, spec.labels
         )
     report = build_report(
         requester=requester,
@@ -310,8 +313,9 @@ def run_task(
         end=end,
         chain=chain.name,
         gas=market_client.gas_log.entries,
-        baseline=_plaintext_baseline(spec_file, requester, sold, val),
+        baseline=baseline,
         test_metric=test_metric,
+        sklearn_metric=sklearn_metric,
     )
     model = requester.model() if requester.optimizer is not None else None
     out_path = None
@@ -328,51 +332,70 @@ def run_task(
         out_path,
         list(requester.outcomes),
         chain_seconds,
-        local.traffic.codec_seconds,
+        messages.CODEC_SECONDS[0] - codec_start,
         task_run,
         test,
     )
 
 
-def _plaintext_baseline(
+def _references(
     spec_file: SpecFile,
     requester: Requester,
-    sold: list[tuple[np.ndarray, np.ndarray, int]],
+    sold: dict[str, tuple[np.ndarray, np.ndarray]],
     val: Dataset,
-) -> list[float]:
-    """The same algorithm in plaintext on the same points, per epoch: the report's reference.
+) -> tuple[list[float], float | None]:
+    """The report's references on the very points the owners sold (their first ``fill``):
+    the same algorithm in plaintext, per epoch, and scikit-learn's estimator of the kind.
 
     Computed by the simulator (which sees everything), never by a party.
     """
     spec = spec_file.spec
-    fills = {p.lower(): n for p, n in requester.owners.items()}
-    if not fills or not sold:
-        return []
-    # Owners are paid for (and encrypt) the first `fill` of their points.
-    total = sum(fills.values())
-    parts = []
-    left = total
-    for X, y, points in sold:
-        take = min(points, left, len(y))
-        parts.append((X[:take], y[:take]))
-        left -= take
+    parts = [
+        (X[:fill], y[:fill])
+        for address, fill in requester.owners.items()
+        if (data := sold.get(address.lower())) is not None
+        for X, y in [data]
+    ]
+    if not parts or not sum(len(y) for _, y in parts):
+        return [], None
     f = spec.features
     X = scale(np.vstack([x for x, _ in parts]), f.mean, f.std, f.spread)
     y = np.concatenate([y for _, y in parts])
-    if len(y) == 0:
-        return []
+    X_val = scale(val.X, f.mean, f.std, f.spread)
     try:
         result = fit_plaintext(
             X,
             y,
             kind=spec.kind,
-            X_val=scale(val.X, f.mean, f.std, f.spread),
+            X_val=X_val,
             y_val=val.y,
             config=TrainConfig(epochs=spec.task.max_epochs),
+            labels=spec.labels,
         )
+        baseline = [r.metric for r in result.history]
     except (ValueError, ArithmeticError):
-        return []
-    return [r.metric for r in result.history]
+        baseline = []
+    return baseline, _sklearn_metric(spec.kind.name, X, y, X_val, val.y)
+
+
+def _sklearn_metric(
+    kind: str, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray
+) -> float | None:
+    """scikit-learn's LogisticRegression (one-vs-rest for multiclass) or LinearRegression."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    try:
+        if kind == "linear":
+            return float(LinearRegression().fit(X, y).score(X_val, y_val))
+        if kind in ("logistic", "multiclass"):
+            model = LogisticRegression(max_iter=5000)
+            if kind == "multiclass":
+                return float(OneVsRestClassifier(model).fit(X, y).score(X_val, y_val))
+            return float(model.fit(X, y).score(X_val, y_val))
+    except ValueError:  # e.g. one class among the points sold
+        return None
+    return None
 
 
 def run_file(path: str | Path, **kwargs: object) -> RunResult:

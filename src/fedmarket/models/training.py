@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedmarket.models.kinds import ModelKind, TaskLabels, design_matrix, get_kind
+from fedmarket.models.kinds import Labels, ModelKind, TaskLabels, design_matrix, get_kind
 from fedmarket.models.linear import Model
 from fedmarket.models.optim import NesterovConfig, NesterovGD
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
@@ -35,12 +35,17 @@ __all__ = [
 ]
 
 
-def encode_labels(kind: str | ModelKind, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(classes, targets) for labelled data without a spec: the classes are those present."""
+def encode_labels(
+    kind: str | ModelKind, y: np.ndarray, labels: Labels | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, targets): a spec's ``labels`` (its classes, its target scaling), or for
+    labelled data without a spec the classes present in ``y``."""
     k = get_kind(kind)
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, got shape {y.shape}")
+    if labels is not None:
+        return np.asarray(labels.classes), k.targets(y, labels)
     if not k.sigmoid:
         return np.array([], dtype=str), k.targets(y, TaskLabels())
     classes = np.unique(y)
@@ -139,12 +144,19 @@ def fit_plaintext(
     X_val: np.ndarray,
     y_val: np.ndarray,
     config: TrainConfig | None = None,
+    labels: Labels | None = None,
 ) -> TrainResult:
-    """Train in plaintext with the encrypted algorithm (cubic sigmoid, Nesterov, L2, guard)."""
+    """Train in plaintext with the encrypted algorithm (cubic sigmoid, Nesterov, L2, guard);
+    ``labels`` (a spec's) fixes the classes and the regression target scaling."""
     config = config or TrainConfig()
     k = get_kind(kind)
     X = np.asarray(X, dtype=np.float64)
-    classes, targets = encode_labels(k, y)
+    classes, targets = encode_labels(k, y, labels)
+    scoring = (
+        labels
+        if labels is not None
+        else TaskLabels(tuple(int(c) for c in classes) if k.sigmoid else ())
+    )
     optimizer = NesterovGD(targets.shape[1], X.shape[1], config.optimizer(k))
     guard = IntervalGuard(X_val, config.radius(k))
     history = []
@@ -156,7 +168,7 @@ def fit_plaintext(
         history.append(
             EpochRecord(
                 epoch=epoch,
-                metric=k.score(model, X_val, y_val),
+                metric=k.evaluate(model, X_val, y_val, scoring),
                 max_abs_z=float(np.max(guard.max_abs_z(optimizer.lookahead))),
                 seconds=time.perf_counter() - start,
             )

@@ -62,6 +62,7 @@ def build_report(
     gas: Sequence[GasEntry] = (),
     baseline: Sequence[float] = (),
     test_metric: float | None = None,
+    sklearn_metric: float | None = None,
 ) -> RunReport:
     """The report of one task as ``requester`` played it (members include the requester)."""
     spec = requester.spec
@@ -140,6 +141,7 @@ def build_report(
             if not any(f.party == e.party for f in o.flags)
         ],
         test_metric=test_metric,
+        sklearn_metric=sklearn_metric,
         token_decimals=spec.budget.token_decimals,
     )
 

@@ -39,6 +39,13 @@ def render_markdown(report: RunReport, problems: Sequence[str] = ()) -> str:
             f"**Final validation {report.metric_name}: {last.metric:.4f}**{base} after "
             f"{len(report.epochs)} epoch(s). Stopped: {report.stop_reason}."
         )
+        if report.sklearn_metric is not None:
+            out.append(
+                f"scikit-learn on the same points: {report.sklearn_metric:.4f} "
+                f"(the simulator's reference; no party computes it)."
+            )
+        if report.test_metric is not None:
+            out.append(f"Test {report.metric_name} on rows no party saw: {report.test_metric:.4f}.")
     else:
         out.append(f"No epoch was closed. Stopped: {report.stop_reason}.")
     out += ["", "## Epochs", ""]

@@ -394,7 +394,7 @@ class Requester(Party):
         if verdict.gradient is not None:
             self.optimizer.apply(verdict.gradient)
         check_seconds = time.perf_counter() - check_start
-        metric = self.kind.score(self.model(), X_val, self.y_val)
+        metric = self.kind.evaluate(self.model(), X_val, self.y_val, self.spec.labels)
         self.history.append(metric)
 
         submitted = {e.processor.lower(): e.on_time for e in self._epoch_results()}

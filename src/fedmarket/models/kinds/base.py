@@ -123,8 +123,12 @@ class ModelKind(ABC):
         """The plaintext model these weights are."""
 
     def score(self, model: Model, X: np.ndarray, y: np.ndarray) -> float:
-        """The metric on labelled data (accuracy here)."""
+        """The metric on labelled data (accuracy here), ``y`` in the model's own units."""
         return float(np.mean(model.predict(X) == np.asarray(y)))
+
+    def evaluate(self, model: Model, X: np.ndarray, y: np.ndarray, labels: Labels) -> float:
+        """The metric on raw labels, as the task's spec encodes them (see ``targets``)."""
+        return self.score(model, X, y)
 
     def loss(self, weights: np.ndarray, X: np.ndarray, targets: np.ndarray) -> float:
         """The validation loss the integrity monitors compare against (cross-entropy here)."""
