@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedmarket.errors import ConfigError, FedmarketError
 
@@ -134,7 +135,7 @@ def run(
         finally:
             signal.signal(signal.SIGINT, previous)
     report = result.report
-    console.print(f"[green]done[/]: {report.stop_reason}")
+    console.print(f"[green]done[/]: {escape(report.stop_reason)}")
     if report.epochs:
         last = report.epochs[-1]
         console.print(
@@ -254,9 +255,10 @@ def main() -> None:
     try:
         app()
     except FedmarketError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        # escaped: a message may name a section such as [run], which is not markup
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {exc.hint}")
+            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}")
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

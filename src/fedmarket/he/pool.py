@@ -202,6 +202,13 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
     # interrupt means (back off at the epoch boundary, settle), so a worker never dies of one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        _serve(conn)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return  # the pool's owner left (it stopped mid-epoch): nobody is waiting for us
+
+
+def _serve(conn: multiprocessing.connection.Connection) -> None:
+    try:
         # The context (~13 MB) comes as the first message, not as a start argument: that
         # keeps Process.start from blocking until the child reads it.
         state = _State(conn.recv())

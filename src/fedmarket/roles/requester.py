@@ -449,12 +449,15 @@ class Requester(Party):
             self.wait_until(deadline + 1)
 
     def back_off(self) -> str:
-        """Stop now, cleanly on chain: cancel during bidding, else close the open epoch."""
+        """Stop now, cleanly on chain: cancel during bidding, end a task whose assignment was
+        never committed, else close the open epoch."""
         assert self.task_id is not None
         clock = self.market.clock_of(self.task_id)
         if clock.state == TaskState.BIDDING:
             self.market.cancel(self.task_id)
             return "cancelled during bidding"
+        if clock.state == TaskState.ASSIGNING:
+            return "ended before training: " + self.abandon()
         if clock.state == TaskState.TRAINING:
             self._wait_for_deadline_if_needed(clock.submitted, clock.active, clock.deadline)
             self.market.close_epoch(self.task_id, clock.epoch, [], False)
