@@ -94,6 +94,10 @@ def encrypt_block(
     X, targets = _check_owner_data(spec, X, targets)
     if not 0 < len(block_id) <= 256:
         raise ConfigError("block_id must be 1..256 characters")
+    if spec.is_mlp:
+        from fedmarket.he import mlp
+
+        return mlp.encrypt_block(context, X, targets, block_id=block_id)
     runtime = context.runtime
     encryptor = sa.Encryptor(runtime.context, context.public_key)
     scales = runtime.scales
