@@ -337,7 +337,8 @@ def process_block(context: PublicContext, model: MLPModel, block: MLPBlock) -> l
         deltas.append(ops.rescale(ops.doubling(masked, 1, r, -1)))
     u3 = ops.drop_to(u, DELTA)
     g2 = [
-        ops.drop_to(ops.doubling(ops.relin(ops.rescale(ops.mul(d, u3))), r, slots, +1), OUT)
+        # summed over the samples at scale ~2^80 (negligible key-switch noise), then rescaled
+        ops.drop_to(ops.rescale(ops.doubling(ops.relin(ops.mul(d, u3)), r, slots, +1)), OUT)
         for d in deltas
     ]
     d1 = ops.relin(ops.rescale(ops.dot(deltas, aw)))
