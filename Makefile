@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: help demo test lint typecheck bench-gas bench-he bench-e2e bench-integrity bench-deploy certs clean
+.PHONY: help demo test lint typecheck bench-gas bench-he bench-e2e bench-integrity bench-deploy bench-deep certs clean
 
 help:
 	@echo "make demo       run the main job on the embedded defaults"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-e2e  a whole task, phases, sweep -> benchmarks/results/e2e.json"
 	@echo "make bench-integrity  attacks x defences    -> benchmarks/results/integrity.json"
 	@echo "make bench-deploy     in-process vs multi-process -> benchmarks/results/deploy.json"
+	@echo "make bench-deep       an MLP trained on encrypted data -> benchmarks/results/deep.json"
 	@echo "make certs      a test CA and a SuperLink certificate in certs/ (TLS on a test network)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -62,6 +63,9 @@ bench-e2e: $(STAMP)
 
 bench-integrity: $(STAMP)
 	$(PY) benchmarks/integrity.py
+
+bench-deep: $(STAMP)
+	$(PY) benchmarks/deep.py
 
 bench-deploy: $(STAMP) $(ANVIL)
 	FEDMARKET_ANVIL=$(abspath $(ANVIL)) $(PY) benchmarks/deploy.py

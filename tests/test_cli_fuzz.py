@@ -134,7 +134,7 @@ CASES: list[tuple[tuple[str, ...], str, dict[str, Callable[[Path], str]]]] = [
     (
         ("run", SPEC),
         "labels.target_center",
-        {"spec": edited('column = "target"', 'column = "target"\ntarget_center = 3.0')},
+        {"spec": edited("target_center = 0.0", "target_center = 3.0")},
     ),
     (
         ("run", SPEC),
@@ -164,12 +164,12 @@ CASES: list[tuple[tuple[str, ...], str, dict[str, Callable[[Path], str]]]] = [
     (
         ("run", SPEC),
         "run.split",
-        {"spec": edited('scenario = "buy-all"', 'scenario = "buy-all"\nsplit = "dirichlet:x"')},
+        {"spec": edited('split = "iid"', 'split = "dirichlet:x"')},
     ),
     (
         ("run", SPEC),
         "dirichlet:ALPHA needs ALPHA > 0",
-        {"spec": edited('scenario = "buy-all"', 'scenario = "buy-all"\nsplit = "dirichlet:0"')},
+        {"spec": edited('split = "iid"', 'split = "dirichlet:0"')},
     ),
     (
         ("run", SPEC),

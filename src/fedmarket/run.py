@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedmarket.backbone import raw_width, task_features
 from fedmarket.chain.backends import Chain, dev_keys, embedded, rpc
 from fedmarket.chain.client import MarketClient, TokenClient, deploy
 from fedmarket.chain.ledger import Market, Token
@@ -148,7 +149,7 @@ def run_task(
             rows,
             kind=spec.kind,
             classes=list(spec.labels.classes),
-            n_features=len(spec.features.names),
+            n_features=raw_width(spec),
             where=f"the {part} split of {run.dataset}",
         )
     own = [run.requester_points] if run.scenario == "own-data" else []
@@ -188,6 +189,7 @@ def run_task(
         rules=stopping_rules(spec_file) + list(rules or []),
         seed=run.seed,
         self_processing=run.scenario == "own-compute",
+        base=base,
     )
     members = [Member("requester", ("requester",), requester.address)]
     nodes: list[PartyNode] = []
@@ -196,7 +198,7 @@ def run_task(
         # The requester sells its own data into its own task at price 0: the greedy
         # allocation takes it first, and the contract pays it nothing and no slash share.
         mine = shares.pop(0)
-        plan = OwnerPlan(mine.X, mine.y, run.requester_points, 0)
+        plan = OwnerPlan(mine.X, mine.y, run.requester_points, 0, base=base)
         nodes.append(
             make_node(
                 "requester",
@@ -226,7 +228,7 @@ def run_task(
             processing = ProcessorPlan(cfg.points, run.processing_price, workers)
             stakes[account.address] = cfg.points * run.processing_price * spec.task.max_epochs
             roles = ("owner", "processor")
-        selling = OwnerPlan(X, y, cfg.points, price, cfg.attack, run.seed, i)
+        selling = OwnerPlan(X, y, cfg.points, price, cfg.attack, run.seed, i, base)
         nodes.append(
             make_node(
                 cfg.name,
@@ -297,12 +299,13 @@ def run_task(
     if sum(end[a] - start[a] for a in end) + held != 0 or not market_client.solvency().holds:
         raise FedmarketError("token conservation failed: this is a bug, please report it")
 
-    baseline, sklearn_metric = _references(spec_file, requester, sold, val)
+    baseline, sklearn_metric = _references(spec_file, requester, sold, val, base)
     test_metric = None
     if test is not None and requester.optimizer is not None:
         f = spec.features
+        X_test = task_features(spec, test.X, base=base)
         test_metric = spec.kind.evaluate(
-            requester.model(), scale(test.X, f.mean, f.std, f.spread), test.y, spec.labels
+            requester.model(), scale(X_test, f.mean, f.std, f.spread), test.y, spec.labels
         )
     report = build_report(
         requester=requester,
@@ -343,6 +346,7 @@ def _references(
     requester: Requester,
     sold: dict[str, tuple[np.ndarray, np.ndarray]],
     val: Dataset,
+    base: Path | None,
 ) -> tuple[list[float], float | None]:
     """The report's references on the very points the owners sold (their first ``fill``):
     the same algorithm in plaintext, per epoch, and scikit-learn's estimator of the kind.
@@ -359,9 +363,10 @@ def _references(
     if not parts or not sum(len(y) for _, y in parts):
         return [], None
     f = spec.features
-    X = scale(np.vstack([x for x, _ in parts]), f.mean, f.std, f.spread)
+    raw = task_features(spec, np.vstack([x for x, _ in parts]), base=base)
+    X = scale(raw, f.mean, f.std, f.spread)
     y = np.concatenate([y for _, y in parts])
-    X_val = scale(val.X, f.mean, f.std, f.spread)
+    X_val = scale(task_features(spec, val.X, base=base), f.mean, f.std, f.spread)
     try:
         result = fit_plaintext(
             X,
@@ -369,7 +374,7 @@ def _references(
             kind=spec.kind,
             X_val=X_val,
             y_val=val.y,
-            config=TrainConfig(epochs=spec.task.max_epochs),
+            config=TrainConfig(epochs=spec.task.max_epochs, hidden=spec.task.hidden),
             labels=spec.labels,
         )
         baseline = [r.metric for r in result.history]

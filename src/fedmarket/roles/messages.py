@@ -26,7 +26,7 @@ from fedmarket.errors import UntrustedInputError
 MAGIC = b"FMK1"
 MAX_HEADER_BYTES = 1 << 20
 MAX_BLOBS = 1 << 16
-DEFAULT_MAX_BYTES = 256 << 20
+DEFAULT_MAX_BYTES = 480 << 20  # one sealed block of the deepest preset fits
 
 Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
 Digest = Annotated[bytes, Field(min_length=32, max_length=32)]

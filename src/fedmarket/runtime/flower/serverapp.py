@@ -223,6 +223,7 @@ def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
         rules=stopping_rules(spec_file),
         seed=run_section.seed,
         self_processing=run_section.scenario == "own-compute",
+        base=spec_path.parent,
     )
     start_time = time.perf_counter()
     peers = transport.peers()
