@@ -305,7 +305,18 @@ class MarketReader:
                 f"--market {market!r} is not an address",
                 hint="pass the 0x address `fedmarket chain deploy` or `fedmarket run` printed",
             )
-        chain = rpc(chain_url, timeout=timeout)
+        if not chain_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"--chain {chain_url!r}: the explorer reads a node over JSON-RPC (http:// or "
+                "https://); an embedded chain lives only inside the process that runs it",
+                hint="start a node with `fedmarket chain up` and pass its URL",
+            )
+        try:
+            chain = rpc(chain_url, timeout=timeout)
+        except ChainError as exc:
+            raise ChainError(
+                exc.message, hint="start the node (e.g. `fedmarket chain up`) or check --chain"
+            ) from None
         self.chain_name = chain.name
         self.w3 = chain.w3
         code = self._rpc(lambda: self.w3.eth.get_code(to_checksum_address(market)), "eth_getCode")
@@ -315,7 +326,14 @@ class MarketReader:
                 hint="check --market (and that --chain is the node it was deployed on)",
             )
         # a read-only look: a throwaway account signs nothing
-        self.client = MarketClient.at(self.w3, market, Account.create())
+        try:
+            self.client = MarketClient.at(self.w3, market, Account.create())
+        except ChainError:
+            raise ChainError(
+                f"the contract at {to_checksum_address(market)} on {chain.name} is not a "
+                "fedmarket market (it does not answer the market's views)",
+                hint="check --market: pass the market's address, not its token's",
+            ) from None
         self.address = self.client.address
         compiled = compile_contract("Market")
         self._decoder = EventDecoder("Market", compiled.abi, MARKET_EVENTS)
