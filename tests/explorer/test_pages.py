@@ -161,6 +161,7 @@ def test_the_party_page_shows_a_slashed_processors_losses(
     assert units(section.find_element(By.CSS_SELECTOR, "dd.net [data-units]")) == change < 0
     claimable = browser.find_element(By.CSS_SELECTOR, "#party-claimable [data-units]")
     assert units(claimable) == market.client.claimable(cheater)
+    shot(browser, "party")
     # the late processor: each result it committed, paid less
     late = {r.processor for r in market.client.logs(ResultSubmitted, task=0) if not r.on_time}
     (slow,) = late
@@ -170,7 +171,6 @@ def test_the_party_page_shows_a_slashed_processors_losses(
     assert [units(s.find_element(By.CSS_SELECTOR, "[data-units]")) for s in shown] == [
         r.pay for r in mine
     ]
-    shot(browser, "party")
 
 
 def test_a_spec_is_shown_only_when_its_hash_is_the_chains(
@@ -239,8 +239,8 @@ def test_the_live_page_follows_a_task_in_training_without_a_reload(
     def train() -> None:
         try:
             outcome["result"] = play(
-                spec_for(2, {}, name="live"), market.url, market.client.address,
-                market.runs / "live", hook,
+                spec_for(2, {}, name="watched"), market.url, market.client.address,
+                market.runs / "watched", hook,
             )  # fmt: skip
         except BaseException as exc:
             outcome["error"] = exc
