@@ -28,7 +28,7 @@ def spec(**changes: object) -> SpecFile:
     data["stopping"]["patience"] = 0
     data["he"]["block_points"] = 32
     data["run"]["processors"].append(
-        {"name": "processor3", "capacity": 160, "price": 102_000_000_000_000}
+        {"name": "processor3", "capacity": 160, "price": 99_000_000_000_000}
     )
     for key, value in changes.items():
         section, _, field = key.partition("__")

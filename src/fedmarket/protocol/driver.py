@@ -13,14 +13,17 @@ fails, refuses or stays silent is noted and left out, and the task goes on witho
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fedmarket.chain.allocation import InfeasibleAllocation
 from fedmarket.errors import UntrustedInputError
+from fedmarket.protocol.interrupts import Interrupts
 from fedmarket.protocol.transport import Envelope, Peer, Transport
 from fedmarket.roles.messages import (
+    Assignment,
     BlockRef,
     ChannelKey,
     DataManifest,
@@ -76,6 +79,7 @@ class Driver:
     progress: ProgressFn = _silent
     stop_requested: Callable[[], bool] = lambda: False
     vanish_at: int | None = None  # simulated fault: the requester goes silent at this epoch
+    interrupts: Interrupts = field(default_factory=Interrupts)  # a user's Ctrl-C (see there)
 
     def __post_init__(self) -> None:
         self.requester.wait_until = self.wait_until
@@ -113,8 +117,9 @@ class Driver:
             self.run_.phases[name] = self.run_.phases.get(name, 0.0) + time.perf_counter() - start
 
     def _stop_if_asked(self) -> None:
-        if self.stop_requested():
-            raise _TaskOver(self.requester.back_off() + " (interrupted)")
+        if self.stop_requested() or self.interrupts.requested:
+            with self.interrupts.shielded():
+                raise _TaskOver(self.requester.back_off() + " (interrupted)")
 
     def _recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes | None:
         """A block's owner recomputes it (dispute or audit): the result bytes, or None."""
@@ -154,14 +159,21 @@ class Driver:
                 vanished = True
                 run.stop_reason = f"the requester vanished at epoch {r.epoch} (simulated)"
             except KeyboardInterrupt:
-                # A second Ctrl-C (or one outside the runner's handler): stop now, cleanly.
-                run.stop_reason = self.requester.back_off() + " (interrupted)"
+                # A second Ctrl-C (or one outside a runner's handler): stop now, cleanly.
+                with self.interrupts.shielded():
+                    run.stop_reason = self._stopped_now()
         finally:
             if not vanished:
-                with self._phase("settle"):
+                with self.interrupts.shielded(), self._phase("settle"):
                     r.settle()
                     self._ask("settle", everyone)
         return run
+
+    def _stopped_now(self) -> str:
+        r = self.requester
+        if r.task_id is None:
+            return "stopped before the task was announced (interrupted)"
+        return r.back_off() + " (stopped at once: interrupted twice)"
 
     def _announce(self, everyone: dict[str, Envelope]) -> None:
         r = self.requester
@@ -239,16 +251,57 @@ class Driver:
             manifests = list(r.manifests.values())
             processors = sorted(p.lower() for p in r.processors)
             self._ask("setup", {p: Envelope.of(assignment, *manifests) for p in processors})
-            sealed: dict[str, list[bytes]] = {p: [] for p in processors}
-            to_owners = Envelope.of(assignment, *keys.values())
-            for address, reply in self._ask("seal", dict.fromkeys(r.manifests, to_owners)).items():
+            sealed = self._seal(assignment, keys, processors)
+            # relayed as is (the requester cannot open them), in messages of bounded size
+            budget = self.transport.max_bytes // 2
+            batches = {p: _batches(frames, budget) for p, frames in sealed.items() if frames}
+            for round_ in range(max((len(b) for b in batches.values()), default=0)):
+                self._ask(
+                    "blocks",
+                    {
+                        p: Envelope(frames=tuple(b[round_]))
+                        for p, b in batches.items()
+                        if round_ < len(b)
+                    },
+                )
+        self._stop_if_asked()
+
+    def _seal(
+        self, assignment: Assignment, keys: dict[str, ChannelKey], processors: list[str]
+    ) -> dict[str, list[bytes]]:
+        """Each owner seals its assigned blocks to their processors' channel keys, a few per
+        message (the first alone, to learn its size): the frames by processor."""
+        sealed: dict[str, list[bytes]] = {p: [] for p in processors}
+        to_owners = Envelope.of(assignment, *keys.values())
+        share = Counter(ref.owner.lower() for refs in assignment.blocks.values() for ref in refs)
+        left = {o: share[o] for o in self.requester.manifests if share[o]}
+        done = dict.fromkeys(left, 0)
+        size: dict[str, int] = {}  # an owner's largest sealed block so far
+        budget = self.transport.max_bytes // 2
+        while left:
+            counts = {
+                o: min(n, max(1, budget // size[o]) if o in size else 1) for o, n in left.items()
+            }
+            requests = {
+                o: Envelope({"first": done[o], "count": c}, to_owners.frames)
+                for o, c in counts.items()
+            }
+            replies = self._ask("seal", requests)
+            for address, count in counts.items():
+                reply = replies.get(address)
                 party = f"owner {self.name(address)}"
-                targets = [t.lower() for t in reply.text("processors").split(",") if t]
-                if len(targets) != len(reply.frames):
-                    self._note(
-                        f"seal: {party} sent {len(reply.frames)} blocks for "
-                        f"{len(targets)} processors"
-                    )
+                targets = (
+                    []
+                    if reply is None
+                    else [t.lower() for t in reply.text("processors").split(",") if t]
+                )
+                if reply is None or len(targets) != len(reply.frames) or len(targets) != count:
+                    if reply is not None:
+                        self._note(
+                            f"seal: {party} sent {len(reply.frames)} blocks for "
+                            f"{len(targets)} processors, {count} asked"
+                        )
+                    del left[address]  # what it sealed before stays delivered
                     continue
                 for target, frame in zip(targets, reply.frames, strict=True):
                     try:
@@ -258,9 +311,13 @@ class Driver:
                     except UntrustedInputError as exc:
                         self._note(f"seal: {exc}")
                         continue
-                    sealed[target].append(frame)  # relayed as is: the requester cannot open it
-            self._ask("blocks", {p: Envelope(frames=tuple(f)) for p, f in sealed.items() if f})
-        self._stop_if_asked()
+                    sealed[target].append(frame)
+                    size[address] = max(size.get(address, 1), len(frame))
+                done[address] += count
+                left[address] -= count
+                if left[address] <= 0:
+                    del left[address]
+        return sealed
 
     def _no_data(self) -> str:
         """Nobody delivered: end the task at once so the budget and the stakes return."""
@@ -320,3 +377,16 @@ class Driver:
                     assert self.run_ is not None
                     self.run_.stop_reason = outcome.stop_reason or ""
                     return
+
+
+def _batches(frames: list[bytes], budget: int) -> list[list[bytes]]:
+    """``frames`` in order, cut into runs of at most ``budget`` bytes (one frame at least)."""
+    out: list[list[bytes]] = []
+    total = budget + 1
+    for frame in frames:
+        if total + len(frame) > budget or not out:
+            out.append([])
+            total = 0
+        out[-1].append(frame)
+        total += len(frame)
+    return out

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from fedmarket.attacks.owner import NoDelivery, OwnerAttack
+from fedmarket.backbone import task_features
 from fedmarket.chain.client import Side
 from fedmarket.data import scale
 from fedmarket.errors import UntrustedInputError
@@ -52,6 +54,7 @@ class DataOwner(Party):
     price: int = 0
     attack: OwnerAttack | None = None
     attack_seed: int = 0
+    base: Path | None = None  # where the spec's files (a backbone) are, on this owner's side
     spec: TaskSpec | None = field(default=None, init=False)
     clean: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False)
     keys: PublicKeys | None = field(default=None, init=False)
@@ -101,7 +104,8 @@ class DataOwner(Party):
             return None
         assert self.spec is not None and self.keys is not None and self.task_id is not None
         features = self.spec.features
-        X = scale(self.X[: self.fill], features.mean, features.std, features.spread)
+        raw = task_features(self.spec, self.X[: self.fill], base=self.base)
+        X = scale(raw, features.mean, features.std, features.spread)
         t = self.spec.kind.targets(self.y[: self.fill], self.spec.labels)
         size = self.keys.layout.block_size
         if self.spec.he.block_points:
@@ -124,31 +128,41 @@ class DataOwner(Party):
         )
 
     def seal_blocks(
-        self, assignment: Assignment, keys: dict[str, ChannelKey]
+        self,
+        assignment: Assignment,
+        keys: dict[str, ChannelKey],
+        *,
+        first: int = 0,
+        count: int | None = None,
     ) -> list[tuple[str, SealedBlock]]:
-        """(processor, sealed block) for every block of ours the on-chain assignment names."""
+        """(processor, sealed block) for every block of ours the on-chain assignment names, in
+        the assignment's order (processor, then position); ``first``/``count`` pick a range of
+        them so a large share crosses in several messages."""
         assert self.task_id is not None
         if self.market.tasks(self.task_id).assignment_hash != assignment_hash(assignment):
             raise UntrustedInputError(
                 "the assignment does not match the hash committed on chain", party="requester"
             )
+        ours = [
+            (processor, ref)
+            for processor, refs in sorted(assignment.blocks.items())
+            for ref in refs
+            if ref.owner.lower() == self.address.lower()
+        ]
         out = []
-        for processor, refs in sorted(assignment.blocks.items()):
-            for ref in refs:
-                if ref.owner.lower() != self.address.lower():
-                    continue
-                key = keys.get(processor)
-                if key is None:
-                    raise UntrustedInputError(
-                        f"no channel key for assigned processor {processor}", party="requester"
-                    )
-                if not 0 <= ref.index < len(self.blocks):
-                    raise UntrustedInputError(
-                        f"assignment names block {ref.index}, we have {len(self.blocks)}",
-                        party="requester",
-                    )
-                sealed = seal(self.blocks[ref.index], key.public_key)
-                out.append((processor, SealedBlock(task_id=self.task_id, ref=ref, sealed=sealed)))
+        for processor, ref in ours[first : None if count is None else first + count]:
+            key = keys.get(processor)
+            if key is None:
+                raise UntrustedInputError(
+                    f"no channel key for assigned processor {processor}", party="requester"
+                )
+            if not 0 <= ref.index < len(self.blocks):
+                raise UntrustedInputError(
+                    f"assignment names block {ref.index}, we have {len(self.blocks)}",
+                    party="requester",
+                )
+            sealed = seal(self.blocks[ref.index], key.public_key)
+            out.append((processor, SealedBlock(task_id=self.task_id, ref=ref, sealed=sealed)))
         return out
 
     def recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes:

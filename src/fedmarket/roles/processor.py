@@ -30,7 +30,7 @@ from fedmarket.roles.messages import (
 from fedmarket.roles.owner import block_id
 from fedmarket.roles.party import Party
 
-MAX_SEALED_BLOCK_BYTES = 64 << 20
+SEAL_OVERHEAD = 64  # a sealed box's ephemeral key and tag (48 bytes), rounded up
 
 
 @dataclass
@@ -112,8 +112,13 @@ class Processor(Party):
         manifest = self.manifests.get(ref.owner.lower())
         if manifest is None:
             raise UntrustedInputError("sent a block before its manifest", party=party)
+        if self.keys is None:
+            raise UntrustedInputError("sent a block before the task's keys", party=party)
         block = open_sealed(
-            message.sealed, self.channel, party=party, max_bytes=MAX_SEALED_BLOCK_BYTES
+            message.sealed,
+            self.channel,
+            party=party,
+            max_bytes=self.keys.max_block_bytes + SEAL_OVERHEAD,
         )
         check_block(block, ref.index, manifest.digests, data_root(manifest.digests), party=party)
         self.restore_block(ref, block, party=party)

@@ -4,9 +4,11 @@ A message of up to ``INLINE_BYTES`` of frames is one ``ConfigRecord``: the envel
 under ``field:<name>`` and its frames as a list of bytes under ``frames`` (three Flower objects
 per message, so three object transfers). A larger one (a processor's sealed blocks) keeps its
 fields there and its frames in an ``ArrayRecord`` of raw-bytes arrays, which Flower moves in
-5 MiB chunks. Nothing here trusts the other side: the frame count, every frame's size and the
-total are bounded, and the fields checked, before anything is parsed; every frame is then
-decoded by the roles' own size-limited parser.
+5 MiB chunks; the driver keeps every message within ``Transport.max_bytes``
+(``MAX_MESSAGE_BYTES``: bulk steps are cut into messages of at most half of it), and ``unpack``
+refuses anything larger. Nothing here trusts the other side: the frame count, every frame's
+size and the total are bounded, and the fields checked, before anything is parsed; every frame
+is then decoded by the roles' own size-limited parser.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from __future__ import annotations
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedmarket.errors import UntrustedInputError
-from fedmarket.protocol.transport import MAX_FIELDS, Envelope, check_fields
+from fedmarket.protocol.transport import MAX_FIELDS, MAX_MESSAGE_BYTES, Envelope, check_fields
 
 MAX_FRAMES = 4096
-MAX_MESSAGE_BYTES = 512 << 20  # a processor's whole share of sealed blocks fits
 # the most Flower objects a message may take: Message, RecordDict, two records, and the
 # arrays and 5 MiB chunks of the frames
 MAX_OBJECTS = 4 + 2 * MAX_FRAMES + (MAX_MESSAGE_BYTES >> 20) // 5 + 1

@@ -10,8 +10,9 @@ read and written there: the requester hosts the SuperLink (docs/deploy.md).
 
 The protocol is the one driver every runtime runs (``fedmarket.protocol.driver``); this module
 only carries its envelopes as Flower messages (``FlowerTransport``) and writes what
-``fedmarket run`` writes: report.json, report.md, the plots and model.npz, plus result.json,
-and one line per phase and epoch in progress.jsonl as they happen.
+``fedmarket run`` writes, through the same code (``report.build.write_results``, the explorer's
+``ProgressWriter``): model.npz, report.json, report.md, the plots, progress.json and spec.toml;
+plus result.json, and one line per phase and epoch in progress.jsonl as they happen.
 The requester learns each node's chain account from a signed challenge (``identity``).
 """
 
@@ -31,19 +32,17 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmarket.chain.backends import Chain, rpc
 from fedmarket.chain.client import MarketClient, TokenClient
-from fedmarket.data import scaler
 from fedmarket.errors import FedmarketError, UntrustedInputError
-from fedmarket.models.scaled import ScaledModel
+from fedmarket.explorer.runs import ProgressWriter
 from fedmarket.parties import DataSource
 from fedmarket.protocol.driver import Driver
 from fedmarket.protocol.transport import Envelope, Peer, Traffic, Transport
-from fedmarket.report import write_report
-from fedmarket.report.build import Member, balances, build_report
+from fedmarket.report.build import Member, balances, build_report, write_results
 from fedmarket.roles.requester import Requester
 from fedmarket.run import stopping_rules, wait_until
 from fedmarket.runtime.flower import compat, identity, records
 from fedmarket.runtime.flower.gate import take_ticket
-from fedmarket.spec import load_spec
+from fedmarket.spec import TaskSpec, load_spec
 
 app = ServerApp()
 log = logging.getLogger("fedmarket.requester")
@@ -78,6 +77,9 @@ class FlowerTransport(Transport):
         self.timings: dict[str, list[tuple[float, float]]] = {}
         self._last_discover = -1e9
         self.requests: Counter[str] = Counter()  # SuperLink requests by kind (objects aside)
+        # what ``records.unpack`` accepts on either side; the driver batches bulk steps under it
+        self.max_bytes = records.MAX_MESSAGE_BYTES
+        self.largest: dict[str, int] = {}  # per action, the largest envelope either way (bytes)
 
     def _problem(self, text: str) -> None:
         log.warning(text)
@@ -117,6 +119,9 @@ class FlowerTransport(Transport):
             delay = min(MAX_POLL, delay * 2)
         self.timings.setdefault(kind, []).append((pushed - start, time.monotonic() - pushed))
         return replies
+
+    def _note_size(self, action: str, size: int) -> None:
+        self.largest[action] = max(self.largest.get(action, 0), size)
 
     def _message(self, node_id: int, action: str, envelope: Envelope, timeout: float) -> Message:
         return Message(
@@ -194,6 +199,13 @@ class FlowerTransport(Transport):
             if node is None:
                 self._problem(f"{action}: no node for {address}")
                 continue
+            if request.size > self.max_bytes:  # the node would refuse it after the upload
+                self._problem(
+                    f"{action}: message of {request.size} bytes for {node.peer.name} exceeds "
+                    f"the limit of {self.max_bytes}"
+                )
+                continue
+            self._note_size(action, request.size)
             messages.append(self._message(node.node_id, action, request, wait))
             who.append((address, node.peer))
             self.traffic.sent["requester"] += request.size
@@ -212,6 +224,7 @@ class FlowerTransport(Transport):
                 self._problem(f"{action}: {exc}")
                 failed.add(address)
                 continue
+            self._note_size(action, envelope.size)
             self.traffic.sent[peer.name] += envelope.size
             self.traffic.received["requester"] += envelope.size
             if envelope.fields.get(records.SILENT):
@@ -230,16 +243,27 @@ class FlowerTransport(Transport):
 
 class Progress:
     """The driver's progress as JSON lines in ``out/progress.jsonl``, written as it happens
-    (``fedmarket request`` prints them), and in the ServerApp's log."""
+    (``fedmarket request`` prints them), and in the ServerApp's log; once the spec is read,
+    also ``progress.json`` and ``spec.toml`` as ``fedmarket run`` keeps them (what
+    ``fedmarket explorer --runs`` shows while the task trains)."""
 
     def __init__(self, out: Path) -> None:
+        self.out = out
         self._file: IO[str] = (out / PROGRESS).open("a")
+        self._live: ProgressWriter | None = None
+
+    def follow(self, spec_path: Path, spec: TaskSpec) -> None:
+        self._live = ProgressWriter(
+            self.out, "0x" + spec.spec_hash().hex(), spec.kind.metric, spec_source=spec_path
+        )
 
     def __call__(self, event: str, data: dict[str, object]) -> None:
         log.warning("%s %s", event, data)
         line = {"event": event, **data, "time": round(time.time(), 3)}
         self._file.write(json.dumps(line, default=str) + "\n")
         self._file.flush()
+        if self._live is not None:
+            self._live(event, dict(data))
 
     def close(self) -> None:
         self._file.close()
@@ -291,6 +315,8 @@ def run(
     spec, run_section = spec_file.spec, spec_file.run
     if run_section is None:
         raise FedmarketError("the spec needs a [run] section naming the validation data")
+    if progress is not None:
+        progress.follow(spec_path, spec)
     out = Path(str(cfg["out"]))
     chain, account = _chain(cfg)
     market = MarketClient.at(chain.w3, str(cfg["market"]), chain.accounts[0])
@@ -320,6 +346,7 @@ def run(
         rules=stopping_rules(spec_file),
         seed=run_section.seed,
         self_processing=run_section.scenario == "own-compute",
+        base=spec_path.parent,
     )
     start_time = time.perf_counter()
     peers = transport.peers()
@@ -349,11 +376,7 @@ def run(
         chain=str(cfg["chain"]),
         gas=market.gas_log.entries,
     )
-    if requester.optimizer is not None:
-        f = spec.features
-        out.mkdir(parents=True, exist_ok=True)
-        ScaledModel(requester.model(), scaler(f.mean, f.std, f.spread)).save(out / "model.npz")
-    write_report(report, out)
+    write_results(out, report, requester)
     task = requester.task_id or 0
     name_of = {m.address.lower(): m.name for m in members}
 
@@ -393,5 +416,6 @@ def run(
         "events": task_run.notes,
         "transport_seconds": transport.timings,
         "transport_requests": dict(transport.requests),
+        "largest_message_bytes": transport.largest,
         "winners": {role: names(a) for role, a in task_run.winners.items()},
     }
