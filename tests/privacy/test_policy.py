@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
 from fedmarket.errors import ConfigError
 from fedmarket.models.kinds import get_kind
 from fedmarket.privacy.accounting import epsilon_spent
-from fedmarket.privacy.policy import crypto_privacy, noise_std
+from fedmarket.privacy.noise import gaussian_totals
+from fedmarket.privacy.policy import crypto_privacy, noise_allowance, noise_std
 from fedmarket.protocol.crypto import Layout, Privacy
 from fedmarket.protocol.plaintext import Plaintext
 from fedmarket.spec import parse_spec
@@ -96,3 +98,14 @@ def test_small_blocks_are_fine_without_privacy() -> None:
     spec = parse_spec(spec_text("", block_points=16)).spec
     assert spec.he.block_points == 16 and not spec.privacy.enabled
     assert parse_spec(spec_text("enabled = true", block_points=128)).spec.he.block_points == 128
+
+
+def test_the_noise_allowance_covers_honest_noise() -> None:
+    """The bound the requester raises by: no draw of the owners' sampler exceeds it."""
+    std = 7.0
+    draws = gaussian_totals((20_000,), std, random.Random(5))
+    assert 0.97 * std < float(draws.std()) < 1.03 * std
+    assert float(abs(draws).max()) < noise_allowance(std)
+    assert noise_allowance(0.0) == 0.0
+    with pytest.raises(ValueError):
+        noise_allowance(float("nan"))
