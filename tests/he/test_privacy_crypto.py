@@ -182,10 +182,10 @@ def test_a_per_slot_crafted_model_is_made_well_formed_and_fails_the_owners_check
     keys.keypair.decryptor.decrypt(model.pick(0, range(1))[0], plain)
     copies = spec.result_lanes(setup.public.runtime.decode(plain))[0]  # (copies, lanes)
     # before: one copy held kappa * w*, the others 0; after: every copy holds the average, up
-    # to CKKS noise (largest in slot 0), a hundredth of the crafted difference at most
+    # to CKKS noise (largest in slot 0: 0.6e-3 to 3.9e-3 over 11 key pairs, against 0.3 crafted)
     before = kappa * float(np.max(np.abs(w_star)))
     spread = np.abs(copies - copies.mean(axis=0))
-    assert np.max(spread) < 0.01 * before
+    assert np.max(spread) < 0.05 * before
     assert np.median(spread) < MODEL_ATOL * kappa
     averaged = processor_weights(setup, crafted)
     np.testing.assert_allclose(averaged, w_star[:, :7] / spec.model_copies, atol=MODEL_ATOL)
