@@ -160,7 +160,7 @@ def sweep_point(n: int, d: int, *, single_worker: bool) -> dict[str, Any]:
         "samples": n,
         "features": d,
         "lanes": spec.lanes,
-        "z_copies": spec.z_copies,
+        "model_copies": spec.model_copies,
         "blocks": len(blocks),
         "epoch_seconds": seconds,
         "epoch_seconds_median": float(np.median(epochs)),
@@ -229,7 +229,7 @@ def accuracy(name: str, X: np.ndarray, y: np.ndarray, workers: int) -> dict[str,
         "spec": {
             "lanes": encrypted.spec.lanes,
             "class_lanes": encrypted.spec.class_lanes,
-            "z_copies": encrypted.spec.z_copies,
+            "model_copies": encrypted.spec.model_copies,
             "groups": encrypted.spec.n_groups,
         },
     }

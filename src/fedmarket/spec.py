@@ -1,9 +1,9 @@
 """Task specs: the TOML a requester announces, validated, with its canonical on-chain hash.
 
 A spec file has the announced task (``[task]``, ``[budget]``, ``[features]``, ``[labels]``,
-``[he]``, ``[stopping]``, ``[offchain]``) and, for local runs only, ``[run]`` (which parties
-exist and where their data comes from). Only the announced part is hashed: it is what
-bidders agree to.
+``[he]``, ``[stopping]``, ``[offchain]``, ``[privacy]``) and, for local runs only, ``[run]``
+(which parties exist and where their data comes from). Only the announced part is hashed: it
+is what bidders agree to.
 """
 
 from __future__ import annotations
@@ -197,6 +197,35 @@ class OffchainSection(_Strict):
     endpoint: Annotated[str, Field(min_length=1)] = "inproc://"
 
 
+class PrivacySection(_Strict):
+    """Record-level differential privacy against the requester (docs/privacy.md).
+
+    When ``enabled``, every owner clips each sample's scaled features to L2 norm ``clip_norm``,
+    encrypts blocks of at least ``floor`` samples, checks each epoch's revealed model and adds
+    Gaussian noise to its blocks' totals so that the requester's whole view of a record over
+    ``task.max_epochs`` epochs is (``epsilon``, ``delta``)-DP (the noise multiplier follows from
+    the accountant, ``fedmarket.privacy.accounting``). ``min_block_points`` may raise the
+    protocol floor (64), never lower it; the floor is also at least n_features + 2.
+    """
+
+    enabled: Annotated[bool, Field(strict=True)] = False
+    epsilon: Annotated[float, Field(gt=0, le=16, allow_inf_nan=False)] = 8.0
+    delta: Annotated[float, Field(gt=0, le=1e-3, allow_inf_nan=False)] = 1e-5
+    clip_norm: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] = 1.0
+    min_block_points: Annotated[int, Field(ge=64, le=1 << 20, strict=True)] = 64
+
+    def floor(self, n_features: int) -> int:
+        """The fewest samples per block (and per decrypted total) for a task of
+        ``n_features``: ``max(min_block_points, n_features + 2)``."""
+        return max(self.min_block_points, n_features + 2)
+
+    def noise_multiplier(self, epochs: int) -> float:
+        """sigma (noise std over the sensitivity) for ``epochs`` releases at (epsilon, delta)."""
+        from fedmarket.privacy.accounting import noise_multiplier
+
+        return noise_multiplier(self.epsilon, self.delta, epochs)
+
+
 class TaskSpec(_Strict):
     """The announced task: what bidders agree to; ``keccak(canonical JSON)`` goes on chain."""
 
@@ -208,6 +237,7 @@ class TaskSpec(_Strict):
     integrity: IntegritySection = Field(default_factory=IntegritySection)
     stopping: StoppingSection = Field(default_factory=StoppingSection)
     offchain: OffchainSection = Field(default_factory=OffchainSection)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
 
     @model_validator(mode="after")
     def _model_vs_labels(self) -> TaskSpec:
@@ -222,6 +252,20 @@ class TaskSpec(_Strict):
             raise ValueError(f"task.hidden is for network models (mlp), not {kind.name}")
         if kind.sigmoid and (self.labels.target_center, self.labels.target_scale) != (0.0, 1.0):
             raise ValueError("labels.target_center and target_scale are for regression only")
+        if self.privacy.enabled:
+            floor = self.privacy.floor(len(self.features.names))
+            if self.task.num_points < floor:
+                raise ValueError(
+                    f"task.num_points ({self.task.num_points}) is below the privacy floor of "
+                    f"{floor} samples per block"
+                )
+            if self.he.block_points and self.he.block_points < 2 * floor:
+                # splitting a fill into near-equal blocks of at most block_points then never
+                # leaves one below the floor
+                raise ValueError(
+                    f"he.block_points must be 0 or at least {2 * floor} (twice the privacy "
+                    f"floor of {floor}), got {self.he.block_points}"
+                )
         return self
 
     @property

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tenseal.sealapi as sa
 from sklearn.model_selection import train_test_split
 
 from fedmarket.he import HESpec, KeyPair, PublicContext, encrypt_block
@@ -61,9 +62,9 @@ def setup_for(name: str) -> Setup:
         return make_setup("logistic", 5)
     if name == "linear":  # 3 features (4 lanes)
         return make_setup("linear", 3)
-    if name == "copies":  # binary, 12 features (16 lanes), blocks of 1024 samples in 4 z-copies
+    if name == "copies":  # binary, 12 features (16 lanes): the compact model holds 256 copies
         setup = make_setup("logistic", 12, expected=1000)
-        assert setup.spec.z_copies == 4 and setup.spec.block_size == 1024
+        assert setup.spec.model_copies == 256 and setup.spec.block_size == 4096
         return setup
     if name == "parts":  # binary, 100 features, one block in two parts (z split by giants)
         setup = make_setup("logistic", 100, expected=1000)
@@ -73,8 +74,8 @@ def setup_for(name: str) -> Setup:
         setup = make_setup("linear", 30, expected=700, parts=2)
         assert setup.spec.parts == 2 and setup.spec.model_giant == 1
         return setup
-    # 3 classes, 6 features; 2 class lanes (blocks of 2048 samples), so 2 class groups
-    setup = make_setup("multiclass", 6, 3, expected=1500)
+    # 4 classes, 6 features; 2 class lanes (blocks of 2048 samples), so 2 class groups
+    setup = make_setup("multiclass", 6, 4, expected=1500)
     assert setup.spec.class_lanes == 2 and setup.spec.n_groups == 2
     return setup
 
@@ -153,3 +154,26 @@ def load_framingham() -> tuple[np.ndarray, np.ndarray]:
     complete = [row for row in rows[1:] if all(value not in ("", "NA") for value in row)]
     data = np.array(complete, dtype=float)
     return data[:, :-1], data[:, -1].astype(int)
+
+
+# The compact model's precision: each weight the processor uses is the requester's within this
+# (the L/D copies are encoded that many times below the model scale, and the rotations that
+# average them add key-switching noise; measured up to 1.2e-3 at 512 copies).
+MODEL_ATOL = 5e-3
+
+
+def processor_weights(setup: Setup, model_bytes: bytes) -> np.ndarray:
+    """The weights a processor computes with after projecting ``model_bytes``, decrypted with
+    the secret key (the model diagonal 0 of each class group, averaged over its copies)."""
+    from fedmarket.he import EncryptedModel
+
+    spec = setup.spec
+    model = EncryptedModel.from_bytes(setup.public, model_bytes)
+    rows = []
+    for group in range(spec.n_groups):
+        plain = sa.Plaintext()
+        setup.keypair.decryptor.decrypt(model.pick(group, range(1))[0], plain)
+        slots = setup.public.runtime.decode(plain)
+        rows.append(spec.result_lanes(slots).mean(axis=1))  # (class lanes, D)
+    weights = np.concatenate(rows)[: spec.n_outputs, : spec.n_features + 1]
+    return weights / spec.poly.kappa if spec.is_logistic else weights

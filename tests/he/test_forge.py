@@ -32,7 +32,7 @@ def keys() -> dict[str, tuple[KeyPair, PublicContext]]:
     out = {}
     for name, spec in (
         ("logistic", HESpec.for_task(kind="logistic", n_features=5)),
-        (  # 4 class lanes and 8 z-copies: blocks of 128 samples
+        (  # 3 classes: one class lane each (lanes divide the outputs), 3 groups
             "multiclass",
             HESpec.for_task(kind="multiclass", n_features=5, n_outputs=3, expected_samples=100),
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from fedmarket.he import (
     decrypt_result,
     encrypt_block,
     encrypt_model,
+    encrypt_noise,
     forge_result,
     max_abs_sum,
     restamp,
@@ -30,6 +32,7 @@ from fedmarket.he import (
 from fedmarket.he import mlp as he_mlp
 from fedmarket.he._seal import dump
 from fedmarket.models import TrainConfig, fit_plaintext, get_kind, score
+from fedmarket.privacy.noise import draw_noise
 
 D, K, H, N = 5, 3, 4, 300
 # |encrypted - plaintext| per total at these sizes: ~1e-3 (rotations at the sums' scale)
@@ -178,3 +181,19 @@ def test_small_encrypted_training_matches_plaintext() -> None:
     assert score(encrypted.model, X_val, y_val) == score(plain.model, X_val, y_val)
     assert plain.history[-1].metric > plain.history[0].metric
     assert np.max(np.abs(encrypted.model.W1 - plain.model.W1)) < 1e-3
+
+
+def test_owners_noise_is_added_to_the_mlp_totals() -> None:
+    """The owners' noise covers both layers' totals (G1 and G2 rows) under encryption."""
+    keypair, public = setup()
+    _, _, _, block, model = data()
+    noise = encrypt_noise(public, block_id="owner/0", epoch=1, std=4.0, rng=random.Random(3))
+    drawn, _ = draw_noise((H, D + 1 + K), 4.0, random.Random(3))
+    clean = decrypt_result(keypair, run_program(public, model, block), party="p", epoch=1)
+    noisy = decrypt_result(
+        keypair, run_program(public, model, block, noise=noise), party="p", epoch=1
+    )
+    assert np.max(np.abs(noisy.sums - clean.sums - drawn)) < TOLERANCE
+    with pytest.raises(UntrustedInputError, match="epoch 2, not the model's 1"):
+        other = encrypt_noise(public, block_id="owner/0", epoch=2, std=4.0, rng=random.Random())
+        run_program(public, model, block, noise=other)

@@ -19,7 +19,7 @@ from fedmarket.he import (
 from fedmarket.he._seal import OUT, dump
 from fedmarket.models import gradient_sums
 
-from .conftest import Setup, random_data, random_weights, setup_for
+from .conftest import Setup, processor_weights, random_data, random_weights, setup_for
 
 
 def decrypt_all_slots(setup: Setup, ct: sa.Ciphertext) -> np.ndarray:
@@ -33,8 +33,9 @@ def test_every_decrypted_slot_is_a_block_total_or_zero(name: str) -> None:
     setup = setup_for(name)
     spec = setup.spec
     X, labels, targets = random_data(spec, 700, seed=11)
-    weights = random_weights(spec)
-    model = EncryptedModel.from_bytes(setup.public, encrypt_model(setup.keypair, weights, epoch=1))
+    model_bytes = encrypt_model(setup.keypair, random_weights(spec), epoch=1)
+    weights = processor_weights(setup, model_bytes)  # what the projected model holds
+    model = EncryptedModel.from_bytes(setup.public, model_bytes)
     block = EncryptedBlock.from_bytes(
         setup.public, encrypt_block(setup.public, X, labels, block_id="p")
     )

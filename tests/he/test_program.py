@@ -17,7 +17,15 @@ from fedmarket.he import (
 from fedmarket.he._seal import OUT, dump
 from fedmarket.models import gradient_sums
 
-from .conftest import SETUPS, Setup, random_data, random_weights, setup_for
+from .conftest import (
+    MODEL_ATOL,
+    SETUPS,
+    Setup,
+    processor_weights,
+    random_data,
+    random_weights,
+    setup_for,
+)
 
 # CKKS noise on a block total: about 0.01-0.05 for 4096 samples (docs/he.md); the totals
 # themselves are O(n). A per-mille relative term covers the scale of each total.
@@ -25,8 +33,7 @@ ATOL = 0.1
 RTOL = 1e-3
 
 
-def encrypted_sums(setup: Setup, block: bytes, weights: np.ndarray) -> np.ndarray:
-    model = encrypt_model(setup.keypair, weights, epoch=1)
+def encrypted_sums(setup: Setup, block: bytes, model: bytes) -> np.ndarray:
     result = run_program(setup.public, model, block)
     return decrypt_result(setup.keypair, result, party="processor", epoch=1).sums
 
@@ -37,23 +44,25 @@ def test_encrypted_sums_match_plaintext(name: str) -> None:
     X, labels, targets = random_data(setup.spec, setup.spec.block_size, seed=3)
     weights = random_weights(setup.spec)
     block = encrypt_block(setup.public, X, labels, block_id="full")
-    expected = gradient_sums(setup.spec.kind, weights, X, targets, setup.spec.poly)
-    np.testing.assert_allclose(
-        encrypted_sums(setup, block, weights), expected, rtol=RTOL, atol=ATOL
-    )
+    model = encrypt_model(setup.keypair, weights, epoch=1)
+    # The processor computes with the projected compact model: the requester's weights up to
+    # the model's precision, and the program's totals are exact for those weights.
+    used = processor_weights(setup, model)
+    np.testing.assert_allclose(used, weights, rtol=0, atol=MODEL_ATOL)
+    expected = gradient_sums(setup.spec.kind, used, X, targets, setup.spec.poly)
+    np.testing.assert_allclose(encrypted_sums(setup, block, model), expected, rtol=RTOL, atol=ATOL)
 
 
 def test_padding_adds_nothing(logistic: Setup) -> None:
     """A partial block's sums are those of its real samples, and blocks add up."""
     X, labels, targets = random_data(logistic.spec, 1000, seed=5)
-    weights = random_weights(logistic.spec, scale=1.0)
+    model = encrypt_model(logistic.keypair, random_weights(logistic.spec, scale=1.0), epoch=1)
+    weights = processor_weights(logistic, model)
     expected = gradient_sums("logistic", weights, X, targets, logistic.spec.poly)
-    whole = encrypted_sums(
-        logistic, encrypt_block(logistic.public, X, labels, block_id="a"), weights
-    )
+    whole = encrypted_sums(logistic, encrypt_block(logistic.public, X, labels, block_id="a"), model)
     halves = sum(
         encrypted_sums(
-            logistic, encrypt_block(logistic.public, X[part], labels[part], block_id="h"), weights
+            logistic, encrypt_block(logistic.public, X[part], labels[part], block_id="h"), model
         )
         for part in (slice(0, 300), slice(300, 1000))
     )

@@ -27,8 +27,16 @@ def simulate(spec: HESpec, X: np.ndarray, targets: np.ndarray, W: np.ndarray) ->
     weights = spec.poly.kappa * W if spec.is_logistic else W
     for group, label in enumerate(label_vectors(spec, targets)):
         rows = weights[group * r : (group + 1) * r]
-        cts = range(spec.model_ciphertexts)
-        model = [spec.to_physical(spec.model_layout(rows, j)) for j in cts]
+        # the compact model as sent, averaged over its copies and expanded as the processor does
+        compact = spec.to_physical(spec.model_layout(rows, 0)) / spec.model_copies
+        stride = spec.lanes
+        while stride < spec.length:
+            compact = compact + rotate(compact, r * stride)
+            stride *= 2
+        model = [compact]
+        for b in range(1, spec.model_ciphertexts):
+            low = b & -b
+            model.append(rotate(model[b - low], r * low))
         z = np.zeros(spec.slots)
         for part in range(spec.parts):  # each part's share of z, moved into place
             share = np.zeros(spec.slots)
@@ -39,10 +47,6 @@ def simulate(spec: HESpec, X: np.ndarray, targets: np.ndarray, W: np.ndarray) ->
                     for j in spec.part_model_columns(part)
                 )
             z += rotate(share, spec.part_z_shift(part))
-        stride = spec.block_size
-        while stride < spec.length:  # z-copy segments
-            z = z + rotate(z, r * stride)
-            stride *= 2
         h = (z * (z * z + spec.poly.linear_term) if spec.is_logistic else z) - label
         total = np.zeros(spec.slots)
         for part in range(spec.parts):  # each part's baby steps, with every giant step
@@ -67,16 +71,16 @@ def simulate(spec: HESpec, X: np.ndarray, targets: np.ndarray, W: np.ndarray) ->
 @pytest.mark.parametrize(
     ("kind", "features", "outputs", "samples"),
     [
-        ("logistic", 5, 1, 300),  # 8 z-copies of 512 slots: one model ciphertext
-        ("logistic", 5, 1, None),  # no z-copies
+        ("logistic", 5, 1, 300),  # 8 lanes: 512 copies in the compact model
+        ("logistic", 5, 1, None),
         ("logistic", 40, 1, 4096),  # 64 lanes: two giant steps for z (Bz = 32)
-        ("logistic", 40, 1, 1000),  # two giant steps for z with 4 z-copies, in two parts
+        ("logistic", 40, 1, 1000),  # two giant steps for z, in two parts
         ("logistic", 100, 1, 1000),  # two parts, each with two of the four giant steps
         ("linear", 40, 1, 700),  # two parts of a linear model
-        ("linear", 3, 1, 1000),  # 4 z-copies
-        ("multiclass", 6, 3, 900),  # 4 class lanes
-        ("multiclass", 6, 3, 200),  # 4 class lanes and 4 z-copies
-        ("multiclass", 9, 5, 600),  # 4 class lanes, 2 groups, 3 empty class lanes
+        ("linear", 3, 1, 1000),  # 4 lanes
+        ("multiclass", 6, 4, 900),  # 4 class lanes
+        ("multiclass", 6, 3, 200),  # 3 classes: one class lane (lanes must divide the outputs)
+        ("multiclass", 9, 6, 600),  # 2 class lanes, 3 groups
     ],
 )
 def test_layouts_compute_the_gradient_sums(
@@ -124,19 +128,36 @@ def test_multiclass_shares_slots_when_few_samples() -> None:
 
 
 @pytest.mark.parametrize(
-    ("features", "samples", "copies", "model_cts"),
-    [(10, 1000, 4, 4), (30, 455, 8, 4), (100, 1000, 4, 8), (10, 4096, 1, 16), (1, 10, 1, 2)],
+    ("features", "samples", "copies", "new_keys"),
+    [(10, 1000, 256, {8}), (30, 455, 128, {16}), (100, 1000, 32, set()), (1, 10, 2048, set())],
 )
-def test_small_tasks_share_z_ciphertexts(
-    features: int, samples: int, copies: int, model_cts: int
+def test_the_compact_model_is_projected_with_few_new_keys(
+    features: int, samples: int, copies: int, new_keys: set[int]
 ) -> None:
+    """One model ciphertext per class group holds L/D copies of each weight; averaging them
+    reuses the all-reduce's rotations and expanding the Bz diagonals needs left rotations by
+    r * 2^i, of which only those beyond the sums' baby steps are new keys."""
     spec = HESpec.for_task(kind="logistic", n_features=features, expected_samples=samples)
-    assert (spec.z_copies, spec.model_ciphertexts) == (copies, model_cts)
-    assert spec.block_size >= samples and spec.block_size * copies == spec.slots
-    # The segment sums reuse the all-reduce's rotations: z-copies need no extra Galois key.
-    plain = HESpec.for_task(kind="logistic", n_features=features)
-    one_part = dataclasses.replace(spec, parts=1)
-    assert set(one_part.rotation_steps()) == set(plain.rotation_steps())
+    assert spec.model_copies == copies == spec.length // spec.lanes
+    assert spec.model_ciphertexts == spec.model_baby
+    steps = set(spec.rotation_steps())
+    assert {spec.lanes << i for i in range(copies.bit_length() - 1)} <= steps
+    assert {1 << i for i in range(spec.model_baby.bit_length() - 1)} <= steps
+    baby = {1 << i for i in range(spec.sum_baby.bit_length() - 1)} | {spec.sum_baby}
+    expansion = {1 << i for i in range(spec.model_baby.bit_length() - 1)}
+    assert expansion - baby - {spec.lanes << i for i in range(12)} == new_keys
+
+
+def test_class_lanes_divide_the_outputs() -> None:
+    """A padding class lane would hold no labels: its totals would answer a label-free query."""
+    for outputs in (3, 5, 6, 10):
+        spec = HESpec.for_task(
+            kind="multiclass", n_features=8, n_outputs=outputs, expected_samples=300
+        )
+        assert outputs % spec.class_lanes == 0
+    spec = HESpec.for_task(kind="multiclass", n_features=8, n_outputs=3, expected_samples=300)
+    with pytest.raises(ConfigError, match="dividing 3 outputs"):
+        dataclasses.replace(spec, class_lanes=4)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +199,10 @@ def test_two_parts_can_share_the_model_ciphertexts() -> None:
         HESpec.for_task(kind="logistic", n_features=30, expected_samples=1000), parts=2
     )
     assert spec.model_giant == 1
-    assert [list(spec.part_model_columns(p)) for p in (0, 1)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert [list(spec.part_model_columns(p)) for p in (0, 1)] == [
+        list(range(16)),
+        list(range(16, 32)),
+    ]
     assert spec.part_z_shift(1) == 0
 
 
@@ -215,8 +239,12 @@ def test_json_round_trip_is_exact() -> None:
         ("coeff_mod_bit_sizes", [60, 40, 30, 30, 60], "disagree"),
         ("class_lanes", 8, "class_lanes"),
         ("version", 1, "spec version"),
-        ("z_copies", 3, "z_copies"),
-        ("z_copies", 16, "z_copies"),
+        ("min_block_points", 0, "min_block_points"),
+        ("min_block_points", 5000, "min_block_points"),
+        ("clip_norm", 1, "clip_norm"),
+        ("clip_norm", -1.0, "clip_norm"),
+        ("clip_norm", float("nan"), "clip_norm"),
+        ("noise", 1, "noise"),
     ],
 )
 def test_from_json_rejects_bad_specs(field: str, value: object, message: str) -> None:

@@ -184,6 +184,7 @@ class SealRuntime:
         level = {128: sa.SEC_LEVEL_TYPE.TC128, 192: sa.SEC_LEVEL_TYPE.TC192}.get(
             preset.security_bits, sa.SEC_LEVEL_TYPE.TC256
         )
+        self.security_level = level
         self.context = sa.SEALContext(parms, True, level)
         if not self.context.parameters_set():
             raise CryptoError(
@@ -217,6 +218,17 @@ class SealRuntime:
         plain = sa.Plaintext()
         self.encoder.encode(
             np.asarray(values, dtype=np.float64).tolist(), self.parms_id[level], scale, plain
+        )
+        return plain
+
+    def encode_complex(self, values: np.ndarray, level: int, scale: float) -> sa.Plaintext:
+        """Complex slot values (the owners' noise floods the imaginary parts too)."""
+        plain = sa.Plaintext()
+        self.encoder.encode(
+            [complex(v) for v in np.asarray(values, dtype=np.complex128)],
+            self.parms_id[level],
+            scale,
+            plain,
         )
         return plain
 

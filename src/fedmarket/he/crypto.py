@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping
+
 import numpy as np
 
 from fedmarket.he.forge import add_noise, forge_result, restamp, scale_result
 from fedmarket.he.keys import KeyPair, PublicContext
-from fedmarket.he.optimizer import decrypt_result, encrypt_model
+from fedmarket.he.model import encrypt_model
+from fedmarket.he.noise import encrypt_noise
+from fedmarket.he.optimizer import decrypt_result
 from fedmarket.he.packing import block_bytes_limit, encrypt_block
 from fedmarket.he.pool import ProcessorPool
 from fedmarket.he.program import run_program
 from fedmarket.he.spec import HESpec
 from fedmarket.models.kinds import ModelKind, get_kind
-from fedmarket.protocol.crypto import BlockTotals, Crypto, Layout, Pool, PublicKeys, TaskKeys
+from fedmarket.protocol.crypto import (
+    BlockTotals,
+    Crypto,
+    Layout,
+    Pool,
+    Privacy,
+    PublicKeys,
+    TaskKeys,
+)
 
 
 class _CKKSPool(Pool):
@@ -22,8 +35,10 @@ class _CKKSPool(Pool):
     def add_block(self, data: bytes, *, party: str) -> None:
         self._pool.add_block(data, party=party)
 
-    def run_epoch(self, model: bytes, *, party: str) -> dict[str, bytes]:
-        return self._pool.run_epoch(model, party=party)
+    def run_epoch(
+        self, model: bytes, *, party: str, noise: Mapping[str, bytes] | None = None
+    ) -> dict[str, bytes]:
+        return self._pool.run_epoch(model, party=party, noise=noise)
 
     def close(self) -> None:
         self._pool.close()
@@ -38,11 +53,24 @@ class CKKSPublic(PublicKeys):
         self.digest = context.digest
         spec = context.spec
         self.layout = Layout(
-            get_kind(spec.kind), spec.n_features, spec.n_outputs, spec.block_size, spec.hidden
+            get_kind(spec.kind),
+            spec.n_features,
+            spec.n_outputs,
+            spec.block_size,
+            spec.hidden,
+            min_block_points=spec.min_block_points,
+            clip_norm=spec.clip,
+            private=spec.noise,
         )
 
     def encrypt_block(self, X: np.ndarray, targets: np.ndarray, *, block_id: str) -> bytes:
         return encrypt_block(self.context, X, targets, block_id=block_id)
+
+    def encrypt_model(self, weights: np.ndarray, *, epoch: int, seed: bytes | None = None) -> bytes:
+        return encrypt_model(self.context, weights, epoch=epoch, seed=seed)
+
+    def encrypt_noise(self, *, block_id: str, epoch: int, std: float, rng: random.Random) -> bytes:
+        return encrypt_noise(self.context, block_id=block_id, epoch=epoch, std=std, rng=rng)
 
     @property
     def max_block_bytes(self) -> int:
@@ -52,10 +80,21 @@ class CKKSPublic(PublicKeys):
         return _CKKSPool(ProcessorPool(self.data, workers=workers))
 
     def run_program(
-        self, model: bytes, block: bytes, *, model_party: str, block_party: str
+        self,
+        model: bytes,
+        block: bytes,
+        *,
+        noise: bytes | None = None,
+        model_party: str,
+        block_party: str,
     ) -> bytes:
         return run_program(
-            self.context, model, block, model_party=model_party, block_party=block_party
+            self.context,
+            model,
+            block,
+            noise=noise,
+            model_party=model_party,
+            block_party=block_party,
         )
 
     def forge(self, *, block_id: str, epoch: int, n_samples: int, totals: np.ndarray) -> bytes:
@@ -83,9 +122,6 @@ class CKKSKeys(TaskKeys):
     def __init__(self, keypair: KeyPair) -> None:
         self.keypair = keypair
         self.public = CKKSPublic(keypair.public)
-
-    def encrypt_model(self, weights: np.ndarray, *, epoch: int) -> bytes:
-        return encrypt_model(self.keypair, weights, epoch=epoch)
 
     def decrypt_result(
         self,
@@ -116,7 +152,9 @@ class CKKS(Crypto):
         preset: str,
         expected_samples: int,
         hidden: int = 0,
+        privacy: Privacy | None = None,
     ) -> TaskKeys:
+        privacy = privacy or Privacy()
         spec = HESpec.for_task(
             kind=kind.name,
             n_features=n_features,
@@ -124,6 +162,9 @@ class CKKS(Crypto):
             preset=preset,
             expected_samples=expected_samples,
             hidden=hidden or None,
+            min_block_points=privacy.min_block_points,
+            clip_norm=privacy.clip_norm,
+            noise=privacy.noise,
         )
         return CKKSKeys(KeyPair.generate(spec))
 

@@ -28,6 +28,7 @@ from fedmarket.he import mlp, wire
 from fedmarket.he._seal import OUT, dump
 from fedmarket.he.keys import PublicContext
 from fedmarket.he.program import pack_result
+from fedmarket.he.results import max_total, result_scales, totals_layout
 
 _RESULT_FIELDS = {"block_id": str, "epoch": int, "n_samples": int}
 MAX_FACTOR = 100
@@ -35,53 +36,7 @@ MAX_FACTOR = 100
 
 def max_forgeable_total(context: PublicContext) -> float:
     """Largest |total| the result encoding holds: |sum| * out scale < output prime / 2."""
-    runtime = context.runtime
-    if context.spec.is_mlp:
-        return mlp.max_total(context)
-    return runtime.primes[0] / 2.0 / runtime.scales.out
-
-
-def _totals_layout(context: PublicContext, totals: np.ndarray) -> list[np.ndarray]:
-    """Per class group, the physical slots of a result holding ``totals`` (inverse of
-    ``spec.result_lanes``): lane j's total in every slot k = j (mod D), padding lanes zero."""
-    spec = context.spec
-    if spec.is_mlp:
-        _check_fits(context, totals)
-        return mlp.totals_layout(context, totals)
-    totals = np.asarray(totals, dtype=np.float64)
-    shape = (spec.n_outputs, spec.n_features + 1)
-    if totals.shape != shape or not np.all(np.isfinite(totals)):
-        raise ConfigError(f"totals must be finite with shape {shape}, got {totals.shape}")
-    limit = max_forgeable_total(context)
-    if totals.size and float(np.max(np.abs(totals))) >= limit:
-        raise ConfigError(
-            f"totals up to {float(np.max(np.abs(totals))):.4g} do not fit the result encoding "
-            f"(|total| < {limit:.4g})"
-        )
-    lanes = np.zeros((spec.n_groups * spec.class_lanes, spec.lanes))
-    lanes[: shape[0], : shape[1]] = totals
-    replicas = spec.length // spec.lanes
-    out = []
-    for group in range(spec.n_groups):
-        rows = lanes[group * spec.class_lanes : (group + 1) * spec.class_lanes]
-        out.append(spec.to_physical(np.tile(rows, (1, replicas))))
-    return out
-
-
-def _check_fits(context: PublicContext, totals: np.ndarray) -> None:
-    totals = np.asarray(totals, dtype=np.float64)
-    limit = max_forgeable_total(context)
-    if totals.size and np.all(np.isfinite(totals)) and float(np.max(np.abs(totals))) >= limit:
-        raise ConfigError(
-            f"totals up to {float(np.max(np.abs(totals))):.4g} do not fit the result encoding "
-            f"(|total| < {limit:.4g})"
-        )
-
-
-def _result_scales(context: PublicContext) -> list[float]:
-    if context.spec.is_mlp:
-        return mlp.result_scales(context)
-    return [context.runtime.scales.out] * context.spec.n_groups
+    return max_total(context)
 
 
 def _encrypt_totals(context: PublicContext, totals: np.ndarray) -> list[sa.Ciphertext]:
@@ -89,9 +44,7 @@ def _encrypt_totals(context: PublicContext, totals: np.ndarray) -> list[sa.Ciphe
     runtime = context.runtime
     encryptor = sa.Encryptor(runtime.context, context.public_key)
     out = []
-    for physical, scale in zip(
-        _totals_layout(context, totals), _result_scales(context), strict=True
-    ):
+    for physical, scale in zip(totals_layout(context, totals), result_scales(context), strict=True):
         ct = sa.Ciphertext()
         encryptor.encrypt(runtime.encode(physical, OUT, scale), ct)
         out.append(ct)

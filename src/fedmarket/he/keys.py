@@ -118,16 +118,12 @@ class PublicContext:
 class KeyPair:
     """The requester's secret key with its public context. Never send this object's bytes."""
 
-    __slots__ = ("decryptor", "public", "secret_key", "symmetric_encryptor")
+    __slots__ = ("decryptor", "public", "secret_key")
 
     def __init__(self, public: PublicContext, secret_key: sa.SecretKey) -> None:
         self.public = public
         self.secret_key = secret_key
-        context = public.runtime.context
-        self.decryptor = sa.Decryptor(context, secret_key)
-        # The requester encrypts the model with its secret key: SEAL then stores half of each
-        # ciphertext as a seed, halving the model's bytes on the wire.
-        self.symmetric_encryptor = sa.Encryptor(context, secret_key)
+        self.decryptor = sa.Decryptor(public.runtime.context, secret_key)
 
     @property
     def spec(self) -> HESpec:

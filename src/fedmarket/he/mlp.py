@@ -30,6 +30,7 @@ from fedmarket.errors import ConfigError, CryptoError, UntrustedInputError
 from fedmarket.he import wire
 from fedmarket.he._seal import MLPScales, dump
 from fedmarket.he.keys import KeyPair, PublicContext
+from fedmarket.he.packing import check_block_meta
 from fedmarket.he.spec import HESpec
 from fedmarket.models.mlp import split_weights
 
@@ -127,10 +128,7 @@ class MLPBlock:
             max_payload_bytes=wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, TOP),
         )
         meta = wire.require_fields(envelope.meta, _BLOCK_FIELDS, what="block", party=party)
-        if not 1 <= meta["n_samples"] <= spec.block_size or not meta["block_id"]:
-            raise UntrustedInputError(
-                f"block: n_samples must be 1..{spec.block_size} and block_id non-empty", party=party
-            )
+        check_block_meta(spec, meta, party)
         payloads = iter(envelope.payloads)
 
         def load(level: int, scale: float, what: str) -> sa.Ciphertext:
@@ -161,43 +159,57 @@ class MLPBlock:
 
 
 # ---- the requester's model -------------------------------------------------------------------
+# Compact like the linear kinds' (fedmarket.he.model): one ciphertext for W1 (its diagonal 0,
+# the L/D copies of each weight averaged by the processor), and per output i its weights by row
+# and 2 x the same by column, each one value per hidden lane that every sample's slots must
+# share (the L copies averaged). No new Galois keys: the sample strides r, 2r, ... are the
+# program's own.
 def model_levels(spec: HESpec) -> list[int]:
-    return [TOP] * spec.model_baby + [U] * spec.n_outputs + [A] * spec.n_outputs
+    return [TOP] + [U] * spec.n_outputs + [A] * spec.n_outputs
 
 
-def model_vectors(spec: HESpec, weights: np.ndarray) -> list[tuple[np.ndarray, int]]:
-    """(physical slots, level) of every model ciphertext: the input weights' diagonals (lane t =
-    hidden unit t), then per output i its weights by row (lane t = W2[i, t]) and 2 x the same
-    as the backward pass uses them; every sample's lanes hold the same values."""
+def _model_scales(context: PublicContext) -> list[float]:
+    """The scale each model payload is encrypted at: its use scale over its copies."""
+    spec = context.spec
+    sc = scales(context)
+    k = spec.n_outputs
+    return [sc.w1 / spec.model_copies] + [sc.w2 / spec.length] * k + [sc.w2col / spec.length] * k
+
+
+def model_vectors(spec: HESpec, weights: np.ndarray) -> list[np.ndarray]:
+    """The physical slots of every model payload: W1 tiled with period D (lane t = hidden
+    unit t), then per output i its weights by row (lane t = W2[i, t]) and 2 x the same as the
+    backward pass uses them; every sample's lanes hold the same values."""
     W1, W2 = split_weights(weights, spec.n_features)
-    out = [(spec.to_physical(spec.model_layout(W1, j)), TOP) for j in range(spec.model_baby)]
+    out = [spec.to_physical(spec.model_layout(W1, 0))]
 
     def lanes(row: np.ndarray) -> np.ndarray:
         virtual = np.zeros((spec.class_lanes, spec.length))
         virtual[: row.size] = row[:, None]
         return spec.to_physical(virtual)
 
-    out += [(lanes(W2[i]), U) for i in range(spec.n_outputs)]
-    out += [(lanes(2.0 * W2[i]), A) for i in range(spec.n_outputs)]
+    out += [lanes(W2[i]) for i in range(spec.n_outputs)]
+    out += [lanes(2.0 * W2[i]) for i in range(spec.n_outputs)]
     return out
 
 
-def encrypt_model(keypair: KeyPair, weights: np.ndarray, *, epoch: int) -> bytes:
-    spec = keypair.spec
-    runtime = keypair.public.runtime
-    sc = scales(keypair.public)
-    scale_of = {TOP: sc.w1, U: sc.w2, A: sc.w2col}
-    payloads = []
-    for values, level in model_vectors(spec, weights):
-        plain = runtime.encode(values, level, scale_of[level])
-        payloads.append(dump(keypair.symmetric_encryptor.encrypt_symmetric(plain)))
-    return wire.pack(wire.Kind.MODEL, keypair.public.digest, {"epoch": epoch}, payloads)
+def encrypt_model(context: PublicContext, weights: np.ndarray, encryptor: Any) -> list[bytes]:
+    """The model payloads, each a seeded public-key encryption (``fedmarket.he.model``)."""
+    spec = context.spec
+    return [
+        dump(encryptor.encrypt(values, level, scale))
+        for values, level, scale in zip(
+            model_vectors(spec, weights), model_levels(spec), _model_scales(context), strict=True
+        )
+    ]
 
 
 @dataclass(frozen=True)
 class MLPModel:
+    """A parsed, checked and projected mlp model."""
+
     epoch: int
-    w1: tuple[sa.Ciphertext, ...]
+    w1: tuple[sa.Ciphertext, ...]  # the Bz diagonals of W1
     w2row: tuple[sa.Ciphertext, ...]
     w2col: tuple[sa.Ciphertext, ...]
 
@@ -221,20 +233,27 @@ class MLPModel:
     def from_bytes(
         cls, context: PublicContext, data: bytes, *, party: str = "requester"
     ) -> MLPModel:
+        from fedmarket.he.model import average_copies, expand_diagonals
+
         spec = context.spec
         sc = scales(context)
         epoch, envelope = cls.envelope(context, data, party=party)
-        scale_of = {TOP: sc.w1, U: sc.w2, A: sc.w2col}
         cts = [
             context.runtime.load_ciphertext(
-                payload, level=level, scale=scale_of[level], what=f"model[{i}]", party=party
+                payload, level=level, scale=scale, what=f"model[{i}]", party=party
             )
-            for i, (payload, level) in enumerate(
-                zip(envelope.payloads, model_levels(spec), strict=True)
+            for i, (payload, level, scale) in enumerate(
+                zip(envelope.payloads, model_levels(spec), _model_scales(context), strict=True)
             )
         ]
-        bz, k = spec.model_baby, spec.n_outputs
-        return cls(epoch, tuple(cts[:bz]), tuple(cts[bz : bz + k]), tuple(cts[bz + k :]))
+        r, k = spec.class_lanes, spec.n_outputs
+        w1 = average_copies(context, cts[0], r * spec.lanes, spec.slots, sc.w1)
+        diagonals = expand_diagonals(context, w1, range(spec.model_baby))
+        rows = [average_copies(context, ct, r, spec.slots, sc.w2) for ct in cts[1 : 1 + k]]
+        cols = [average_copies(context, ct, r, spec.slots, sc.w2col) for ct in cts[1 + k :]]
+        return cls(
+            epoch, tuple(diagonals[b] for b in range(spec.model_baby)), tuple(rows), tuple(cols)
+        )
 
 
 # ---- the processor ---------------------------------------------------------------------------
@@ -369,26 +388,6 @@ def pack_result(
 ) -> bytes:
     meta = {"block_id": block_id, "epoch": epoch, "n_samples": n_samples}
     return wire.pack(wire.Kind.RESULT, context.digest, meta, payloads)
-
-
-def run_program(
-    context: PublicContext,
-    model_bytes: bytes,
-    block_bytes: bytes,
-    *,
-    model_party: str = "requester",
-    block_party: str = "data owner",
-) -> bytes:
-    model = MLPModel.from_bytes(context, model_bytes, party=model_party)
-    block = MLPBlock.from_bytes(context, block_bytes, party=block_party)
-    results = process_block(context, model, block)
-    return pack_result(
-        context,
-        block_id=block.block_id,
-        epoch=model.epoch,
-        n_samples=block.n_samples,
-        payloads=[dump(ct) for ct in results],
-    )
 
 
 # ---- results: parsing (requester, forging) and the totals' layout ----------------------------

@@ -1,4 +1,5 @@
-"""The requester's side: encrypt the model, decrypt block totals, combine and update.
+"""The requester's side: decrypt block totals, combine and update (the model's encryption is
+``fedmarket.he.model``).
 
 ``decrypt_result`` is the only way results are decrypted, and it returns block totals only:
 it checks that every lane's value is replicated across all of its S'/D slots (a per-sample
@@ -15,9 +16,9 @@ from typing import Any
 import numpy as np
 import tenseal.sealapi as sa
 
-from fedmarket.errors import ConfigError, UntrustedInputError
+from fedmarket.errors import UntrustedInputError
 from fedmarket.he import mlp, wire
-from fedmarket.he._seal import OUT, TOP, dump
+from fedmarket.he._seal import OUT
 from fedmarket.he.keys import KeyPair
 from fedmarket.he.spec import HESpec
 from fedmarket.models.kinds import get_kind
@@ -29,37 +30,6 @@ _RESULT_FIELDS = {"block_id": str, "epoch": int, "n_samples": int}
 # plus the data noise, about 0.05 per 4096 samples.
 REPLICA_TOLERANCE = 1e-4
 PADDING_TOLERANCE_PER_SAMPLE = 1e-3
-
-
-def weight_shape(spec: HESpec) -> tuple[int, int]:
-    """The weight matrix of the spec's kind (an mlp's depends on its hidden width)."""
-    return get_kind(spec.kind).weight_shape(spec.n_features, spec.n_outputs, spec.hidden)
-
-
-def encrypt_model(keypair: KeyPair, weights: np.ndarray, *, epoch: int) -> bytes:
-    """The model message for one epoch: ``weights`` as ``weight_shape(spec)`` (for the linear
-    kinds (n_outputs, n_features + 1), bias last)."""
-    spec = keypair.spec
-    if type(epoch) is not int or epoch < 0:
-        raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
-    weights = np.asarray(weights, dtype=np.float64)
-    shape = weight_shape(spec)
-    if weights.shape != shape or not np.all(np.isfinite(weights)):
-        raise ConfigError(f"model weights must be finite with shape {shape}")
-    if spec.is_mlp:
-        return mlp.encrypt_model(keypair, weights, epoch=epoch)
-    if spec.is_logistic:
-        weights = spec.poly.kappa * weights
-    runtime = keypair.public.runtime
-    payloads = []
-    for group in range(spec.n_groups):
-        rows = weights[group * spec.class_lanes : (group + 1) * spec.class_lanes]
-        for j in range(spec.model_ciphertexts):
-            plain = runtime.encode(
-                spec.to_physical(spec.model_layout(rows, j)), TOP, runtime.scales.model
-            )
-            payloads.append(dump(keypair.symmetric_encryptor.encrypt_symmetric(plain)))
-    return wire.pack(wire.Kind.MODEL, keypair.public.digest, {"epoch": epoch}, payloads)
 
 
 @dataclass(frozen=True)
@@ -115,8 +85,7 @@ def decrypt_result(
         )
     if block_ids is not None and meta["block_id"] not in set(block_ids):
         raise UntrustedInputError(f"result for unassigned block {meta['block_id']!r}", party=party)
-    if not 1 <= meta["n_samples"] <= spec.block_size:
-        raise UntrustedInputError("result: n_samples out of range", party=party)
+    check_samples(spec, meta["n_samples"], party)
     sums = np.zeros((spec.n_groups * spec.class_lanes, spec.lanes))
     for group, payload in enumerate(envelope.payloads):
         ct = runtime.load_ciphertext(
@@ -165,8 +134,17 @@ def _check_meta(
         )
     if block_ids is not None and meta["block_id"] not in set(block_ids):
         raise UntrustedInputError(f"result for unassigned block {meta['block_id']!r}", party=party)
-    if not 1 <= meta["n_samples"] <= spec.block_size:
-        raise UntrustedInputError("result: n_samples out of range", party=party)
+    check_samples(spec, meta["n_samples"], party)
+
+
+def check_samples(spec: HESpec, n_samples: int, party: str) -> None:
+    """A result sums a whole block: between the task's floor and the block size."""
+    if not spec.min_block_points <= n_samples <= spec.block_size:
+        raise UntrustedInputError(
+            f"result: n_samples {n_samples} out of range ({spec.min_block_points}.."
+            f"{spec.block_size}: the task's floor and block size)",
+            party=party,
+        )
 
 
 def _decrypt_mlp(

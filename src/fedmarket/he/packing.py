@@ -1,16 +1,17 @@
 """The data owner's side: encrypt a block of samples for the processors, and parse such blocks.
 
-A block holds up to ``spec.block_size`` samples (N/2 for binary and linear models, less with
-class lanes or z-copies). It is encrypted column-wise in the two diagonal layouts of
-``fedmarket.he.spec``: ``D/c`` z-layout ciphertexts (D lanes: features, bias/mask, zero padding
-to a power of two; c z-copies), ``D`` sum-layout ciphertexts, plus one label ciphertext per
-class group. The bias lane is 1 for every real sample and 0 for padding, and padded samples have
-all-zero features and labels, so z = 0 and the residual h = 0 there: a partial block adds
-exactly nothing beyond its real samples to any sum.
+A block holds ``spec.min_block_points`` to ``spec.block_size`` samples (N/2 for binary and
+linear models, less with class lanes), each with scaled features of L2 norm at most the spec's
+clip (the owner clips; ``encrypt_block`` asserts it). It is encrypted column-wise in the two
+diagonal layouts of ``fedmarket.he.spec``: ``D`` z-layout ciphertexts (D lanes: features,
+bias/mask, zero padding to a power of two), ``D`` sum-layout ciphertexts, plus one label
+ciphertext per class group. The bias lane is 1 for every real sample and 0 for padding, and
+padded samples have all-zero features and labels, so z = 0 and the residual h = 0 there: a
+partial block adds exactly nothing beyond its real samples to any sum.
 
 Bytes per block (N=8192, uncompressed upper bound; SEAL's zstd saves about a third):
-``(D/c)*2*N*4*8 + D*2*N*1*8 + groups*2*N*2*8``, i.e. ``160*D + 64*groups`` bytes per sample
-for a full block without copies (the z layout keeps all 4 primes, the sum layout only the last
+``D*2*N*4*8 + D*2*N*1*8 + groups*2*N*2*8``, i.e. ``160*D + 64*groups`` bytes per sample
+for a full block (the z layout keeps all 4 primes, the sum layout only the last
 one); docs/he.md lists measured sizes.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tenseal.sealapi as sa
@@ -27,6 +29,7 @@ from fedmarket.he import wire
 from fedmarket.he._seal import OUT, TOP, H, dump
 from fedmarket.he.keys import PublicContext
 from fedmarket.he.spec import HESpec
+from fedmarket.privacy.owner import check_rows
 
 _BLOCK_FIELDS = {"block_id": str, "n_samples": int}
 
@@ -58,13 +61,7 @@ def _check_owner_data(
     if X.ndim != 2 or X.shape[1] != spec.n_features:
         raise ConfigError(f"block features must have shape (n, {spec.n_features}), got {X.shape}")
     n = X.shape[0]
-    if not 1 <= n <= spec.block_size:
-        raise ConfigError(f"a block holds 1..{spec.block_size} samples, got {n}")
-    if not np.all(np.isfinite(X)) or np.max(np.abs(X)) > 1.0:
-        raise ConfigError(
-            "features must be finite and scaled into [-1, 1]",
-            hint="apply the task's feature scaling (fedmarket.models.FeatureScaler) first",
-        )
+    check_rows(X, floor=spec.min_block_points, block_size=spec.block_size, clip=spec.clip)
     if targets.ndim == 1 and spec.n_outputs == 1:
         targets = targets[:, None]
     if targets.shape != (n, spec.n_outputs):
@@ -109,9 +106,9 @@ def encrypt_block(
 
     F = spec.block_matrix(X)
     payloads = [
-        seal(spec.z_layout(F, g, j), TOP, scales.data)
+        seal(spec.z_layout(F, g, b), TOP, scales.data)
         for g in range(spec.model_giant)
-        for j in range(spec.model_ciphertexts)
+        for b in range(spec.model_ciphertexts)
     ]
     payloads += [
         seal(spec.sum_layout(F, g, b), OUT, scales.sums_data)
@@ -143,6 +140,17 @@ def block_bytes_limit(spec: HESpec) -> int:
     )
 
 
+def check_block_meta(spec: HESpec, meta: dict[str, Any], party: str) -> None:
+    """A processor's checks of a block's metadata: a block id, and the task's floor."""
+    floor, size = spec.min_block_points, spec.block_size
+    if not floor <= meta["n_samples"] <= size or not meta["block_id"]:
+        raise UntrustedInputError(
+            f"block: n_samples must be {floor}..{size} (the task's floor and block size) and "
+            "block_id non-empty",
+            party=party,
+        )
+
+
 @dataclass(frozen=True)
 class EncryptedBlock:
     """A parsed, checked block: what a processor holds for the whole task."""
@@ -170,10 +178,7 @@ class EncryptedBlock:
             max_payload_bytes=wire.ciphertext_bytes_bound(n, TOP),
         )
         meta = wire.require_fields(envelope.meta, _BLOCK_FIELDS, what="block", party=party)
-        if not 1 <= meta["n_samples"] <= spec.block_size or not meta["block_id"]:
-            raise UntrustedInputError(
-                f"block: n_samples must be 1..{spec.block_size} and block_id non-empty", party=party
-            )
+        check_block_meta(spec, meta, party)
         payloads = iter(envelope.payloads)
         scales = runtime.scales
 

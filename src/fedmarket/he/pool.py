@@ -4,7 +4,8 @@ A processor receives each block once and runs the program on it every epoch, so 
 parsed once into the worker that owns them and only the model (and the result ciphertexts)
 cross process boundaries per epoch. SEAL's evaluator holds the GIL, so threads would not help.
 When there are fewer blocks than workers, small blocks are copied to every worker and their
-class groups are split between them.
+class groups are split between them. Every worker projects the model itself (the same bytes in,
+the same model out); the owners' noise is checked and added here, in the pool's own process.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,10 @@ from fedmarket.errors import CryptoError, FedmarketError, UntrustedInputError
 from fedmarket.he import mlp
 from fedmarket.he._seal import OUT, dump
 from fedmarket.he.keys import PublicContext
+from fedmarket.he.model import EncryptedModel
+from fedmarket.he.noise import add_noise_to, parse_noise
 from fedmarket.he.packing import EncryptedBlock
 from fedmarket.he.program import (
-    EncryptedModel,
     add,
     all_reduce,
     gradient_sums,
@@ -40,6 +43,7 @@ from fedmarket.he.program import (
     z_share,
     z_share_level,
 )
+from fedmarket.he.results import result_scales
 
 
 def _error_payload(exc: BaseException) -> tuple[str, str, str | None, str | None]:
@@ -391,23 +395,44 @@ class ProcessorPool:
         self._place_pending()
         return list(self._blocks)
 
-    def run_epoch(self, model_bytes: bytes, *, party: str = "requester") -> dict[str, bytes]:
-        """All blocks' result messages for one model, keyed by block id."""
+    def run_epoch(
+        self,
+        model_bytes: bytes,
+        *,
+        party: str = "requester",
+        noise: Mapping[str, bytes] | None = None,
+    ) -> dict[str, bytes]:
+        """Result messages for one model, keyed by block id: every block held, each plus its
+        owner's noise where ``noise`` (block id -> noise message, relayed by ``party``) has it.
+
+        A task that requires noise (``HESpec.noise``) computes exactly the blocks ``noise``
+        covers (no noise, no result) and refuses ``noise=None``; noise for a block this pool
+        does not hold, for another epoch or under other keys is refused."""
         self._place_pending()
         spec = self._context.spec
         if spec.is_mlp:
             model_epoch, _ = mlp.MLPModel.envelope(self._context, model_bytes, party=party)
         else:
             model_epoch, _ = EncryptedModel.envelope(self._context, model_bytes, party=party)
-        if (
-            spec.parts > 1
-            and self._blocks
-            and all(len(placed.workers) > 1 for placed in self._blocks.values())
-        ):
-            return self._run_in_parts(model_bytes, party, model_epoch)
+        extra = self._parse_noise(noise, party, model_epoch)
+        if spec.noise:
+            if noise is None:
+                raise UntrustedInputError(
+                    "the model came without the owners' noise, which this task requires",
+                    party=party,
+                    hint="a private task's results carry each block owner's noise "
+                    "(docs/privacy.md)",
+                )
+            chosen = {b: p for b, p in self._blocks.items() if b in extra}
+        else:
+            chosen = dict(self._blocks)
+        if not chosen:
+            return {}
+        if spec.parts > 1 and all(len(placed.workers) > 1 for placed in chosen.values()):
+            return self._run_in_parts(model_bytes, party, model_epoch, chosen, extra)
         units: dict[int, list[tuple[str, int]]] = defaultdict(list)
         load = [0] * max(1, self.workers)
-        for block_id, placed in self._blocks.items():
+        for block_id, placed in chosen.items():
             for group in range(spec.n_groups):
                 worker = min(placed.workers, key=lambda w: load[w])
                 load[worker] += 1
@@ -422,22 +447,66 @@ class ProcessorPool:
         for worker, todo in units.items():
             for (block_id, group), ct_bytes in zip(todo, collected[worker], strict=True):
                 per_block[block_id][group] = ct_bytes
-        return {
-            block_id: pack_result(
+        out = {}
+        for block_id, groups in per_block.items():
+            payloads = groups[0] if spec.is_mlp else [groups[g] for g in range(spec.n_groups)]
+            out[block_id] = pack_result(
                 self._context,
                 block_id=block_id,
                 epoch=model_epoch,
-                n_samples=self._blocks[block_id].n_samples,
-                payloads=groups[0] if spec.is_mlp else [groups[g] for g in range(spec.n_groups)],
+                n_samples=chosen[block_id].n_samples,
+                payloads=self._with_noise(block_id, payloads, extra.get(block_id)),
             )
-            for block_id, groups in per_block.items()
+        return out
+
+    def _parse_noise(
+        self, noise: Mapping[str, bytes] | None, party: str, epoch: int
+    ) -> dict[str, list[sa.Ciphertext]]:
+        if noise is None:
+            return {}
+        unknown = sorted(set(noise) - set(self._blocks))
+        if unknown:
+            raise UntrustedInputError(
+                f"noise for blocks this processor does not hold: {unknown[:3]}", party=party
+            )
+        return {
+            block_id: parse_noise(self._context, data, party=party, block_id=block_id, epoch=epoch)
+            for block_id, data in noise.items()
         }
 
-    def _run_in_parts(self, model_bytes: bytes, party: str, epoch: int) -> dict[str, bytes]:
+    def _with_noise(
+        self, block_id: str, payloads: list[bytes], extra: list[sa.Ciphertext] | None
+    ) -> list[bytes]:
+        """The block's result payloads plus its owner's noise (one addition each)."""
+        if extra is None:
+            return payloads
+        runtime = self._context.runtime
+        results = [
+            runtime.load_ciphertext(
+                payload,
+                level=OUT,
+                scale=scale,
+                what=f"block {block_id} result[{i}]",
+                party="processor worker",
+            )
+            for i, (payload, scale) in enumerate(
+                zip(payloads, result_scales(self._context), strict=True)
+            )
+        ]
+        return [dump(ct) for ct in add_noise_to(self._context, results, extra)]
+
+    def _run_in_parts(
+        self,
+        model_bytes: bytes,
+        party: str,
+        epoch: int,
+        chosen: dict[str, _Placed],
+        extra: dict[str, list[sa.Ciphertext]],
+    ) -> dict[str, bytes]:
         """Each block's two parts on two workers: z shares out, swapped, then the sums, which
         this process adds and all-reduces (it is idle meanwhile, and holds the keys)."""
         rounds: dict[int, list[tuple[str, int]]] = defaultdict(list)
-        for i, (block_id, placed) in enumerate(self._blocks.items()):
+        for i, (block_id, placed) in enumerate(chosen.items()):
             for part in (0, 1):
                 rounds[placed.workers[(2 * i + part) % len(placed.workers)]].append(
                     (block_id, part)
@@ -464,7 +533,7 @@ class ProcessorPool:
         }
         runtime = self._context.runtime
         out = {}
-        for block_id, placed in self._blocks.items():
+        for block_id, placed in chosen.items():
             parts = [
                 runtime.load_ciphertext(
                     sums[(block_id, part)],
@@ -475,12 +544,14 @@ class ProcessorPool:
                 )
                 for part in (0, 1)
             ]
-            payload = dump(all_reduce(self._context, add(self._context, parts)))
+            result = [all_reduce(self._context, add(self._context, parts))]
+            if block_id in extra:
+                result = add_noise_to(self._context, result, extra[block_id])
             out[block_id] = pack_result(
                 self._context,
                 block_id=block_id,
                 epoch=epoch,
                 n_samples=placed.n_samples,
-                payloads=[payload],
+                payloads=[dump(ct) for ct in result],
             )
         return out

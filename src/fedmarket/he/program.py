@@ -2,9 +2,10 @@
 
 Per class group, with w~ = kappa*w (logistic) or w (linear) encrypted by the requester:
 
-1. z~ = <w~, x> for every sample: (Bz/c)*Gz ciphertext products summed lazily (size 3, one
-   relinearisation per giant step) and Gz - 1 rotations; then rescale, and with c z-copies
-   log2(c) rotations that add the copy segments together (see ``fedmarket.he.spec``).
+0. The model as the requester sent it is projected and expanded (``fedmarket.he.model``): its
+   copies averaged, its Bz diagonals derived, once per epoch and class group.
+1. z~ = <w~, x> for every sample: Bz*Gz ciphertext products summed lazily (size 3, one
+   relinearisation per giant step) and Gz - 1 rotations; then rescale.
 2. The residual at two primes: h = z~ (z~^2 + c1/kappa) - (y - 1/2) = p(z) - y for logistic,
    h = z - y for linear (labels are encrypted at exactly h's scale, so no rescale is needed
    before subtracting).
@@ -20,88 +21,15 @@ matmul and plaintext multiplications (which can re-encrypt zero) are not used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import tenseal.sealapi as sa
 
-from fedmarket.errors import CryptoError
+from fedmarket.errors import CryptoError, UntrustedInputError
 from fedmarket.he import wire
-from fedmarket.he._seal import OUT, SQUARE, TOP, H, dump
+from fedmarket.he._seal import OUT, SQUARE, H, dump
 from fedmarket.he.keys import PublicContext
+from fedmarket.he.model import EncryptedModel
+from fedmarket.he.noise import add_noise_to, parse_noise
 from fedmarket.he.packing import EncryptedBlock
-
-_MODEL_FIELDS = {"epoch": int}
-
-
-@dataclass(frozen=True)
-class EncryptedModel:
-    """A parsed, checked model: ``diagonals[group][i]`` is model ciphertext ``columns[i]`` of
-    that class group, at the top level (every column unless parsed with ``columns``)."""
-
-    epoch: int
-    diagonals: tuple[tuple[sa.Ciphertext, ...], ...]
-    columns: tuple[int, ...]
-
-    def pick(self, group: int, columns: range) -> tuple[sa.Ciphertext, ...]:
-        """The group's model ciphertexts for ``columns`` (which must have been parsed)."""
-        index = {column: i for i, column in enumerate(self.columns)}
-        return tuple(self.diagonals[group][index[column]] for column in columns)
-
-    @staticmethod
-    def envelope(context: PublicContext, data: bytes, *, party: str) -> tuple[int, wire.Envelope]:
-        """Check the envelope and metadata only, without parsing ciphertexts: (epoch, envelope)."""
-        spec = context.spec
-        count = spec.n_groups * spec.model_ciphertexts
-        bound = wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, TOP)
-        envelope = wire.unpack(
-            data,
-            kind=wire.Kind.MODEL,
-            party=party,
-            max_bytes=count * (bound + 4) + wire.MAX_META_BYTES + 4096,
-            digest=context.digest,
-            count=count,
-            max_payload_bytes=bound,
-        )
-        meta = wire.require_fields(envelope.meta, _MODEL_FIELDS, what="model", party=party)
-        return meta["epoch"], envelope
-
-    @classmethod
-    def from_bytes(
-        cls,
-        context: PublicContext,
-        data: bytes,
-        *,
-        party: str = "requester",
-        groups: list[int] | None = None,
-        columns: list[int] | None = None,
-    ) -> EncryptedModel:
-        """Parse and check the model; ``groups`` and ``columns`` load only those class groups'
-        and model ciphertexts (a part of the program needs only its own)."""
-        spec = context.spec
-        runtime = context.runtime
-        epoch, envelope = cls.envelope(context, data, party=party)
-        baby = spec.model_ciphertexts
-        wanted = set(range(spec.n_groups) if groups is None else groups)
-        loaded = tuple(range(baby)) if columns is None else tuple(sorted(set(columns)))
-        diagonals = tuple(
-            tuple(
-                runtime.load_ciphertext(
-                    envelope.payloads[g * baby + b],
-                    level=TOP,
-                    scale=runtime.scales.model,
-                    what=f"model diagonal {g * baby + b}",
-                    party=party,
-                )
-                for b in loaded
-            )
-            if g in wanted
-            else ()
-            for g in range(spec.n_groups)
-        )
-        return cls(epoch, diagonals, loaded)
-
-    def ciphertexts(self) -> list[sa.Ciphertext]:
-        return [ct for row in self.diagonals for ct in row]
 
 
 class _Ops:
@@ -218,9 +146,6 @@ def residual(
     spec = context.spec
     runtime = context.runtime
     ops = _Ops(context)
-    r = spec.class_lanes
-    segment, length = r * spec.block_size, r * spec.length
-    z = ops.add_segments(z, segment, length)
     if spec.is_logistic:
         const = runtime.encode_constant(spec.poly.linear_term, H, runtime.scales.square)
         square = ops.relin(ops.rescale(ops.mul(z, z)))  # H level
@@ -297,15 +222,25 @@ def pack_result(
 
 
 def result_bytes(
-    context: PublicContext, block: EncryptedBlock, epoch: int, results: list[sa.Ciphertext]
+    context: PublicContext, block_id: str, n_samples: int, epoch: int, results: list[sa.Ciphertext]
 ) -> bytes:
     return pack_result(
         context,
-        block_id=block.block_id,
+        block_id=block_id,
         epoch=epoch,
-        n_samples=block.n_samples,
+        n_samples=n_samples,
         payloads=[dump(ct) for ct in results],
     )
+
+
+def require_noise(context: PublicContext, noise: object, *, party: str, block_id: str) -> None:
+    """The task's policy: a block of a private task is computed only with its owner's noise."""
+    if context.spec.noise and noise is None:
+        raise UntrustedInputError(
+            f"block {block_id!r} came without its owner's noise, which this task requires",
+            party=party,
+            hint="a private task's results carry each block owner's noise (docs/privacy.md)",
+        )
 
 
 def run_program(
@@ -313,16 +248,38 @@ def run_program(
     model_bytes: bytes,
     block_bytes: bytes,
     *,
+    noise: bytes | None = None,
     model_party: str = "requester",
     block_party: str = "data owner",
 ) -> bytes:
-    """Bytes in, bytes out: the whole processor step for one block (parses and checks both)."""
+    """Bytes in, bytes out: the whole processor step for one block (parses and checks the
+    model, the block and the owner's noise, relayed with the model by ``model_party``)."""
     if context.spec.is_mlp:
         from fedmarket.he import mlp
 
-        return mlp.run_program(
-            context, model_bytes, block_bytes, model_party=model_party, block_party=block_party
+        model: EncryptedModel | mlp.MLPModel = mlp.MLPModel.from_bytes(
+            context, model_bytes, party=model_party
         )
-    model = EncryptedModel.from_bytes(context, model_bytes, party=model_party)
-    block = EncryptedBlock.from_bytes(context, block_bytes, party=block_party)
-    return result_bytes(context, block, model.epoch, process_block(context, model, block))
+        block: EncryptedBlock | mlp.MLPBlock = mlp.MLPBlock.from_bytes(
+            context, block_bytes, party=block_party
+        )
+    else:
+        model = EncryptedModel.from_bytes(context, model_bytes, party=model_party)
+        block = EncryptedBlock.from_bytes(context, block_bytes, party=block_party)
+    require_noise(context, noise, party=model_party, block_id=block.block_id)
+    extra = None
+    if noise is not None:
+        extra = parse_noise(
+            context, noise, party=model_party, block_id=block.block_id, epoch=model.epoch
+        )
+    if isinstance(model, EncryptedModel):
+        assert isinstance(block, EncryptedBlock)
+        results = process_block(context, model, block)
+    else:
+        from fedmarket.he import mlp
+
+        assert isinstance(block, mlp.MLPBlock)
+        results = mlp.process_block(context, model, block)
+    if extra is not None:
+        results = add_noise_to(context, results, extra)
+    return result_bytes(context, block.block_id, block.n_samples, model.epoch, results)

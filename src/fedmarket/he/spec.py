@@ -5,33 +5,38 @@ packing. It travels inside the public context (so its hash covers it) and every 
 a pure function of it, so the data owner, the processors and the requester pack and unpack
 identically.
 
-Packing (``D`` lanes = the features plus the bias padded to a power of two; ``S'`` = samples
-per block; ``B*G = D`` baby/giant split): a block is the (S', D) matrix ``F`` of features with
+Packing (``D`` lanes = the features plus the bias padded to a power of two; ``L`` = samples
+per block; ``B*G = D`` baby/giant split): a block is the (L, D) matrix ``F`` of features with
 the bias/mask column (1 for a real sample, 0 for padding) at lane ``n_features``. It is sent in
 two diagonal layouts, each one ciphertext per lane:
 
-* for z = <w, x>:  X[g, b][k] = F[(k + g*Bz) mod S', (k - b) mod D]
-* for the sums:    Z[g, b][k] = F[(k + b) mod S', (k - g*Bs) mod D]
+* for z = <w, x>:  X[g, b][k] = F[(k + g*Bz) mod L, (k + b) mod D]
+* for the sums:    Z[g, b][k] = F[(k + b) mod L, (k - g*Bs) mod D]
 
-and the model as ``Bz`` ciphertexts M[b][k] = w[(k - b) mod D]. With these, z and the D gradient
-sums need ``Gz - 1`` and ``Bs - 1 + Gs - 1 + log2(S'/D)`` rotations per block (baby-step
-giant-step) and no masks, so no multiplicative level is spent on data movement; the sums land
-with lane j's total in every slot k = j (mod D). See docs/he.md for the derivation.
+With the model's diagonals M[b][k] = w[(k + b) mod D], z and the D gradient sums need ``Gz - 1``
+and ``Bs - 1 + Gs - 1 + log2(L/D)`` rotations per block (baby-step giant-step) and no masks, so
+no multiplicative level is spent on data movement; the sums land with lane j's total in every
+slot k = j (mod D). See docs/he.md for the derivation.
+
+The model the requester sends is compact and the processor makes it well-formed (HE spec v5,
+docs/privacy.md): one ciphertext per class group holding w tiled with period D (every slot
+k holds w[k mod D]), encoded at the model scale divided by L/D. The processor adds it to its
+rotations by r*D, 2r*D, ..., r*L/2 (the all-reduce's keys) and relabels the scale: every slot
+then holds the average of the L/D slots that must agree, exactly, with no level spent. Whatever
+per-slot values a requester encrypts, the processor uses the well-formed model of their averages,
+so a model cannot single out samples. The diagonals follow by left rotations r*2^i
+(``M[b] = rot(M[b - low(b)], r*low(b))``). This needs every slot of one lane to be one orbit of
+those rotations, which rules out z-copies (HE spec v4 packed several diagonals into one
+ciphertext; no rotation maps those copies onto each other, docs/privacy.md), and class lanes
+must divide the outputs: a padding class would be a label-free query.
 
 Class lanes: for one-vs-rest with few samples, ``r`` classes share each ciphertext. Physical
 slot ``r*k + t`` holds virtual slot ``k`` of class ``t``; every rotation is by a multiple of
 ``r``, which moves each class's virtual vector cyclically and never mixes classes.
 
-Z-copies: when a task has few samples, ``c`` copies share each z-layout ciphertext. The virtual
-vector (length ``L = S/r``) is cut into ``c`` contiguous segments of ``S' = L/c`` slots, the
-block holds at most ``S'`` samples, and segment ``t`` of z-ciphertext ``[g, j]`` holds the
-diagonal ``b = j*c + t`` (the model likewise). After the baby-step giant-step products the
-program adds the segments together with ``log2(c)`` rotations by ``S'``, ``2S'``, ...: a rotation
-of the whole vector followed by that segment sum is a cyclic rotation of each segment, so every
-segment ends up holding z for all ``S'`` samples. The owner sends ``D/c`` z-ciphertexts and the
-requester ``Bz/c`` model ciphertexts instead of ``D`` and ``Bz``, and the processor does ``D/c``
-products at the top level; the gradient sums are unchanged (their layout spans the whole vector,
-with zero rows past the block's samples).
+Privacy (v5): the spec carries the task's floor on samples per block, the L2 clip of every
+sample's scaled features (owners' data is checked against it) and whether every block's result
+needs its owner's noise (docs/privacy.md).
 
 MLP (kind ``mlp``, ``hidden`` units): the class lanes hold the hidden units (``class_lanes`` =
 the hidden width rounded up to a power of two, one group), z is the hidden layer's
@@ -50,6 +55,7 @@ core runs both. Either way the bytes are the same: the parts are the program's d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -62,7 +68,10 @@ from fedmarket.he.params import DEFAULT_PRESET, Preset, get_preset
 from fedmarket.models.kinds import KIND_NAMES, get_kind
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
 
-SPEC_VERSION = 4  # 4: one name per model kind ('multiclass', was 'one_vs_rest')
+# 4: one name per model kind ('multiclass', was 'one_vs_rest'); 5: the compact model the
+# processor projects (no z-copies, class lanes dividing the outputs, flipped z diagonals), the
+# privacy fields, owners' noise messages
+SPEC_VERSION = 5
 MAX_OUTPUTS = 1024
 # Bz above this shrinks the per-block work little but multiplies the model the requester
 # encrypts and sends each epoch; 32 keeps both small (docs/he.md, "model size vs. rotations").
@@ -72,6 +81,9 @@ MAX_MODEL_BABY = 32
 # workers gain 1.17x, while a processor that holds several blocks (one per owner) runs both
 # parts of each in one worker and pays that extra work instead.
 MIN_PARTS_LANES = 64
+# Largest L2 clip of the scaled features a spec may carry (features are in [-1, 1], so a clip
+# above sqrt(n_features) never binds).
+MAX_CLIP_NORM = 1024.0
 # The mlp: its preset, model baby steps, and limits on its size (each output is one result
 # ciphertext and two model ciphertexts).
 MLP_PRESET = "n16384-mlp"
@@ -102,9 +114,19 @@ class HESpec:
     model_baby: int
     sum_baby: int
     poly: SigmoidPolynomial = field(default_factory=SigmoidPolynomial)
-    z_copies: int = 1
     parts: int = 1
     hidden: int = 0  # hidden units (kind mlp only)
+    # privacy (docs/privacy.md): the fewest samples a block may hold; the L2 norm every sample's
+    # scaled features stay within (0: sqrt(n_features), what the [-1, 1] scaling gives); whether
+    # every result must carry its block owner's noise
+    min_block_points: int = 1
+    clip_norm: float = 0.0
+    noise: bool = False
+
+    @property
+    def clip(self) -> float:
+        """The L2 bound on a sample's scaled features owners are held to."""
+        return self.clip_norm or math.sqrt(self.n_features)
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -130,8 +152,8 @@ class HESpec:
             out.append(
                 f"an mlp needs a preset with the deep chain (n16384-mlp), not {self.preset.name}"
             )
-        if self.z_copies != 1 or self.parts != 1:
-            out.append("an mlp runs with one z-copy and one part")
+        if self.parts != 1:
+            out.append("an mlp runs in one part")
         if not 2 <= self.n_outputs <= MAX_MLP_OUTPUTS:
             out.append(f"an mlp has 2..{MAX_MLP_OUTPUTS} outputs, got {self.n_outputs}")
         return out
@@ -156,8 +178,9 @@ class HESpec:
             out.append(f"lanes must be a power of two >= n_features + 1, got {self.lanes}")
         if self.is_mlp:
             pass
-        elif not _is_pow2(self.class_lanes) or self.class_lanes > _next_pow2(self.n_outputs):
-            out.append(f"class_lanes must be a power of two <= {_next_pow2(self.n_outputs)}")
+        elif not _is_pow2(self.class_lanes) or self.n_outputs % self.class_lanes:
+            # a padding class lane would hold no labels: its totals would be a label-free query
+            out.append(f"class_lanes must be a power of two dividing {self.n_outputs} outputs")
         elif self.lanes > self.preset.slots // self.class_lanes:
             out.append(
                 f"{self.lanes} lanes x {self.class_lanes} class lanes exceed "
@@ -166,12 +189,21 @@ class HESpec:
         for name, baby in (("model_baby", self.model_baby), ("sum_baby", self.sum_baby)):
             if not _is_pow2(baby) or baby > self.lanes:
                 out.append(f"{name} must be a power of two dividing lanes, got {baby}")
-        if not _is_pow2(self.z_copies) or self.z_copies > self.model_baby:
-            out.append(f"z_copies must be a power of two dividing model_baby, got {self.z_copies}")
-        elif _is_pow2(self.class_lanes) and self.lanes * self.z_copies > self.preset.slots // (
-            self.class_lanes
+        if type(self.min_block_points) is not int or self.min_block_points < 1:
+            out.append(f"min_block_points must be a positive integer, got {self.min_block_points}")
+        elif _is_pow2(self.class_lanes) and self.min_block_points > self.block_size:
+            out.append(
+                f"min_block_points {self.min_block_points} exceeds the {self.block_size} "
+                "samples a block holds"
+            )
+        if not (
+            isinstance(self.clip_norm, float)
+            and math.isfinite(self.clip_norm)
+            and 0 <= self.clip_norm <= MAX_CLIP_NORM
         ):
-            out.append(f"{self.z_copies} z-copies leave segments shorter than {self.lanes} lanes")
+            out.append(f"clip_norm must be a float in [0, {MAX_CLIP_NORM}], got {self.clip_norm}")
+        if type(self.noise) is not bool:
+            out.append("noise must be true or false")
         if self.parts not in (1, 2):
             out.append(f"parts must be 1 or 2, got {self.parts}")
         elif self.parts == 2 and not out and (self.sum_baby < 2 or self.n_groups != 1):
@@ -192,13 +224,20 @@ class HESpec:
         expected_samples: int | None = None,
         poly: SigmoidPolynomial = DEFAULT_SIGMOID,
         hidden: int | None = None,
+        min_block_points: int = 1,
+        clip_norm: float = 0.0,
+        noise: bool = False,
     ) -> HESpec:
         """Choose the packing for a task; ``expected_samples`` lets one-vs-rest share slots.
 
         ``hidden`` is the mlp's hidden width (default 32). An mlp takes the preset
-        ``n16384-mlp`` when given the default linear one."""
+        ``n16384-mlp`` when given the default linear one. ``min_block_points``, ``clip_norm``
+        and ``noise`` are the task's privacy settings (docs/privacy.md)."""
         if kind == "mlp":
-            return cls._for_mlp(n_features, n_outputs, preset, hidden or DEFAULT_HIDDEN, poly)
+            spec = cls._for_mlp(n_features, n_outputs, preset, hidden or DEFAULT_HIDDEN, poly)
+            return dataclasses.replace(
+                spec, min_block_points=min_block_points, clip_norm=float(clip_norm), noise=noise
+            )
         if hidden:
             raise ConfigError(f"hidden units are for kind mlp, not {kind}")
         params = get_preset(preset)
@@ -213,10 +252,11 @@ class HESpec:
         class_lanes = 1
         if n_outputs > 1 and expected_samples:
             # Cost = blocks x class groups; more class lanes mean fewer groups but smaller
-            # blocks. Ties go to fewer lanes: the owner then sends less replicated data.
+            # blocks. Ties go to fewer lanes: the owner then sends less replicated data. Only
+            # lanes dividing the outputs: no padding class.
             best = None
             r = 1
-            while r <= _next_pow2(n_outputs) and lanes <= params.slots // r:
+            while n_outputs % r == 0 and lanes <= params.slots // r:
                 cost = math.ceil(expected_samples * r / params.slots) * math.ceil(n_outputs / r)
                 if best is None or cost < best[0]:
                     best = (cost, r)
@@ -224,18 +264,10 @@ class HESpec:
             class_lanes = best[1] if best else 1
         log_lanes = lanes.bit_length() - 1
         model_baby = min(lanes, MAX_MODEL_BABY)
-        # Z-copies while the task's samples still fit one segment: each halving of the segment
-        # halves the z-ciphertexts, the model and the top-level products for one rotation more.
-        # Tiny models (< 4 lanes) save less than that rotation costs.
-        z_copies = 1
         length = params.slots // class_lanes
-        needed = max(expected_samples or length, lanes)
-        if lanes >= 4:
-            while z_copies * 2 <= model_baby and length // (z_copies * 2) >= needed:
-                z_copies *= 2
         # Two parts when the whole task is one block (so the second core would idle) and the
         # block is large enough that splitting it pays.
-        one_block = expected_samples is not None and expected_samples <= length // z_copies
+        one_block = expected_samples is not None and expected_samples <= length
         parts = 2 if one_block and lanes >= MIN_PARTS_LANES and n_outputs <= class_lanes else 1
         return cls(
             preset=params,
@@ -249,8 +281,10 @@ class HESpec:
             # steps (a relinearisation and a rotation each, at one prime).
             sum_baby=1 << ((log_lanes + 1) // 2),
             poly=poly,
-            z_copies=z_copies,
             parts=parts,
+            min_block_points=min_block_points,
+            clip_norm=float(clip_norm),
+            noise=noise,
         )
 
     @classmethod
@@ -297,13 +331,19 @@ class HESpec:
 
     @property
     def block_size(self) -> int:
-        """Samples per block (S'): one z-copy segment."""
-        return self.length // self.z_copies
+        """Samples per block: one per slot of the virtual vector (L)."""
+        return self.length
 
     @property
     def model_ciphertexts(self) -> int:
-        """Model ciphertexts per class group (and z-ciphertexts per giant step): Bz / c."""
-        return self.model_baby // self.z_copies
+        """Model diagonals per class group the processor expands (and z-ciphertexts per giant
+        step): Bz. The requester sends one compact ciphertext per group."""
+        return self.model_baby
+
+    @property
+    def model_copies(self) -> int:
+        """Copies of each weight in the compact model (L/D): the processor averages them."""
+        return self.length // self.lanes
 
     @property
     def n_groups(self) -> int:
@@ -314,7 +354,7 @@ class HESpec:
 
     @property
     def z_ciphertexts(self) -> int:
-        """The block's z-layout ciphertexts: D / c."""
+        """The block's z-layout ciphertexts: D."""
         return self.model_giant * self.model_ciphertexts
 
     @property
@@ -373,10 +413,10 @@ class HESpec:
         if self.model_giant > 1:
             steps.add(-r * self.model_baby)
         steps.update(shift for p in range(self.parts) if (shift := self.part_z_shift(p)))
-        stride = self.block_size
-        while stride < self.length:  # z-copy segment sums
-            steps.add(r * stride)
-            stride *= 2
+        step = 1
+        while step < self.model_baby:  # expanding the model's diagonals
+            steps.add(r * step)
+            step *= 2
         baby = 1
         while baby < self.sum_baby:
             steps.add(r * baby)
@@ -384,7 +424,7 @@ class HESpec:
         if self.sum_giant > 1:
             steps.add(r * self.sum_baby)
         stride = self.lanes
-        while stride < self.length:
+        while stride < self.length:  # the all-reduce, and averaging the compact model
             steps.add(r * stride)
             stride *= 2
         return tuple(sorted(steps))
@@ -398,28 +438,22 @@ class HESpec:
         F[:n, self.n_features] = 1.0
         return F
 
-    def _segments(self, j: int) -> tuple[np.ndarray, list[int]]:
-        """Segment positions k < S' and the model diagonal b of each z-copy segment."""
-        return np.arange(self.block_size), [j * self.z_copies + t for t in range(self.z_copies)]
-
-    def z_layout(self, F: np.ndarray, g: int, j: int) -> np.ndarray:
-        """(L,) z-ciphertext [g, j]: segment t is X[g, b][k] = F[(k + g*Bz) mod S', (k - b) mod D]
-        with b = j*c + t."""
-        k, diagonals = self._segments(j)
-        rows = (k + g * self.model_baby) % self.block_size
-        return np.concatenate([F[rows, (k - b) % self.lanes] for b in diagonals])
+    def z_layout(self, F: np.ndarray, g: int, b: int) -> np.ndarray:
+        """(L,) z-ciphertext [g, b]: X[g, b][k] = F[(k + g*Bz) mod L, (k + b) mod D]."""
+        k = np.arange(self.length)
+        return F[(k + g * self.model_baby) % self.length, (k + b) % self.lanes]
 
     def sum_layout(self, F: np.ndarray, g: int, b: int) -> np.ndarray:
         k = np.arange(self.length)
         return F[(k + b) % self.length, (k - g * self.sum_baby) % self.lanes]
 
-    def model_layout(self, weights: np.ndarray, j: int) -> np.ndarray:
-        """(class_lanes, L): row t is class t's weights, segment by segment in the diagonals
-        of model ciphertext j (zero rows pad)."""
-        k, diagonals = self._segments(j)
+    def model_layout(self, weights: np.ndarray, b: int = 0) -> np.ndarray:
+        """(rows, L): row t is class t's weights in diagonal b, M[b][k] = w[(k + b) mod D]
+        (zero lanes pad). Diagonal 0 is the compact model: w tiled with period D."""
+        k = np.arange(self.length)
         lanes = np.zeros((weights.shape[0], self.lanes))
         lanes[:, : weights.shape[1]] = weights
-        return np.concatenate([lanes[:, (k - b) % self.lanes] for b in diagonals], axis=1)
+        return lanes[:, (k + b) % self.lanes]
 
     def to_physical(self, per_class: np.ndarray) -> np.ndarray:
         """(class_lanes, L) or (L,) virtual vectors -> the S physical slots (r*k + t)."""
@@ -449,9 +483,11 @@ class HESpec:
             "class_lanes": self.class_lanes,
             "model_baby": self.model_baby,
             "sum_baby": self.sum_baby,
-            "z_copies": self.z_copies,
             "parts": self.parts,
             "poly": {"interval": self.poly.interval, "c1": self.poly.c1, "c3": self.poly.c3},
+            "min_block_points": self.min_block_points,
+            "clip_norm": self.clip_norm,
+            "noise": self.noise,
         } | ({"hidden": self.hidden} if self.is_mlp else {})
 
     def canonical_bytes(self) -> bytes:
@@ -461,10 +497,10 @@ class HESpec:
     def from_json(cls, data: Any) -> HESpec:
         """Validate a decoded JSON object; raises ``ValueError`` with what is wrong."""
         ints: tuple[str, ...] = ("version", "poly_modulus_degree", "n_features", "n_outputs")
-        ints += ("lanes", "class_lanes", "model_baby", "sum_baby", "z_copies", "parts")
+        ints += ("lanes", "class_lanes", "model_baby", "sum_baby", "parts", "min_block_points")
         if isinstance(data, dict) and data.get("kind") == "mlp":
             ints += ("hidden",)
-        keys = {*ints, "preset", "coeff_mod_bit_sizes", "kind", "poly"}
+        keys = {*ints, "preset", "coeff_mod_bit_sizes", "kind", "poly", "clip_norm", "noise"}
         if not isinstance(data, dict) or set(data) != keys:
             raise ValueError(f"spec must be an object with keys {sorted(keys)}")
         for key in ints:
@@ -491,6 +527,8 @@ class HESpec:
             raise ValueError("polynomial coefficients must be finite numbers")
         if data["kind"] not in KIND_NAMES:
             raise ValueError(f"unknown model kind {data['kind']!r}")
+        if type(data["clip_norm"]) is not float or type(data["noise"]) is not bool:
+            raise ValueError("spec fields 'clip_norm' (a float) and 'noise' (a bool) are required")
         try:
             return cls(
                 preset=preset,
@@ -502,9 +540,11 @@ class HESpec:
                 model_baby=data["model_baby"],
                 sum_baby=data["sum_baby"],
                 poly=SigmoidPolynomial(poly["interval"], poly["c1"], poly["c3"]),
-                z_copies=data["z_copies"],
                 parts=data["parts"],
                 hidden=data.get("hidden", 0),
+                min_block_points=data["min_block_points"],
+                clip_norm=data["clip_norm"],
+                noise=data["noise"],
             )
         except (ConfigError, ValueError) as exc:
             raise ValueError(str(exc)) from None

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedmarket.he.keys import KeyPair, PublicContext
-from fedmarket.he.optimizer import RequesterOptimizer, decrypt_result, encrypt_model, max_abs_sum
+from fedmarket.he.model import encrypt_model
+from fedmarket.he.optimizer import RequesterOptimizer, decrypt_result, max_abs_sum
 from fedmarket.he.packing import encrypt_block, split_into_blocks
 from fedmarket.he.params import DEFAULT_PRESET
 from fedmarket.he.pool import ProcessorPool

@@ -38,6 +38,7 @@ class Kind(IntEnum):
     MODEL = 3
     RESULT = 4
     KEY_PAIR = 5
+    NOISE = 6  # an owner's noise for one block and epoch (fedmarket.he.noise)
 
 
 @dataclass(frozen=True)

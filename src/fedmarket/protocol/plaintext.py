@@ -7,23 +7,43 @@ plaintext features, models and totals in the same roles, messages, driver and ch
 users run, thousands of times faster than CKKS: ``benchmarks/integrity.py`` runs its
 attack x defence matrix on it. It protects nothing and is refused by any party built with
 the CKKS crypto (its published bytes are not a CKKS context).
+
+Privacy behaves as under CKKS: the same floor, clip and seed refusals (``fedmarket.privacy.
+owner``), the same owners' noise drawn from the same generator (``fedmarket.privacy.noise``:
+the twin's noisy totals are the numbers CKKS decrypts), the same refusal of a private task's
+block without noise. A plaintext model is a weight matrix, well-formed by construction: what
+CKKS's projection makes of any model. The seed changes no byte here (there is no randomness to
+derive), but it is checked as CKKS checks it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
 import secrets
 import struct
+from collections.abc import Mapping
 
 import numpy as np
 
 from fedmarket.errors import ConfigError, UntrustedInputError
 from fedmarket.models.kinds import ModelKind, get_kind
-from fedmarket.protocol.crypto import BlockTotals, Crypto, Layout, Pool, PublicKeys, TaskKeys
+from fedmarket.privacy.noise import draw_noise
+from fedmarket.privacy.owner import check_rows, check_seed
+from fedmarket.protocol.crypto import (
+    BlockTotals,
+    Crypto,
+    Layout,
+    Pool,
+    Privacy,
+    PublicKeys,
+    TaskKeys,
+)
 
 MAGIC = b"FMPT"
-KEYS, BLOCK, MODEL, RESULT = 1, 2, 3, 4
+KEYS, BLOCK, MODEL, RESULT, NOISE = 1, 2, 3, 4, 5
 MAX_BYTES = 64 << 20
 MAX_HEADER = 1 << 16
 BLOCK_SIZE = 4096
@@ -93,12 +113,31 @@ class PlainPool(Pool):
         block_id, _, _ = self._keys.parse_block(data, party=party)
         self._blocks[block_id] = data
 
-    def run_epoch(self, model: bytes, *, party: str) -> dict[str, bytes]:
+    def run_epoch(
+        self, model: bytes, *, party: str, noise: Mapping[str, bytes] | None = None
+    ) -> dict[str, bytes]:
+        unknown = sorted(set(noise or {}) - set(self._blocks))
+        if unknown:
+            raise UntrustedInputError(
+                f"noise for blocks this processor does not hold: {unknown[:3]}", party=party
+            )
+        if self._keys.layout.private and noise is None:
+            raise UntrustedInputError(
+                "the model came without the owners' noise, which this task requires",
+                party=party,
+                hint="a private task's results carry each block owner's noise (docs/privacy.md)",
+            )
+        noise = noise or {}
         return {
             block_id: self._keys.run_program(
-                model, data, model_party=party, block_party="local state"
+                model,
+                data,
+                noise=noise.get(block_id),
+                model_party=party,
+                block_party="local state",
             )
             for block_id, data in self._blocks.items()
+            if block_id in noise or not self._keys.layout.private
         }
 
     def close(self) -> None:
@@ -123,10 +162,9 @@ class PlainPublic(PublicKeys):
         if targets.ndim == 1:
             targets = targets[:, None]
         n = X.shape[0]
-        if X.ndim != 2 or X.shape[1] != L.n_features or not 1 <= n <= L.block_size:
-            raise ConfigError(f"a block holds 1..{L.block_size} samples of {L.n_features} features")
-        if not np.all(np.isfinite(X)) or np.max(np.abs(X)) > 1.0:
-            raise ConfigError("features must be finite and scaled into [-1, 1]")
+        if X.ndim != 2 or X.shape[1] != L.n_features:
+            raise ConfigError(f"block features must have shape (n, {L.n_features}), got {X.shape}")
+        check_rows(X, floor=L.min_block_points, block_size=L.block_size, clip=L.clip)
         if targets.shape != (n, L.n_outputs) or not np.all(np.isfinite(targets)):
             raise ConfigError(f"expected ({n}, {L.n_outputs}) finite targets")
         header = {"block_id": block_id, "n_samples": n, "keys": self.digest.hex()}
@@ -144,8 +182,12 @@ class PlainPublic(PublicKeys):
             raise UntrustedInputError("block was made under other keys", party=party)
         block_id = str(_field(header, "block_id", str, party=party, what=what))
         n = int(_field(header, "n_samples", int, party=party, what=what))  # type: ignore[call-overload]
-        if not 1 <= n <= self.layout.block_size:
-            raise UntrustedInputError("block: n_samples out of range", party=party)
+        if not self.layout.min_block_points <= n <= self.layout.block_size:
+            raise UntrustedInputError(
+                f"block: n_samples must be {self.layout.min_block_points}.."
+                f"{self.layout.block_size} (the task's floor and block size)",
+                party=party,
+            )
         X, T = _arrays(
             body, [(n, self.layout.n_features), (n, self.layout.n_outputs)], party=party, what=what
         )
@@ -183,16 +225,71 @@ class PlainPublic(PublicKeys):
         (sums,) = _arrays(body, [self._shape], party=party, what=what)
         return BlockTotals(block_id, epoch, n, sums)
 
+    def encrypt_model(self, weights: np.ndarray, *, epoch: int, seed: bytes | None = None) -> bytes:
+        if type(epoch) is not int or epoch < 0:
+            raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
+        check_seed(seed)
+        W = np.asarray(weights, dtype=np.float64)
+        if W.shape != self._shape or not np.all(np.isfinite(W)):
+            raise ConfigError(f"model weights must be finite with shape {self._shape}")
+        return _pack(MODEL, {"epoch": epoch, "keys": self.digest.hex()}, W)
+
+    # ---- owners' noise -------------------------------------------------------------------
+    def encrypt_noise(self, *, block_id: str, epoch: int, std: float, rng: random.Random) -> bytes:
+        if not isinstance(block_id, str) or not 0 < len(block_id) <= 256:
+            raise ConfigError("block_id must be 1..256 characters")
+        if type(epoch) is not int or epoch < 0:
+            raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
+        totals, _ = draw_noise(self._shape, std, rng)  # the flood seed is CKKS's alone
+        header = {"block_id": block_id, "epoch": epoch, "keys": self.digest.hex()}
+        return _pack(NOISE, header, totals)
+
+    def parse_noise(self, data: bytes, *, party: str, block_id: str, epoch: int) -> np.ndarray:
+        what = "noise"
+        header, body = _unpack(data, NOISE, party=party, what=what)
+        if header.get("keys") != self.digest.hex():
+            raise UntrustedInputError("noise was made under other keys", party=party)
+        got_block = str(_field(header, "block_id", str, party=party, what=what))
+        got_epoch = int(_field(header, "epoch", int, party=party, what=what))  # type: ignore[call-overload]
+        if got_block != block_id:
+            raise UntrustedInputError(
+                f"noise is for block {got_block!r}, not {block_id!r}", party=party
+            )
+        if got_epoch != epoch:
+            raise UntrustedInputError(
+                f"noise is for epoch {got_epoch}, not the model's {epoch}", party=party
+            )
+        (values,) = _arrays(body, [self._shape], party=party, what=what)
+        if not np.all(np.isfinite(values)) or np.max(np.abs(values), initial=0.0) >= 2.0**15:
+            raise UntrustedInputError("noise: values out of range", party=party)
+        return values
+
     # ---- the program ---------------------------------------------------------------------
     def pool(self, workers: int) -> Pool:
         return PlainPool(self)
 
     def run_program(
-        self, model: bytes, block: bytes, *, model_party: str, block_party: str
+        self,
+        model: bytes,
+        block: bytes,
+        *,
+        noise: bytes | None = None,
+        model_party: str,
+        block_party: str,
     ) -> bytes:
         epoch, W = self.parse_model(model, party=model_party)
         block_id, X, T = self.parse_block(block, party=block_party)
+        if self.layout.private and noise is None:
+            raise UntrustedInputError(
+                f"block {block_id!r} came without its owner's noise, which this task requires",
+                party=model_party,
+                hint="a private task's results carry each block owner's noise (docs/privacy.md)",
+            )
         totals = self.layout.kind.gradient_sums(W, X, T)
+        if noise is not None:
+            totals = totals + self.parse_noise(
+                noise, party=model_party, block_id=block_id, epoch=epoch
+            )
         return self.result(block_id=block_id, epoch=epoch, n_samples=len(X), totals=totals)
 
     # ---- a cheater's tools ---------------------------------------------------------------
@@ -225,12 +322,6 @@ class PlainKeys(TaskKeys):
     def __init__(self, public: PlainPublic) -> None:
         self.public: PlainPublic = public
 
-    def encrypt_model(self, weights: np.ndarray, *, epoch: int) -> bytes:
-        header = {"epoch": epoch, "keys": self.public.digest.hex()}
-        return _pack(
-            MODEL, header, np.asarray(weights, dtype=np.float64).reshape(self.public._shape)
-        )
-
     def decrypt_result(
         self,
         data: bytes,
@@ -247,8 +338,13 @@ class PlainKeys(TaskKeys):
             )
         if r.block_id != block_id:
             raise UntrustedInputError(f"result for unassigned block {r.block_id!r}", party=party)
-        if not 1 <= r.n_samples <= self.public.layout.block_size:
-            raise UntrustedInputError("result: n_samples out of range", party=party)
+        layout = self.public.layout
+        if not layout.min_block_points <= r.n_samples <= layout.block_size:
+            raise UntrustedInputError(
+                f"result: n_samples {r.n_samples} out of range ({layout.min_block_points}.."
+                f"{layout.block_size}: the task's floor and block size)",
+                party=party,
+            )
         if not np.all(np.isfinite(r.sums)):
             raise UntrustedInputError("result totals are not finite", party=party)
         peak = float(np.max(np.abs(r.sums)))
@@ -275,7 +371,9 @@ class Plaintext(Crypto):
         preset: str,
         expected_samples: int,
         hidden: int = 0,
+        privacy: Privacy | None = None,
     ) -> TaskKeys:
+        privacy = privacy or Privacy()
         if kind.network and not hidden:
             hidden = kind.weight_shape(n_features, n_outputs)[0]  # the kind's default width
         header = {
@@ -284,11 +382,13 @@ class Plaintext(Crypto):
             "n_outputs": n_outputs,
             "block_size": BLOCK_SIZE,
             "hidden": hidden,
+            "min_block_points": privacy.min_block_points,
+            "clip_norm": float(privacy.clip_norm),
+            "noise": privacy.noise,
             "nonce": secrets.token_hex(16),  # fresh per task, like a fresh key pair
         }
-        data = _pack(KEYS, header)
-        layout = Layout(kind, n_features, n_outputs, BLOCK_SIZE, hidden)
-        return PlainKeys(PlainPublic(data, layout))
+        layout = _layout(kind, header, party="self")
+        return PlainKeys(PlainPublic(_pack(KEYS, header), layout))
 
     def public(self, data: bytes, *, party: str) -> PublicKeys:
         what = "plaintext keys"
@@ -296,15 +396,39 @@ class Plaintext(Crypto):
         if body:
             raise UntrustedInputError(f"bad {what}: trailing bytes", party=party)
         kind = get_kind(str(_field(header, "kind", str, party=party, what=what)))
-        ints = {
-            key: int(_field(header, key, int, party=party, what=what))  # type: ignore[call-overload]
-            for key in ("n_features", "n_outputs", "block_size", "hidden")
-        }
-        if not (1 <= ints["n_features"] <= 1 << 16 and 1 <= ints["n_outputs"] <= 1024):
-            raise UntrustedInputError(f"bad {what}: sizes out of range", party=party)
-        if ints["block_size"] != BLOCK_SIZE:
-            raise UntrustedInputError(f"bad {what}: block size", party=party)
-        if not 0 <= ints["hidden"] <= 1024 or bool(ints["hidden"]) != kind.network:
-            raise UntrustedInputError(f"bad {what}: hidden width", party=party)
-        layout = Layout(kind, ints["n_features"], ints["n_outputs"], BLOCK_SIZE, ints["hidden"])
-        return PlainPublic(bytes(data), layout)
+        return PlainPublic(bytes(data), _layout(kind, header, party=party))
+
+
+def _layout(kind: ModelKind, header: dict[str, object], *, party: str) -> Layout:
+    """The layout published keys describe, checked as any party checks received keys."""
+    what = "plaintext keys"
+
+    def bad(problem: str) -> UntrustedInputError:
+        return UntrustedInputError(f"bad {what}: {problem}", party=party)
+
+    ints = {
+        key: int(_field(header, key, int, party=party, what=what))  # type: ignore[call-overload]
+        for key in ("n_features", "n_outputs", "block_size", "hidden", "min_block_points")
+    }
+    clip = float(_field(header, "clip_norm", float, party=party, what=what))  # type: ignore[arg-type]
+    noise = bool(_field(header, "noise", bool, party=party, what=what))
+    if not (1 <= ints["n_features"] <= 1 << 16 and 1 <= ints["n_outputs"] <= 1024):
+        raise bad("sizes out of range")
+    if ints["block_size"] != BLOCK_SIZE:
+        raise bad("block size")
+    if not 0 <= ints["hidden"] <= 1024 or bool(ints["hidden"]) != kind.network:
+        raise bad("hidden width")
+    if not 1 <= ints["min_block_points"] <= BLOCK_SIZE:
+        raise bad("min_block_points out of range")
+    if not (math.isfinite(clip) and 0 <= clip <= 1024):
+        raise bad("clip_norm out of range")
+    return Layout(
+        kind,
+        ints["n_features"],
+        ints["n_outputs"],
+        BLOCK_SIZE,
+        ints["hidden"],
+        min_block_points=ints["min_block_points"],
+        clip_norm=clip or math.sqrt(ints["n_features"]),
+        private=noise,
+    )

@@ -10,6 +10,7 @@ imports TenSEAL), keyed by the kind's name.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
 # |z| bound for linear regression: keeps residuals (and so every encrypted gradient sum) far
 # from the ciphertext modulus; with features and targets in [-1, 1] it rarely binds.
 LINEAR_GUARD_RADIUS = 4.0
+# How far a decrypted total may move with the data beyond the totals themselves: CKKS rounds at
+# every rescale, and a rounding mixes all of a block's samples, so replacing one record may move
+# every total by up to this (measured: docs/he.md, "Owners' noise"). The sensitivity allows twice
+# it per total, so the owners' noise also covers what the requester could read from CKKS noise.
+CKKS_ERROR_ALLOWANCE = 0.05
+# Float slack for an owner recomputing a requester's certification (scaled weights land on the
+# bound up to rounding).
+_CERTIFY_SLACK = 1e-9
 
 
 class Labels(Protocol):
@@ -150,6 +159,102 @@ class ModelKind(ABC):
         """The |z| the interval guard keeps the model inside (the cubic's fitted interval)."""
         return poly.interval if self.sigmoid else LINEAR_GUARD_RADIUS
 
+    # ---- differential privacy (docs/privacy.md) --------------------------------------------
+    # The requester certifies every model it sends: its weights lie in a region, fixed per kind,
+    # where no sample whose scaled features have L2 norm <= clip_norm can move a block's totals
+    # by more than the kind's sensitivity. Owners check the plaintext weights (certify_problem)
+    # before they release their noise. For the linear kinds the region bounds each output's
+    # reach, ||w[:d]||_2 C + |b| <= the guard radius, so |z| stays where the residual is bounded.
+
+    def residual_bound(self, poly: SigmoidPolynomial = DEFAULT_SIGMOID) -> float:
+        """max |h| = |p(z) - y| over |z| <= the guard radius and valid targets (y in {0, 1} for
+        the sigmoid kinds: 1.0609 for the [-8, 8] cubic; |y| <= 1 for linear: radius + 1)."""
+        radius = self.guard_radius(poly)
+        return _sigmoid_residual(radius, poly) if self.sigmoid else radius + 1.0
+
+    def reach(self, weights: np.ndarray, n_features: int, clip_norm: float) -> np.ndarray:
+        """Per output, max |z| over ||x||_2 <= clip_norm: ||w[:d]||_2 C + |b|."""
+        w = np.asarray(weights, dtype=np.float64)
+        return np.linalg.norm(w[:, :n_features], axis=1) * clip_norm + np.abs(w[:, n_features])
+
+    def gradient_bound(
+        self,
+        weights: np.ndarray,
+        n_features: int,
+        clip_norm: float,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> float:
+        """An upper bound on ||one sample's gradient||_2 (all outputs) at ``weights``, over every
+        sample with ||x||_2 <= clip_norm and valid targets (inside the certified region)."""
+        reach = np.minimum(self.reach(weights, n_features, clip_norm), self.guard_radius(poly))
+        if self.sigmoid:
+            worst = np.array([_sigmoid_residual(float(r), poly) for r in reach])
+        else:
+            worst = reach + 1.0
+        return float(np.linalg.norm(worst) * math.hypot(clip_norm, 1.0))
+
+    def n_totals(self, n_features: int, n_outputs: int, hidden: int = 0) -> int:
+        """How many totals a block's result holds (each may carry CKKS error)."""
+        rows, cols = self.weight_shape(n_features, n_outputs, hidden)
+        return rows * cols
+
+    def sensitivity(
+        self,
+        n_features: int,
+        n_outputs: int,
+        clip_norm: float,
+        hidden: int = 0,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> float:
+        """Replace-one L2 sensitivity of a block's totals, for every certified model: twice the
+        largest per-sample gradient (``2 H sqrt(K) sqrt(C^2 + 1)`` here, H =
+        ``residual_bound``), plus ``CKKS_ERROR_ALLOWANCE`` twice per total. The owners' noise
+        has standard deviation ``noise_multiplier * sensitivity``."""
+        check_clip_norm(clip_norm)
+        worst = self.residual_bound(poly) * math.sqrt(n_outputs) * math.hypot(clip_norm, 1.0)
+        allowance = CKKS_ERROR_ALLOWANCE * math.sqrt(self.n_totals(n_features, n_outputs, hidden))
+        return 2.0 * worst + 2.0 * allowance
+
+    def certify(
+        self,
+        weights: np.ndarray,
+        n_features: int,
+        clip_norm: float,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> np.ndarray:
+        """The requester's projection into the certified region: each output row scaled down
+        (never up) until its reach is the guard radius. Scaling keeps every sign of z, so a
+        classifier's decisions on the ball do not change."""
+        check_clip_norm(clip_norm)
+        w = np.array(weights, dtype=np.float64)
+        reach = self.reach(w, n_features, clip_norm)
+        radius = self.guard_radius(poly)
+        # rows already on the bound (up to rounding) stay as they are: certify is idempotent
+        factor = np.where(reach > radius * (1.0 + 1e-12), radius / np.maximum(reach, 1e-300), 1.0)
+        return w * factor[:, None]
+
+    def certify_problem(
+        self,
+        weights: np.ndarray,
+        n_features: int,
+        clip_norm: float,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> str | None:
+        """The owners' check of a revealed model: None when ``weights`` lie in the certified
+        region, else what is wrong (an owner then releases no noise for this epoch)."""
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 2 or w.shape[1] != n_features + 1 or not np.all(np.isfinite(w)):
+            return f"weights must be finite with shape (n_outputs, {n_features + 1})"
+        reach = self.reach(w, n_features, clip_norm)
+        radius = self.guard_radius(poly)
+        worst = int(np.argmax(reach))
+        if reach[worst] > radius * (1.0 + _CERTIFY_SLACK):
+            return (
+                f"output {worst} reaches |z| = {reach[worst]:.4g} on clipped samples, over the "
+                f"certified {radius:g}"
+            )
+        return None
+
     # ---- the requester's plaintext side --------------------------------------------------
     @abstractmethod
     def estimator(self, weights: np.ndarray, classes: np.ndarray) -> Model:
@@ -171,3 +276,19 @@ class ModelKind(ABC):
 
     def __repr__(self) -> str:
         return f"<model kind {self.name}>"
+
+
+def _sigmoid_residual(reach: float, poly: SigmoidPolynomial) -> float:
+    """max |p(z) - y| over |z| <= reach and y in {0, 1}: p's extremes are at the ends or where
+    the cubic turns back."""
+    points = [-reach, reach]
+    peak = math.sqrt(poly.c1 / (3.0 * -poly.c3))
+    if peak < reach:
+        points += [-peak, peak]
+    values = poly(np.array(points))
+    return float(max(np.max(np.abs(values)), np.max(np.abs(1.0 - values))))
+
+
+def check_clip_norm(clip_norm: float) -> None:
+    if not (isinstance(clip_norm, int | float) and math.isfinite(clip_norm) and clip_norm > 0):
+        raise ValueError(f"clip_norm must be a positive number, got {clip_norm!r}")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedmarket.models.kinds.base import Labels, ModelKind
+from fedmarket.models.kinds.base import CKKS_ERROR_ALLOWANCE, Labels, ModelKind, check_clip_norm
 from fedmarket.models.kinds.logistic import unknown_labels
 from fedmarket.models.linear import Model
 from fedmarket.models.mlp import MLPClassifier, forward, split_weights
@@ -28,6 +28,13 @@ MLP_GUARD_RADIUS = 8.0
 # start near 1 for features scaled into [-1, 1].
 INIT_SCALE = 0.8
 DEFAULT_HIDDEN = 32
+# The certified region of an mlp (docs/privacy.md): the hidden layer's L2 reach
+# P = ||W1[:, :d]||_2 C + ||b1||_2 (spectral norm; P >= ||a||_2 for every clipped sample) and the
+# output weights' spectral norm S = ||W2||_2. Digits (61 -> 32 -> 10, rows clipped to C = 1)
+# trains to P ~ 2, S ~ 1; the region leaves twice that.
+MLP_HIDDEN_REACH = 4.0
+MLP_OUTPUT_NORM = 2.0
+_CERTIFY_SLACK = 1e-9
 
 
 def gradient_parts(
@@ -155,6 +162,89 @@ class MLP(ModelKind):
         g2 = residual * float(np.max(reach * reach, initial=0.0))
         g1 = float(np.max(2.0 * reach * (np.abs(W2).T @ np.full(W2.shape[0], residual))))
         return n_samples * max(g1, g2, 1.0)
+
+    # ---- differential privacy -----------------------------------------------------------------
+    # One sample (||x||_2 <= C, one-hot y, R = sqrt(C^2 + 1)), with A = max_h |a_h| bound
+    # ||W1[h, :d]||_2 C + |b1[h]| <= P:
+    #   ||u||_2 = ||a*a||_2 <= ||a||_inf ||a||_2 <= A P;   ||o||_2 <= S A P;
+    #   E = ||o - y||_2 <= S A P + 1;   ||delta1||_2 = 2 ||a * (W2^T delta2)||_2 <= 2 A S E;
+    #   ||G1||_F <= 2 A S E R;   ||G2||_F = ||delta2|| ||u|| <= E A P;
+    # so ||(G1, G2)||_F <= E A sqrt(4 S^2 R^2 + P^2). Worst case over the region (A <= P <= P_max,
+    # S <= S_max) gives the sensitivity; tests/models/test_privacy_bounds.py attacks the bound.
+
+    @staticmethod
+    def norms(weights: np.ndarray, n_features: int, clip_norm: float) -> tuple[float, float, float]:
+        """(P, A, S): the hidden layer's L2 reach, the largest unit's reach, ||W2||_2."""
+        W1, W2 = split_weights(weights, n_features)
+        inputs, bias = W1[:, :n_features], W1[:, n_features]
+        P = float(np.linalg.norm(inputs, 2) * clip_norm + np.linalg.norm(bias))
+        A = float(np.max(np.linalg.norm(inputs, axis=1) * clip_norm + np.abs(bias)))
+        return P, A, float(np.linalg.norm(W2, 2))
+
+    def gradient_bound(
+        self,
+        weights: np.ndarray,
+        n_features: int,
+        clip_norm: float,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> float:
+        P, A, S = self.norms(weights, n_features, clip_norm)
+        R = math.hypot(clip_norm, 1.0)
+        E = S * A * P + 1.0
+        return E * A * math.sqrt(4.0 * S * S * R * R + P * P)
+
+    def sensitivity(
+        self,
+        n_features: int,
+        n_outputs: int,
+        clip_norm: float,
+        hidden: int = 0,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> float:
+        check_clip_norm(clip_norm)
+        P, S = MLP_HIDDEN_REACH, MLP_OUTPUT_NORM
+        R = math.hypot(clip_norm, 1.0)
+        worst = (S * P * P + 1.0) * P * math.sqrt(4.0 * S * S * R * R + P * P)
+        allowance = CKKS_ERROR_ALLOWANCE * math.sqrt(self.n_totals(n_features, n_outputs, hidden))
+        return 2.0 * worst + 2.0 * allowance
+
+    def certify(
+        self,
+        weights: np.ndarray,
+        n_features: int,
+        clip_norm: float,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> np.ndarray:
+        """W1 (with its biases) scaled so P <= P_max, W2 so S <= S_max (never scaled up)."""
+        check_clip_norm(clip_norm)
+        out = np.array(weights, dtype=np.float64)
+        P, _, S = self.norms(out, n_features, clip_norm)
+        d = n_features
+        if P > MLP_HIDDEN_REACH * (1.0 + 1e-12):  # on the bound up to rounding: unchanged
+            out[:, : d + 1] *= MLP_HIDDEN_REACH / P
+        if S > MLP_OUTPUT_NORM * (1.0 + 1e-12):
+            out[:, d + 1 :] *= MLP_OUTPUT_NORM / S
+        return out
+
+    def certify_problem(
+        self,
+        weights: np.ndarray,
+        n_features: int,
+        clip_norm: float,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    ) -> str | None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 2 or w.shape[1] <= n_features + 2 or not np.all(np.isfinite(w)):
+            return f"weights must be finite with shape (hidden, {n_features + 1} + n_outputs)"
+        P, _, S = self.norms(w, n_features, clip_norm)
+        if P > MLP_HIDDEN_REACH * (1.0 + _CERTIFY_SLACK):
+            return (
+                f"the hidden layer reaches ||a||_2 = {P:.4g} on clipped samples, over the "
+                f"certified {MLP_HIDDEN_REACH:g}"
+            )
+        if S > MLP_OUTPUT_NORM * (1.0 + _CERTIFY_SLACK):
+            return f"the output weights have norm {S:.4g}, over the certified {MLP_OUTPUT_NORM:g}"
+        return None
 
     # ---- the requester's plaintext side --------------------------------------------------
     def estimator(self, weights: np.ndarray, classes: np.ndarray) -> Model:
