@@ -22,7 +22,8 @@ epochs run and where the results go.
 
 Targets (issue 17): test accuracy >= 97% and within 1 point of plaintext; <= 30 s per epoch.
 Prints tables and writes ``benchmarks/results/deep.json`` (the load average is in it: the
-machine is shared). Run: ``make bench-deep`` (or ``benchmarks/deep.py --quick``: 3 epochs).
+machine is shared). Run: ``make bench-deep`` (or ``benchmarks/deep.py --quick``: 3 epochs;
+``--epochs N`` for fewer encrypted digits epochs, ``--tabular-epochs N``, ``--seeds N``).
 """
 
 from __future__ import annotations
@@ -61,9 +62,8 @@ FRAMINGHAM = Path(
     os.environ.get("FEDMARKET_FRAMINGHAM", ROOT.parent / "shared" / "data" / "framingham.csv")
 )
 TEST_FRACTION = 0.25  # the digits MLP example's
-HEAD_EPOCHS = 70  # the logistic head runs as many epochs as the MLP example
 TABULAR_EPOCHS = 30
-SEEDS = (0, 1, 2)
+SEEDS = 3  # of the split and the deal, in (b)
 WORKERS = 2  # fedmarket run's default
 console = Console()
 
@@ -238,6 +238,18 @@ def secs(value: float | None, digits: int = 2) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 epochs each (a smoke run)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="encrypted digits epochs, MLP and logistic head (default: the example's, 70)",
+    )
+    parser.add_argument(
+        "--tabular-epochs",
+        type=int,
+        default=TABULAR_EPOCHS,
+        help=f"epochs of (c), breast cancer and Framingham (default {TABULAR_EPOCHS})",
+    )
+    parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seeds of (b) (default {SEEDS})")
     args = parser.parse_args()
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -252,19 +264,20 @@ def main() -> int:
             "load_average_at_start": load_start,
         },
         "medians": "every seconds figure is the median over the run's epochs",
+        "command": " ".join(["benchmarks/deep.py", *sys.argv[1:]]),
     }
 
     # (a) the example users run, and its baselines
     example = load_spec(EXAMPLES / "digits_mlp.toml")
-    mlp_epochs = 3 if args.quick else example.task.max_epochs
+    mlp_epochs = 3 if args.quick else args.epochs or example.task.max_epochs
     spec = example
-    if args.quick:
+    if mlp_epochs != example.task.max_epochs:
         data = example.model_dump(exclude_none=True)
         data["task"]["max_epochs"] = mlp_epochs
         spec = SpecFile.model_validate(data)
     console.print(f"[bold](a) digits MLP, {mlp_epochs} epochs, CKKS[/]")
     mlp = measure("digits-mlp", spec, base=EXAMPLES)
-    head_epochs = 3 if args.quick else HEAD_EPOCHS
+    head_epochs = mlp_epochs  # as many as the MLP
     console.print(f"[bold]    logistic head, {head_epochs} epochs, CKKS[/]")
     head = measure("digits-head", digits_head(head_epochs), base=EXAMPLES)
     gap = None
@@ -279,7 +292,9 @@ def main() -> int:
     save(out)
 
     # (b) what the integrity checks do to accuracy (plaintext twin, several seeds)
-    seeds = SEEDS[:1] if args.quick else SEEDS
+    # the plaintext twin is cheap: it runs the example's epochs, whatever --epochs says
+    twin_base = spec if args.quick else example
+    seeds = (0,) if args.quick else tuple(range(args.seeds))
     settings: dict[str, Mapping[str, Any] | None] = {
         "example (mean, 4 monitors)": None,
         "starter (fltrust, 5 monitors)": {
@@ -293,7 +308,7 @@ def main() -> int:
         for seed in seeds:
             twin = measure(
                 f"digits-mlp-twin-{seed}-{checks['aggregator'] if checks else 'mean'}",
-                twin_spec(spec, seed=seed, integrity=checks),
+                twin_spec(twin_base, seed=seed, integrity=checks),
                 base=EXAMPLES,
                 twin=True,
             )
@@ -303,7 +318,7 @@ def main() -> int:
     save(out)
 
     # (c) the MLP against logistic regression on tabular data
-    epochs = 3 if args.quick else TABULAR_EPOCHS
+    epochs = 3 if args.quick else args.tabular_epochs
     console.print(f"[bold](c) MLP vs logistic regression, {epochs} epochs, CKKS[/]")
     versus = [tabular("breast_cancer", "sklearn:breast_cancer", epochs)]
     if FRAMINGHAM.exists():
@@ -344,7 +359,7 @@ def print_tables(out: dict[str, Any]) -> None:
         ("validation accuracy", pct(mlp["validation_accuracy"]),
          pct(mlp["plaintext_validation_accuracy"]), pct(head["validation_accuracy"])),
         ("scikit-learn, same points (validation)", "", pct(mlp["sklearn_validation_accuracy"]),
-         ""),
+         pct(head["sklearn_validation_accuracy"])),
         ("epochs", str(mlp["epochs"]), str(mlp["epochs"]), str(head["epochs"])),
         ("s per epoch", secs(mlp["epoch_seconds_median"]),
          secs(mlp["plaintext_epoch_seconds_median"], 5), secs(head["epoch_seconds_median"])),
@@ -375,13 +390,14 @@ def print_tables(out: dict[str, Any]) -> None:
         title="integrity vs accuracy: the digits MLP in the plaintext twin (same protocol, "
         "blocks as CKKS cuts them), final epoch"
     )
-    for column in ("checks", "seed", "test", "plaintext test", "validation", "alarms",
-                   "audits", "blocks used (median)"):  # fmt: skip
+    for column in ("checks", "seed", "epochs", "test", "plaintext test", "validation",
+                   "alarms", "audits", "blocks used (median)"):  # fmt: skip
         integrity.add_column(column, justify="right")
     for t in out["integrity_vs_accuracy"]:
         integrity.add_row(
             t["setting"],
             str(t["spec"]["seed"]),
+            str(t["epochs"]),
             pct(t["test_accuracy"]),
             pct(t["plaintext_test_accuracy"]),
             pct(t["validation_accuracy"]),
