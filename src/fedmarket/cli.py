@@ -73,13 +73,20 @@ def run(
     from rich.live import Live
     from rich.table import Table
 
+    from fedmarket.explorer.runs import ProgressWriter
     from fedmarket.protocol.interrupts import Interrupts
     from fedmarket.run import run_file
+    from fedmarket.spec import load_spec
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="name a folder (it is created if missing)")
     if market and chain in ("embedded", "memory"):
         raise ConfigError("--market needs --chain URL", hint="the embedded chains start empty")
+    announced = load_spec(task).spec
+    # progress.json and spec.toml in --out: what `fedmarket explorer --runs` shows while it trains
+    live_file = ProgressWriter(
+        out, "0x" + announced.spec_hash().hex(), announced.kind.metric, spec_source=task
+    )
     console = Console()
     state: dict[str, object] = {"phase": "starting", "epoch": "-", "metric": "-"}
     interrupts = Interrupts()
@@ -111,6 +118,7 @@ def run(
     with Live(view(), console=console, refresh_per_second=4, transient=True) as live:
 
         def progress(event: str, data: dict[str, object]) -> None:
+            live_file(event, data)
             if event == "phase":
                 state["phase"] = data["phase"]
                 console.print(f"[bold]▸ {data['phase']}[/]")
@@ -240,11 +248,13 @@ def chain_demo(
 
 def _register() -> None:
     from fedmarket import deploy_cli, node_cli
+    from fedmarket.explorer.command import explorer
     from fedmarket.task_cli import task_app
 
     deploy_cli.register(app, chain_app)
     node_cli.register(app, chain_app)
     app.add_typer(task_app, name="task")
+    app.command("explorer")(explorer)
 
 
 _register()
