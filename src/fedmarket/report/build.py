@@ -62,6 +62,7 @@ def build_report(
     gas: Sequence[GasEntry] = (),
     baseline: Sequence[float] = (),
     test_metric: float | None = None,
+    baseline_test_metric: float | None = None,
     sklearn_metric: float | None = None,
 ) -> RunReport:
     """The report of one task as ``requester`` played it (members include the requester)."""
@@ -141,6 +142,7 @@ def build_report(
             if not any(f.party == e.party for f in o.flags)
         ],
         test_metric=test_metric,
+        baseline_test_metric=baseline_test_metric,
         sklearn_metric=sklearn_metric,
         token_decimals=spec.budget.token_decimals,
     )
