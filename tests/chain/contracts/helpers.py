@@ -428,7 +428,13 @@ class Task:
     def run_epoch(
         self, epoch: int, go_on: bool = True, roots: dict[int, bytes] | None = None
     ) -> None:
-        self.relay(epoch, roots)
+        """Every active processor's root (relayed on time; after the deadline, late and one by
+        one), then the close."""
+        if now() <= self.rig.clock_of(self.task).deadline:
+            self.relay(epoch, roots)
+        else:
+            for p in self.active():
+                self.submit(p, epoch, (roots or {}).get(p))
         self.close(epoch, go_on)
 
     # ---------------------------------------------------------------- disputes
