@@ -140,6 +140,8 @@ class Terms:
     assignment_root: bytes
 
 
+NO_FLOORS = Floors()
+
 # the name the roles and reports used before the terms were split from the clock
 Task = Terms
 
@@ -812,7 +814,7 @@ class MarketClient(_Client):
         dispute_bond_bps: int = 2_500,
         audit_fee: int = 0,
         min_fill: int = 64,
-        floors: Floors = Floors(),
+        floors: Floors = NO_FLOORS,
     ) -> Receipt[int]:
         """Announce a task and escrow both budgets (approve the market for their sum first).
         ``value`` is the new task's id."""
@@ -1276,14 +1278,13 @@ class MarketClient(_Client):
 def epoch_book_from_logs(market: Any, task: int, *, from_block: int = 0) -> merkle.EpochBook:
     """An :class:`~merkle.EpochBook` rebuilt from a market's logs (client or in memory)."""
     book = merkle.EpochBook(task)
-    events: list[tuple[int, Event]] = []
-    for kind in (ModelReleased, EpochRoots, RootSubmitted, EpochClosed):
-        events += [
-            (i, e) for i, e in enumerate(market.logs(kind, task=task, from_block=from_block))
-        ]
+    events: list[tuple[int, int, int, Event]] = []
     # the model of an epoch is released before its roots, which come before its close
-    rank = {ModelReleased: 0, EpochRoots: 1, RootSubmitted: 1, EpochClosed: 2}
-    for _, e in sorted(events, key=lambda ie: (ie[1].epoch, rank[type(ie[1])], ie[0])):
+    for rank, kinds in enumerate(((ModelReleased,), (EpochRoots, RootSubmitted), (EpochClosed,))):
+        for kind in kinds:
+            for i, e in enumerate(market.logs(kind, task=task, from_block=from_block)):
+                events.append((int(getattr(e, "epoch")), rank, i, e))  # noqa: B009
+    for _, _, _, e in sorted(events, key=lambda x: x[:3]):
         if isinstance(e, ModelReleased):
             book.release(e.epoch, e.model_digest)
         elif isinstance(e, EpochRoots):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 
 from fedmarket.chain import merkle
@@ -102,7 +103,7 @@ class Result:
     value: Any = None
 
 
-def _a(address: str) -> str:
+def _a(address: str) -> ChecksumAddress:
     return to_checksum_address(address)
 
 
@@ -171,6 +172,9 @@ class TaskM:
     full: bool = False  # the open epoch was relayed in full
     requester_paid: bool = False
     bids: tuple[dict[int, Bid], dict[int, Bid]] = field(default_factory=lambda: ({}, {}))
+    # (side, slot) -> (bidder, stake floor) of the last bid placed there: an emptied slot keeps
+    # them, as the contract's storage does
+    slots: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict)
     winners: tuple[set[int], set[int]] = field(default_factory=lambda: (set(), set()))
     active: set[int] = field(default_factory=set)
     assignment_root: bytes = bytes(32)
@@ -334,10 +338,11 @@ class MarketModel:
         self._pull(funds, sender, data_budget + processing_budget)
         task = len(self.tasks)
         deadline = now + bidding_seconds
+        floors3 = (floors[0], floors[1], floors[2])
         t = TaskM(
             _a(sender), num_points, epoch_seconds, max_epochs, data_budget, processing_budget,
             deadline, bidding_seconds, late_penalty_bps, dispute_bond_bps, audit_fee, min_fill,
-            tuple(floors), merkle.terms_hash(spec_hash, public_context_hash),
+            floors3, merkle.terms_hash(spec_hash, public_context_hash),
         )  # fmt: skip
         t.liabilities = data_budget + processing_budget
         t.book = merkle.EpochBook(task)
@@ -345,7 +350,7 @@ class MarketModel:
         event = TaskCreated(
             task, _a(sender), spec_hash, public_context_hash, num_points, epoch_seconds,
             max_epochs, data_budget, processing_budget, deadline, late_penalty_bps,
-            dispute_bond_bps, audit_fee, min_fill, tuple(floors),
+            dispute_bond_bps, audit_fee, min_fill, floors3,
         )  # fmt: skip
         return Result([event], task)
 
@@ -369,6 +374,7 @@ class MarketModel:
                 self._credit(loser.bidder, refund)
             events.append(BidEvicted(task, side, _a(loser.bidder), index, refund))
         bids[index] = Bid(_a(sender), amount, price, stake_floor)
+        t.slots[(side, index)] = (_a(sender), stake_floor)
         events.append(BidPlaced(task, side, _a(sender), index, amount, price, stake))
         return index
 
@@ -541,17 +547,17 @@ class MarketModel:
                         self._credit(b.bidder, refund)
                     del t.bids[side][i]
                     refunded += 1
-                    events.append(BidWithdrawn(task, side, b.bidder, i, refund))
+                    events.append(BidWithdrawn(task, side, _a(b.bidder), i, refund))
                 else:
                     t.bids[side][i] = Bid(b.bidder, b.amount, b.price, b.stake_floor)
             t.winners[side].clear()
         t.active = set()
-        t.floors = tuple(floors)
+        t.floors = (floors[0], floors[1], floors[2])
         t.bidding_deadline = now + bidding_seconds
         t.bidding_seconds = bidding_seconds
         t.state = BIDDING
         t.deadline = 0
-        events.append(TaskReopened(task, t.bidding_deadline, tuple(floors), refunded))
+        events.append(TaskReopened(task, t.bidding_deadline, t.floors, refunded))
         return Result(events)
 
     def cancel(self, sender: str, task: int) -> Result:
@@ -992,7 +998,7 @@ class MarketModel:
             outcome = DISMISSED
         else:
             drawn, agree = self._agree(dispute, d, d.shown)
-            convict = []
+            convict: list[int] = []
             if value != d.shown:
                 _, convict = self._agree(dispute, d, value)
             owner = self._owner_voter(t, d)
@@ -1173,14 +1179,14 @@ class MarketModel:
         require(who == _a(sender), "market: not this bid's bidder")
         self._owed(task, side, index, now, apply=True)
         self.tasks[task].liabilities -= owed
-        return Result([Collected(task, who, owed)], owed)
+        return Result([Collected(task, _a(who), owed)], owed)
 
     def claim(self, sender: str, now: int, task: int, side: int, index: int) -> Result:
         owed, who = self._settle(task, side, index, now)
         self._owed(task, side, index, now, apply=True)
         self.tasks[task].liabilities -= owed
         self._credit(who, owed)
-        return Result([Claimed(task, who, owed)], owed)
+        return Result([Claimed(task, _a(who), owed)], owed)
 
     def collect_requester(self, sender: str, task: int) -> Result:
         t = self.task(task)
@@ -1190,7 +1196,7 @@ class MarketModel:
         require(owed > 0, "market: nothing owed")
         t.requester_paid = True
         t.liabilities -= owed
-        return Result([Collected(task, t.requester, owed)], owed)
+        return Result([Collected(task, _a(t.requester), owed)], owed)
 
     def withdraw(self, sender: str) -> Result:
         amount = self.claimable.get(_a(sender), 0)

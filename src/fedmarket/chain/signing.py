@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import Hash32
 from eth_utils import keccak, to_checksum_address
 
 DOMAIN_TYPEHASH = bytes(
@@ -79,7 +80,7 @@ class SignedRoot:
 def sign_root(
     account: LocalAccount, domain: bytes, task: int, epoch: int, root: bytes
 ) -> SignedRoot:
-    signed = account.unsafe_sign_hash(root_digest(domain, task, epoch, root))
+    signed = account.unsafe_sign_hash(Hash32(root_digest(domain, task, epoch, root)))
     return SignedRoot(
         root, int(signed.v), signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
     )
