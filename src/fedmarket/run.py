@@ -84,6 +84,17 @@ def wait_until(chain: Chain | MemoryChain, timestamp: int) -> None:
         time.sleep(timestamp - now + 1)  # a real chain: wait
 
 
+def wait_blocks(chain: Chain | MemoryChain, blocks: int) -> None:
+    """Mine ``blocks`` empty blocks on a development chain; wait for them on a real one."""
+    try:
+        chain.mine(blocks)
+    except FedmarketError:
+        assert isinstance(chain, Chain)
+        target = chain.w3.eth.block_number + blocks
+        while chain.w3.eth.block_number < target:
+            time.sleep(1)
+
+
 def run_task(
     spec_file: SpecFile,
     *,
@@ -115,7 +126,10 @@ def run_task(
     market: Market
     token: Token
     if chain_url == MEMORY:
-        chain, market, token = memory_chain(dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS)
+        # every simulated party signs honestly, so the ledger may skip the signature checks
+        chain, market, token = memory_chain(
+            dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS, trust_signatures=True
+        )
     else:
         chain = (
             embedded(n_parties + 1)
@@ -161,7 +175,8 @@ def run_task(
     sold: list[tuple[np.ndarray, np.ndarray, int]] = []  # each owner's (X, y, points)
     if run.scenario == "own-data":
         # The requester sells its own data into its own task at price 0: the greedy
-        # allocation takes it first, and the contract pays it nothing and no slash share.
+        # allocation takes it first, the contract pays it nothing, and its own data weighs
+        # nothing in the shares of a slash.
         mine = shares.pop(0)
         plan = OwnerPlan(mine.X, mine.y, run.requester_points, 0)
         nodes.append(
@@ -224,7 +239,8 @@ def run_task(
         )
         stakes[account.address] = pcfg.capacity * price * spec.task.max_epochs
         members.append(Member(pcfg.name, ("processor",), account.address))
-    token.mint(requester.address, spec.budget.data + spec.budget.processing)
+    # the budgets, and enough for the bonds of the disputes it may open
+    token.mint(requester.address, spec.budget.data + spec.budget.processing + sum(stakes.values()))
     for address, stake in stakes.items():
         token.mint(address, stake)
     addresses = [m.address for m in members]
@@ -239,6 +255,7 @@ def run_task(
         progress=progress,
         stop_requested=stop_requested,
         vanish_at=int(run.requester_attack.split("@")[1]) if run.requester_attack else None,
+        wait_blocks=lambda n: wait_blocks(chain, n),
     )
     market_start = token.balance_of(market.address)
     try:
@@ -249,6 +266,14 @@ def run_task(
             clock = requester.market.clock_of(requester.task_id)
             wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
             for node in nodes:
+                done = node.watch(requester.market.now())
+                if done:
+                    task_run.notes.append(f"{node.name}: {done}")
+            # stakes come back once the dispute window after the timeout has passed
+            clock = requester.market.clock_of(requester.task_id)
+            wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
+            for node in nodes:
+                node.settled = False
                 done = node.watch(requester.market.now())
                 if done:
                     task_run.notes.append(f"{node.name}: {done}")

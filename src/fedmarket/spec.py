@@ -51,6 +51,9 @@ class TaskSection(_Strict):
     max_epochs: Annotated[int, Field(gt=0, le=100_000, strict=True)]
     bidding_seconds: PositiveInt
     late_penalty_bps: Annotated[int, Field(ge=0, le=10_000, strict=True)] = 2_000
+    # An accuser's bond, as a share of the accused processor's stake (the contract's
+    # `dispute_bond_bps`, at least 10 %): paid to the accused when a panel clears it.
+    dispute_bond_bps: Annotated[int, Field(ge=1_000, le=10_000, strict=True)] = 2_500
 
     @field_validator("model")
     @classmethod
@@ -68,6 +71,8 @@ class BudgetSection(_Strict):
     data: NonNegativeInt
     processing: NonNegativeInt
     token_decimals: Annotated[int, Field(ge=0, le=36, strict=True)] = 18
+    # What each auditor on the winning side of a dispute earns, out of the accuser's bond.
+    audit_fee: NonNegativeInt = 0
 
 
 class FeaturesSection(_Strict):
@@ -167,6 +172,17 @@ class IntegritySection(_Strict):
         return self
 
 
+MIN_BLOCK_POINTS = 64  # the protocol's floor (the contract's MIN_FILL)
+
+
+class PrivacySection(_Strict):
+    """Privacy floors (issue 14). ``min_block_points``: the fewest samples in any data fill
+    (the contract's ``min_fill``: data bids below it are refused and no fill is cut below
+    it), at least 64 and at least the number of features + 2."""
+
+    min_block_points: Annotated[int, Field(ge=MIN_BLOCK_POINTS, strict=True)] = MIN_BLOCK_POINTS
+
+
 class StoppingSection(_Strict):
     """When the requester backs off: metric plateau, target reached, or budget floor."""
 
@@ -191,6 +207,7 @@ class TaskSpec(_Strict):
     labels: LabelsSection = Field(default_factory=LabelsSection)
     he: HESection = Field(default_factory=HESection)
     integrity: IntegritySection = Field(default_factory=IntegritySection)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
     stopping: StoppingSection = Field(default_factory=StoppingSection)
     offchain: OffchainSection = Field(default_factory=OffchainSection)
 
@@ -205,6 +222,14 @@ class TaskSpec(_Strict):
             raise ValueError(problem)
         if kind.sigmoid and (self.labels.target_center, self.labels.target_scale) != (0.0, 1.0):
             raise ValueError("labels.target_center and target_scale are for regression only")
+        floor = max(MIN_BLOCK_POINTS, len(self.features.names) + 2)
+        if self.privacy.min_block_points < floor:
+            raise ValueError(
+                f"privacy.min_block_points must be at least {floor} "
+                f"(64, and the number of features + 2 = {len(self.features.names) + 2})"
+            )
+        if self.privacy.min_block_points > self.task.num_points:
+            raise ValueError("privacy.min_block_points cannot exceed task.num_points")
         return self
 
     @property

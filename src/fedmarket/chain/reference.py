@@ -1057,6 +1057,8 @@ class MarketModel:
 
     def _slash(self, task: int, t: TaskM, i: int, fault: int, events: list[Event]) -> None:
         p = t.bids[PROCESSING][i]
+        if p.slashed:
+            return  # convicted by an earlier dispute: nothing is left to forfeit
         pool = self._unpaid(t, i)
         if not p.stake_done:
             pool += t.stake(p, p.fill)

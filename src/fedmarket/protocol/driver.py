@@ -1,7 +1,10 @@
 """The protocol, written once: the requester's side of a task, over a transport.
 
-announce -> bid -> resolve -> channel keys -> manifests -> assign -> seal and relay -> epochs
-(model out, results back, disputes and audits through the owners, close on chain) -> settle.
+announce -> bid -> resolve -> channel keys -> manifests -> assign (each processor its own share,
+each owner its routing) -> seal and relay -> epochs (model out, signed results back, roots
+relayed, replicas and audits through the owners, close on chain with the next model's digest)
+-> disputes on what is proven wrong (open, draw, the block to the auditors, votes, the
+accused's leaf, resolve) -> settle once the dispute window has passed.
 
 Every runtime runs this: ``fedmarket run`` (in process, ``fedmarket.runtime.local``), the
 Flower ServerApp (``fedmarket.runtime.flower``) and the plaintext twin of the integrity
@@ -18,24 +21,31 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fedmarket.chain.allocation import InfeasibleAllocation
-from fedmarket.errors import UntrustedInputError
+from fedmarket.chain.client import TaskState
+from fedmarket.errors import ContractRevert, FedmarketError, UntrustedInputError
 from fedmarket.protocol.transport import Envelope, Peer, Transport
 from fedmarket.roles.messages import (
     BlockRef,
     ChannelKey,
     DataManifest,
+    DisputeBlock,
     EncryptedModel,
     EpochResult,
     SealedBlock,
+    VoteReveal,
     decode,
 )
-from fedmarket.roles.requester import Requester
+from fedmarket.roles.requester import DisputeRecord, EpochOutcome, Requester
 
 ProgressFn = Callable[[str, dict[str, object]], None]
 
 
 def _silent(event: str, data: dict[str, object]) -> None:
     return None
+
+
+def _no_blocks(blocks: int) -> None:
+    raise FedmarketError("this runtime cannot wait for blocks", hint="give the driver wait_blocks")
 
 
 @dataclass
@@ -76,11 +86,14 @@ class Driver:
     progress: ProgressFn = _silent
     stop_requested: Callable[[], bool] = lambda: False
     vanish_at: int | None = None  # simulated fault: the requester goes silent at this epoch
+    # the chain's blocks: a development chain mines empty ones, a real one is waited for
+    wait_blocks: Callable[[int], None] = _no_blocks
 
     def __post_init__(self) -> None:
         self.requester.wait_until = self.wait_until
         self.requester.recompute = self._recompute
         self._names: dict[str, str] = {}
+        self._keys: dict[str, ChannelKey] = {}
         self.run_: TaskRun | None = None
 
     # ---------------------------------------------------------------- helpers
@@ -159,9 +172,19 @@ class Driver:
         finally:
             if not vanished:
                 with self._phase("settle"):
+                    self._wait_for_the_dispute_window()
                     r.settle()
                     self._ask("settle", everyone)
         return run
+
+    def _wait_for_the_dispute_window(self) -> None:
+        """Stakes return once the task is over and its dispute window has passed."""
+        r = self.requester
+        if r.task_id is None:
+            return
+        clock = r.market.clock_of(r.task_id)
+        if clock.state == TaskState.FINISHED:
+            self.wait_until(clock.deadline + r.market.grace_seconds() + 1)
 
     def _announce(self, everyone: dict[str, Envelope]) -> None:
         r = self.requester
@@ -213,6 +236,7 @@ class Driver:
                 self._note(f"channel key: {exc}")
                 continue
             keys[key.processor] = key
+        self._keys = keys
         return keys
 
     def _distribute(self, keys: dict[str, ChannelKey]) -> None:
@@ -235,13 +259,22 @@ class Driver:
                     self._note(f"manifest: {exc}")
             if not r.manifests:
                 raise _TaskOver(self._no_data())
-            assignment = r.assign()
+            plan = r.assign()
+            if plan.left_out:
+                self._note(f"assign: {len(plan.left_out)} blocks fit no processor's load")
             manifests = list(r.manifests.values())
             processors = sorted(p.lower() for p in r.processors)
-            self._ask("setup", {p: Envelope.of(assignment, *manifests) for p in processors})
+            by_lower = {p.lower(): p for p in r.processors}
+            self._ask(
+                "setup",
+                {p: Envelope.of(plan.share(by_lower[p]), *manifests) for p in processors},
+            )
             sealed: dict[str, list[bytes]] = {p: [] for p in processors}
-            to_owners = Envelope.of(assignment, *keys.values())
-            for address, reply in self._ask("seal", dict.fromkeys(r.manifests, to_owners)).items():
+            owners = {o.lower(): o for o in r.owners}
+            requests = {
+                a: Envelope.of(plan.routing(owners.get(a, a)), *keys.values()) for a in r.manifests
+            }
+            for address, reply in self._ask("seal", requests).items():
                 party = f"owner {self.name(address)}"
                 targets = [t.lower() for t in reply.text("processors").split(",") if t]
                 if len(targets) != len(reply.frames):
@@ -253,7 +286,8 @@ class Driver:
                 for target, frame in zip(targets, reply.frames, strict=True):
                     try:
                         block = decode(frame, SealedBlock, party=party)
-                        if block.ref.owner.lower() != address or target not in sealed:
+                        holders = [h.lower() for h in plan.holders(block.ref)]
+                        if block.ref.owner.lower() != address or target not in holders:
                             raise UntrustedInputError("sealed a block it may not send", party=party)
                     except UntrustedInputError as exc:
                         self._note(f"seal: {exc}")
@@ -280,6 +314,26 @@ class Driver:
                 k: v - received.get(k, 0) for k, v in traffic.sent.items() if v > received.get(k, 0)
             }
 
+    def _results(self, replies: dict[str, Envelope]) -> None:
+        r = self.requester
+        for address, reply in sorted(replies.items()):
+            party = f"processor {self.name(address)}"
+            if "deferred" in reply.fields:
+                continue  # asked to resume and did not answer
+            try:
+                result = reply.one(EpochResult, party=party)
+                if result.processor.lower() != address:
+                    raise UntrustedInputError("sent another processor's results", party=party)
+                r.on_result(result)
+            except UntrustedInputError as exc:
+                self._note(f"epoch {r.epoch}: rejected {exc}")
+
+    def _record_roots(self) -> None:
+        try:
+            self.requester.record_roots()
+        except ContractRevert as exc:
+            self._note(f"epoch {self.requester.epoch}: roots: {exc}")
+
     def _epoch_loop(self) -> None:
         r = self.requester
         with self._phase("epochs"):
@@ -290,33 +344,115 @@ class Driver:
                 model = r.model_message()
                 active = sorted(p.lower() for p in r.active)
                 replies = self._ask("model", dict.fromkeys(active, Envelope.of(model)))
+                self._results(replies)
+                self._record_roots()
                 deferred = {a: env for a, env in replies.items() if "deferred" in env.fields}
                 if deferred:
                     # Late processors answer after the deadline (on a development chain the
-                    # clock moves there at once): the contract pays them less.
+                    # clock moves there at once): they record their roots late, paid less.
                     until = max(
                         env.integer("deferred", party=self.name(a)) for a, env in deferred.items()
                     )
                     self.wait_until(until)
-                    replies.update(
+                    self._results(
                         self._ask("resume", dict.fromkeys(deferred, Envelope({"epoch": r.epoch})))
                     )
-                for address, reply in sorted(replies.items()):
-                    party = f"processor {self.name(address)}"
-                    if "deferred" in reply.fields:
-                        continue  # asked to resume and did not answer
-                    try:
-                        result = reply.one(EpochResult, party=party)
-                        if result.processor.lower() != address:
-                            raise UntrustedInputError(
-                                "sent another processor's results", party=party
-                            )
-                        r.on_result(result)
-                    except UntrustedInputError as exc:
-                        self._note(f"epoch {r.epoch}: rejected {exc}")
+                    self._record_roots()
                 outcome = r.close_epoch()
+                self._disputes(outcome)
                 self.progress("epoch", {"epoch": outcome.epoch, "metric": outcome.metric})
                 if outcome.finished:
                     assert self.run_ is not None
                     self.run_.stop_reason = outcome.stop_reason or ""
                     return
+
+    # ---------------------------------------------------------------- disputes
+
+    def _disputes(self, outcome: EpochOutcome) -> None:
+        """Run each dispute the epoch's proven faults call for, to its verdict."""
+        if not outcome.disputes:
+            return
+        r = self.requester
+        opened = []
+        for record in outcome.disputes:
+            try:
+                r.open_dispute(record)
+                opened.append(record)
+            except (ContractRevert, FedmarketError) as exc:
+                record.note = f"not opened: {exc}"
+                self._note(f"dispute on {self.name(record.processor)}: {record.note}")
+        if not opened:
+            return
+        self.wait_blocks(r.market.draw_delay_blocks() + 1)
+        for record in opened:
+            try:
+                self._dispute(record)
+            except (ContractRevert, FedmarketError) as exc:
+                record.note = str(exc)
+                self._note(f"dispute {record.dispute} on {self.name(record.processor)}: {exc}")
+            if record.processor in r.slashed and record.processor not in outcome.flagged:
+                outcome.flagged.append(record.processor)
+            self.progress(
+                "dispute",
+                {
+                    "dispute": record.dispute,
+                    "processor": self.name(record.processor),
+                    "outcome": record.outcome.name.lower() if record.outcome else record.note,
+                },
+            )
+
+    def _dispute(self, record: DisputeRecord) -> None:
+        r = self.requester
+        market = r.market
+        assert record.dispute is not None
+        d = record.dispute
+        market.draw(d)
+        view = market.dispute_of(d)
+        if view.state == 1:  # drawn too late, re-targeted: wait for the new block and draw
+            self.wait_blocks(market.draw_delay_blocks() + 1)
+            market.draw(d)
+            view = market.dispute_of(d)
+        auditors = {market.get_bid(r.task_id or 0, 1, i).bidder.lower(): i for i in view.panel}
+        record.panel = sorted(auditors)
+        model = r.models[record.epoch]
+        if auditors:
+            owner = record.block.owner.lower()
+            keys = [k for a, k in self._keys.items() if a.lower() in auditors]
+            reply = self._ask("panel", {owner: Envelope.of(model, *keys, dispute=d)}).get(owner)
+            blocks: dict[str, bytes] = {}
+            if reply is not None:
+                targets = [t.lower() for t in reply.text("auditors").split(",") if t]
+                if len(targets) == len(reply.frames):
+                    blocks = dict(zip(targets, reply.frames, strict=True))
+            asked = {}
+            for auditor in auditors:
+                frame = blocks.get(auditor)
+                if frame is None:
+                    continue
+                try:
+                    decode(frame, DisputeBlock, party=f"owner {self.name(owner)}")
+                except UntrustedInputError as exc:
+                    self._note(f"dispute {d}: {exc}")
+                    continue
+                asked[auditor] = Envelope(frames=(frame, *Envelope.of(model).frames))
+            for auditor, env in self._ask("audit", asked).items():
+                try:
+                    reveal = env.one(VoteReveal, party=f"auditor {self.name(auditor)}")
+                    if reveal.dispute == d and reveal.voter.lower() == auditor:
+                        record.reveals[auditor] = reveal.digest
+                except UntrustedInputError as exc:
+                    self._note(f"dispute {d}: {exc}")
+        view = market.dispute_of(d)
+        voted = len(record.reveals) == len(view.panel)
+        if not voted:
+            self.wait_until(view.vote_deadline + 1)
+        accused = record.processor.lower()
+        self._ask("show", {accused: Envelope({"dispute": d})})
+        if market.dispute_of(d).shown == bytes(32):
+            r.show_leaf(record)
+        try:
+            r.resolve_dispute(record)
+        except ContractRevert:
+            # no verdict yet (or nobody showed the leaf): the show deadline settles it
+            self.wait_until(market.dispute_of(d).show_deadline + 1)
+            r.resolve_dispute(record)

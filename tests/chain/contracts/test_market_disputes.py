@@ -532,3 +532,23 @@ def test_with_one_eligible_processor_a_dispute_is_opening_only(
     rig.resolve_dispute(d, truth(b, 0), sender=requester)
     (resolved,) = rig.logs("DisputeResolved")
     assert (resolved.outcome, resolved.to_accused) == (DISMISSED, STAKES[1] // 4)
+
+
+def test_a_second_conviction_of_a_slashed_processor_forfeits_nothing_more(
+    rig: Rig, t: Task, requester: str
+) -> None:
+    t.run_epoch(0, roots={3: t.root(3, 0, lies=[block_of(t, 3)])})
+    t.run_epoch(1, roots={3: t.root(3, 1, lies=[block_of(t, 3)])})
+    b = block_of(t, 3)
+    first, second = (t.open_dispute(requester, e, 3, b) for e in (0, 1))
+    for d, e in ((first, 0), (second, 1)):
+        t.draw(d)
+        vote_all(t, d, truth(b, e))
+        t.show(d, lie(b, e), leaves=t.leaves(3, e, lies=[b]))
+    cost = rig.active_of(t.task)[1]
+    rig.resolve_dispute(first, truth(b, 0), sender=requester)
+    assert len(rig.logs("ProcessorSlashed")) == 1
+    rig.resolve_dispute(second, truth(b, 1), sender=requester)
+    assert rig.logs("DisputeResolved")[0].outcome == CONVICTED
+    assert rig.logs("ProcessorSlashed") == []  # nothing left to forfeit
+    assert rig.active_of(t.task)[1] == cost - PAYS[3]  # its pay left the epoch cost once

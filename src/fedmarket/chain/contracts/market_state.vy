@@ -1073,6 +1073,8 @@ def _slash(task: uint256, index: uint256, fault: uint256):
     # epoch's, shares of earlier slashes) and its whole stake on the fill are forfeited.
     k: uint256 = self._key(task, PROCESSING, index)
     o: uint256 = self.offer[k]
+    if self._oflags(o) & SLASHED != 0:
+        return  # convicted by an earlier dispute: nothing is left to forfeit
     pk: uint256 = (task << 7) | index
     ps: uint256 = self.pstate[pk]
     c: Clock = self._load(task)
