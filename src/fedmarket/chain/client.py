@@ -1141,6 +1141,22 @@ class MarketClient(_Client):
     def num_disputes(self) -> int:
         return int(self._view("num_disputes"))
 
+    def is_disputed(self, task: int, block: int, accused: int, epoch: int) -> bool:
+        return bool(
+            self._view(
+                "is_disputed",
+                _uint(task, "task"),
+                _uint(block, "block"),
+                _uint(accused, "accused"),
+                _uint(epoch, "epoch"),
+            )
+        )
+
+    def data_money_of(self, task: int) -> tuple[int, int]:
+        """(cost of the committed owners' fills, of the points reported undelivered)."""
+        committed, undelivered = self._view("data_money_of", _uint(task, "task"))
+        return int(committed), int(undelivered)
+
     def bids(self, task: int, side: Side | int) -> list[tuple[int, BidView]]:
         """(index, bid) of every open bid on one side while bidding, every winner after."""
         bitmap = self.book_of(task)[int(side)]
@@ -1225,7 +1241,12 @@ class MarketClient(_Client):
         return int(self._view("draw_delay_blocks"))
 
     def domain_separator(self) -> bytes:
-        return bytes(self._view("DOMAIN_SEPARATOR"))
+        """The EIP-712 domain of signed roots (cached: it never changes)."""
+        if not hasattr(self, "_domain"):
+            self._domain = bytes(self._view("DOMAIN_SEPARATOR"))
+        return self._domain
+
+    DOMAIN_SEPARATOR = domain_separator
 
     def token(self) -> ChecksumAddress:
         return to_checksum_address(self._view("token"))

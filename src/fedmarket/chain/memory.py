@@ -308,6 +308,11 @@ class MemoryMarket:
         )
 
     def resolve_greedy(self, task: int) -> Receipt[Allocation]:
+        model = self.model.task(task)
+        if model is None or model.state != 1:
+            raise ContractRevert("market: task is not in bidding", function="resolve")
+        if self.now() <= model.bidding_deadline:
+            raise ContractRevert("market: bidding still open", function="resolve")
         t = self.terms(task)
         offers = {
             side: self.model.tasks[task].offers(side) if task < len(self.model.tasks) else []

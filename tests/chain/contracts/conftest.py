@@ -66,6 +66,11 @@ def deployers() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def token_deployer(deployers: dict[str, Any]) -> Any:
+    return deployers["DevToken"]
+
+
+@pytest.fixture(scope="session")
 def mock_deployer() -> Any:
     """`mock_deployer("FeeOnTransferToken")` is the deployer of tests/chain/mocks/<name>.vy."""
     cache: dict[str, Any] = {}
