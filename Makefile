@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: help demo test lint typecheck bench-gas bench-he bench-e2e bench-integrity bench-deploy certs clean
+.PHONY: help demo test browser lint typecheck bench-gas bench-he bench-e2e bench-integrity bench-deploy bench-deep certs clean
 
 help:
 	@echo "make demo       run the main job on the embedded defaults"
@@ -22,13 +22,14 @@ help:
 	@echo "make bench-e2e  a whole task, phases, sweep -> benchmarks/results/e2e.json"
 	@echo "make bench-integrity  attacks x defences    -> benchmarks/results/integrity.json"
 	@echo "make bench-deploy     in-process vs multi-process -> benchmarks/results/deploy.json"
+	@echo "make bench-deep       an MLP trained on encrypted data -> benchmarks/results/deep.json"
 	@echo "make certs      a test CA and a SuperLink certificate in certs/ (TLS on a test network)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then echo "error: fedmarket needs Python >= 3.11 on PATH (python3.11, python3.12 or python3.13)." >&2; exit 1; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,explorer]"
 	@touch $@
 
 $(ANVIL): tools/package.json
@@ -37,6 +38,18 @@ $(ANVIL): tools/package.json
 	npm --prefix tools install --no-audit --no-fund --loglevel=error
 	@test -x $(ANVIL) || { echo "error: npm installed @foundry-rs/anvil but no binary for this platform was found at $(ANVIL)." >&2; exit 1; }
 	@touch $@
+
+# The explorer's browser tests drive Debian's Chromium through its ChromeDriver (never a
+# downloaded browser). Installed here when missing and we are root, as CI is.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (Debian packages) for the explorer's browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "error: the explorer's browser tests need Chromium and ChromeDriver: sudo apt-get install chromium chromium-driver" >&2; exit 1; \
+	  fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/fedmarket run examples/breast_cancer.toml --out runs/demo
@@ -48,7 +61,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) $(ANVIL) lint typecheck
+test: $(STAMP) $(ANVIL) browser lint typecheck
 	FEDMARKET_ANVIL=$(abspath $(ANVIL)) $(BIN)/pytest -n 2 --dist loadgroup
 
 bench-gas: $(STAMP)
@@ -62,6 +75,9 @@ bench-e2e: $(STAMP)
 
 bench-integrity: $(STAMP)
 	$(PY) benchmarks/integrity.py
+
+bench-deep: $(STAMP)
+	$(PY) benchmarks/deep.py
 
 bench-deploy: $(STAMP) $(ANVIL)
 	FEDMARKET_ANVIL=$(abspath $(ANVIL)) $(PY) benchmarks/deploy.py

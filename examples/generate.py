@@ -55,5 +55,47 @@ def main() -> None:
     )
 
 
+def networks() -> None:
+    """The neural-network examples: an MLP on the raw pixels, and a head on the CNN backbone."""
+    from fedmarket.backbone import sha256_of, task_features
+    from fedmarket.data import scaling_constants
+    from fedmarket.parties import DataSource
+
+    mlp = starter_spec("sklearn:digits", name="digits-mlp", owners=4, processors=3,
+                       max_epochs=70, base=HERE).model_dump(exclude_none=True)  # fmt: skip
+    mlp["task"].update(model="mlp", hidden=32)
+    mlp["he"]["preset"] = "n16384-mlp"
+    mlp["stopping"]["patience"] = 5
+    write(
+        "digits_mlp.toml",
+        SpecFile.model_validate(mlp),
+        "local runs only: which simulated parties exist and their bids (a 64 -> 32 -> 10 "
+        "network, square activation, trained on encrypted pixels: docs/he.md)",
+    )
+    head = starter_spec("sklearn:digits", name="digits-cnn-head", owners=4, processors=3,
+                        base=HERE).model_dump(exclude_none=True)  # fmt: skip
+    onnx = HERE / "backbone" / "digits_cnn.onnx"
+    backbone = {"file": "backbone/digits_cnn.onnx", "sha256": sha256_of(onnx),
+                "input_shape": [1, 8, 8], "input_scale": 1 / 16}  # fmt: skip
+    head["features"]["backbone"] = backbone
+    spec = SpecFile.model_validate(head)
+    # the scaling constants of the embeddings, from the requester's own validation split
+    _, val = DataSource("sklearn:digits").load()
+    embedded = task_features(spec, val.X, base=HERE)
+    mean, std = scaling_constants(
+        type(val)(embedded, val.y, [f"e{i}" for i in range(embedded.shape[1])])
+    )
+    head["features"].update(
+        names=[f"cnn_{i}" for i in range(embedded.shape[1])], mean=mean, std=std
+    )
+    write(
+        "digits_cnn_head.toml",
+        SpecFile.model_validate(head),
+        "local runs only (owners embed their raw 8x8 images, pixel / 16, with the published "
+        "CNN in backbone/ and encrypt the embeddings; processors train the head)",
+    )
+
+
 if __name__ == "__main__":
     main()
+    networks()

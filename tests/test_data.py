@@ -35,7 +35,7 @@ def test_bad_names_and_files_are_clear_errors(tmp_path: Path) -> None:
         load_dataset("csv:nope.csv", base=tmp_path)
     bad = tmp_path / "bad.csv"
     bad.write_text("a,target\n1,0\nx,1\n")
-    with pytest.raises(ConfigError, match=r"bad\.csv:3: not a number"):
+    with pytest.raises(ConfigError, match=r"bad\.csv:3: feature 'a' is not a number"):
         load_dataset(f"csv:{bad}")
     with pytest.raises(ConfigError, match="no label column 'y'"):
         load_dataset(f"csv:{bad}", label_column="y")

@@ -18,6 +18,11 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_every_example_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     data = load_spec(path).model_dump()
     data["task"]["max_epochs"] = 1
+    if data["task"]["model"] == "mlp":
+        # a network block is ~280 MB whatever its fill: one owner, one block keeps this short
+        # (the full example is what `make bench-deep` runs)
+        data["task"]["num_points"] = 256
+        data["run"]["owners"] = [dict(data["run"]["owners"][0], points=256)]
     spec = SpecFile.model_validate(data)
     try:
         result = run_task(spec, base=path.parent, out=tmp_path, workers=0)
@@ -28,7 +33,8 @@ def test_every_example_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     report = result.report
     assert report.stop_reason == "max_epochs reached"
     assert len(report.epochs) == 1 and report.flags == []
-    # the model trained, and the saved one (raw features in) loads back
-    assert report.epochs[0].metric > (0.5 if spec.kind.metric == "accuracy" else 0.0)
+    # the model trained past chance, and the saved one (raw features in) loads back
+    chance = 1 / len(spec.labels.classes) if spec.kind.metric == "accuracy" else 0.0
+    assert report.epochs[0].metric > chance + 0.1
     assert load_model(tmp_path).n_features == len(spec.features.names)
     assert sum(t.net for t in report.tokens) == -report.dust

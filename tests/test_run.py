@@ -290,3 +290,59 @@ def test_a_requester_that_vanishes_leaves_no_one_out_of_pocket(tmp_path: Path) -
         assert net[name] == check[name], name
     # the requester's refund waits in the market for it; nothing was created or lost
     assert net["requester"] == -(data["budget"]["data"] + data["budget"]["processing"])
+
+
+def test_regression_follows_through_with_the_specs_target_scaling(tmp_path: Path) -> None:
+    """`init` on diabetes writes the target scaling; owners apply it; the saved model undoes
+    it; the report sets R^2 against scikit-learn's LinearRegression on the same points."""
+    from fedmarket.starter import starter_spec
+
+    spec = starter_spec("sklearn:diabetes", max_epochs=10)
+    assert spec.task.model == "linear"
+    assert spec.labels.target_scale > 100 and 100 < spec.labels.target_center < 200
+    data = spec.model_dump()
+    data["stopping"]["patience"] = 0
+    result = run(SpecFile.model_validate(data), tmp_path)
+    report = result.report
+    assert report.metric_name == "R^2" and report.sklearn_metric is not None
+    assert report.epochs[-1].metric >= report.sklearn_metric - 0.05
+    # the saved model predicts in the label's units (diabetes progression, 25..346)
+    diabetes = load_dataset("sklearn:diabetes")
+    predicted = load_model(tmp_path / "out").predict(diabetes.X)
+    assert 100 < float(np.mean(predicted)) < 200
+    assert float(np.mean(np.abs(predicted - diabetes.y))) < 60
+    assert "scikit-learn on the same points" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_large_amounts_are_exact_integers_and_nothing_is_lost(tmp_path: Path) -> None:
+    """Nets far beyond int64 (the 40,000 x 20 task died drawing them): the model, the report,
+    the plots and `fedmarket report` all work, and every amount stays an exact integer."""
+    from typer.testing import CliRunner
+
+    from fedmarket.cli import app
+    from fedmarket.protocol.plaintext import Plaintext
+
+    data = small_spec().model_dump()
+    for o in data["run"]["owners"]:
+        o["price"] = 10**22 + 7  # per point: owners earn ~2.3e24 base units
+    for p in data["run"]["processors"]:
+        p["price"] = 10**20 + 3
+    data["budget"]["data"] = 2 * 227 * (10**22 + 7)
+    data["budget"]["processing"] = 2 * 227 * (10**20 + 3) * 3
+    spec = SpecFile.model_validate(data)
+    out = tmp_path / "out"
+    result = run_task(spec, base=EXAMPLES, out=out, workers=0, crypto=Plaintext())
+    net = flows(result)
+    assert net["owner1"] == 227 * (10**22 + 7) and net["owner1"] > 2**63
+    assert isinstance(net["owner1"], int)
+    assert sum(net.values()) == -result.report.dust
+    for name in ("model.npz", "report.json", "report.md", "tokens.png", "metric.png"):
+        assert (out / name).stat().st_size > 0, name
+    # report.json keeps the exact integers; `fedmarket report` re-renders from it
+    import json
+
+    saved = json.loads((out / "report.json").read_text())
+    assert {t["party"]: t["net"] for t in saved["tokens"]} == net
+    done = CliRunner().invoke(app, ["report", str(out)])
+    assert done.exit_code == 0, done.output
+    assert str(227 * (10**22 + 7)) in (out / "report.md").read_text()

@@ -7,20 +7,41 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from fedmarket.errors import FedmarketError
+from fedmarket.errors import ConfigError, FedmarketError
 
 app = typer.Typer(
     name="fedmarket",
     help="A market for privacy-preserving federated learning.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    suggest_commands=False,  # click already suggests ("Did you mean ...?"): once is enough
 )
-chain_app = typer.Typer(help="The on-chain market: deploy, inspect, demo.", no_args_is_help=True)
+chain_app = typer.Typer(
+    help="The on-chain market: deploy, inspect, demo.", no_args_is_help=True, suggest_commands=False
+)
 app.add_typer(chain_app, name="chain")
 
 # soft_wrap: never break a path or a hint across lines (users copy them)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fedmarket {version('fedmarket')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """A market for privacy-preserving federated learning."""
 
 
 @app.command("run")
@@ -29,31 +50,59 @@ def run(
         ..., help="The task spec (TOML), e.g. examples/breast_cancer.toml."
     ),
     chain: str = typer.Option(
-        "embedded", help="'embedded' (in-process EVM) or a JSON-RPC URL, e.g. http://127.0.0.1:8545"
+        "embedded",
+        help="'embedded' (in-process EVM), 'memory' (a simulated ledger, no EVM) or a "
+        "JSON-RPC URL, e.g. http://127.0.0.1:8545",
+    ),
+    market: str = typer.Option(
+        "",
+        help="With --chain URL: an existing market to run on (and its token); "
+        "default: deploy a new market and a dev token.",
     ),
     out: Path = typer.Option(Path("runs/latest"), help="Where to write the report and the model."),
     workers: int = typer.Option(2, min=0, max=64, help="Processes per processor (0: in process)."),
 ) -> None:
     """Run a whole task: announce, bid, resolve, train on encrypted data, settle, report.
 
-    Ctrl-C once makes the requester back off cleanly on chain at the next epoch boundary.
+    Ctrl-C once: the requester backs off cleanly on chain at the next epoch boundary and
+    everyone settles. Twice: the current step stops at once, then the same. Either way the
+    model and the report are written.
     """
     import signal
 
     from rich.live import Live
     from rich.table import Table
 
+    from fedmarket.explorer.runs import ProgressWriter
+    from fedmarket.protocol.interrupts import Interrupts
     from fedmarket.run import run_file
+    from fedmarket.spec import load_spec
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", hint="name a folder (it is created if missing)")
+    if market and chain in ("embedded", "memory"):
+        raise ConfigError("--market needs --chain URL", hint="the embedded chains start empty")
+    announced = load_spec(task).spec
+    # progress.json and spec.toml in --out: what `fedmarket explorer --runs` shows while it trains
+    live_file = ProgressWriter(
+        out, "0x" + announced.spec_hash().hex(), announced.kind.metric, spec_source=task
+    )
     console = Console()
     state: dict[str, object] = {"phase": "starting", "epoch": "-", "metric": "-"}
-    stop = {"asked": False}
+    interrupts = Interrupts()
 
     def on_sigint(signum: int, frame: object) -> None:
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-        console.print("[yellow]stopping: the requester backs off at the next epoch boundary[/]")
+        presses = interrupts.presses
+        if presses == 0:
+            console.print(
+                "[yellow]stopping: the requester backs off at the next epoch boundary "
+                "(Ctrl-C again to stop the current step now)[/]"
+            )
+        elif presses == 1:
+            console.print("[yellow]stopping now; settling what can be settled ...[/]")
+        else:
+            console.print("[yellow]still settling and writing the results: please wait[/]")
+        interrupts.press()
 
     def view() -> Table:
         table = Table.grid(padding=(0, 2))
@@ -69,6 +118,7 @@ def run(
     with Live(view(), console=console, refresh_per_second=4, transient=True) as live:
 
         def progress(event: str, data: dict[str, object]) -> None:
+            live_file(event, data)
             if event == "phase":
                 state["phase"] = data["phase"]
                 console.print(f"[bold]▸ {data['phase']}[/]")
@@ -84,25 +134,25 @@ def run(
             result = run_file(
                 task,
                 chain_url=None if chain == "embedded" else chain,
+                market=market or None,
                 out=out,
                 workers=workers,
                 progress=progress,
-                stop_requested=lambda: stop["asked"],
+                interrupts=interrupts,
             )
         finally:
             signal.signal(signal.SIGINT, previous)
     report = result.report
-    console.print(f"[green]done[/]: {report.stop_reason}")
+    console.print(f"[green]done[/]: {escape(report.stop_reason)}")
     if report.epochs:
         last = report.epochs[-1]
         console.print(
             f"final validation {report.metric_name} {last.metric:.4f} "
             f"after {len(report.epochs)} epoch(s)"
         )
-    from fedmarket.spec import load_spec
     from fedmarket.units import format_units
 
-    decimals = load_spec(task).budget.token_decimals
+    decimals = report.token_decimals
     tokens = Table(title="tokens, exact (report.json: integer base units)")
     for column in ("party", "paid in", "received", "net"):
         tokens.add_column(column, justify="right" if column != "party" else "left")
@@ -114,14 +164,20 @@ def run(
             format_units(flow.net, decimals, sign=True),
         )
     console.print(tokens)
-    console.print(f"report: {out / 'report.md'}   model: {out / 'model.npz'}")
+    model = f"   model: {out / 'model.npz'}" if (out / "model.npz").exists() else "   (no model)"
+    console.print(f"report: {out / 'report.md'}{model}")
+    if interrupts.urgent:
+        raise typer.Exit(130)  # stopped mid-step at the user's request (everything settled)
 
 
 @app.command("init")
 def init(
     out: Path = typer.Argument(Path("task.toml"), help="Where to write the spec."),
     dataset: str = typer.Option(
-        "sklearn:breast_cancer", help="sklearn:NAME or csv:PATH (see fedmarket.data)."
+        "sklearn:breast_cancer",
+        help="sklearn:NAME (breast_cancer, digits, iris, wine, diabetes), "
+        "csv:PATH (numbers only, one label column; relative to the current folder), "
+        "or synthetic:SAMPLES:FEATURES.",
     ),
     label_column: str = typer.Option("target", help="The label column of a CSV data set."),
     owners: int = typer.Option(2, min=1, max=128, help="Simulated data owners."),
@@ -129,14 +185,31 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a starter task spec for a data set, ready for `fedmarket run`."""
+    import os
+
     from fedmarket.spec import dump_spec
     from fedmarket.starter import starter_spec
 
+    if out.is_dir():
+        raise ConfigError(f"{out} is a folder", hint="name the spec file, e.g. my_task.toml")
     if out.exists() and not force:
-        raise FedmarketError(f"{out} already exists", hint="pass --force to overwrite it")
+        raise ConfigError(f"{out} already exists", hint="pass --force to overwrite it")
+    if dataset.startswith("csv:"):
+        # written relative to the spec's folder, where `fedmarket run` resolves it
+        csv = Path(dataset[4:]).expanduser()
+        if not csv.is_absolute():
+            csv = Path.cwd() / csv
+        if not csv.is_file():
+            raise ConfigError(f"{csv}: no such data file", hint="check the csv: path")
+        folder = out.resolve().parent
+        dataset = "csv:" + os.path.relpath(csv.resolve(), folder)
+        base = folder
+    else:
+        base = out.resolve().parent
     spec = starter_spec(
-        dataset, label_column=label_column, owners=owners, processors=processors, base=Path.cwd()
+        dataset, label_column=label_column, owners=owners, processors=processors, base=base
     )
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         dump_spec(
             spec,
@@ -175,9 +248,13 @@ def chain_demo(
 
 def _register() -> None:
     from fedmarket import deploy_cli, node_cli
+    from fedmarket.explorer.command import explorer
+    from fedmarket.task_cli import task_app
 
     deploy_cli.register(app, chain_app)
     node_cli.register(app, chain_app)
+    app.add_typer(task_app, name="task")
+    app.command("explorer")(explorer)
 
 
 _register()
@@ -188,9 +265,10 @@ def main() -> None:
     try:
         app()
     except FedmarketError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        # escaped: a message may name a section such as [run], which is not markup
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {exc.hint}")
+            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}")
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

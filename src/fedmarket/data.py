@@ -12,6 +12,7 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +21,7 @@ from fedmarket.errors import ConfigError
 from fedmarket.models.scaling import FeatureScaler
 
 SKLEARN = ("breast_cancer", "digits", "iris", "wine", "diabetes")
+MISSING = ("", "NA", "NaN", "nan", "N/A", "null")
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,27 @@ def _load_csv(path: Path, label_column: str) -> Dataset:
     for number, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise ConfigError(f"{path}:{number}: {len(row)} fields, header has {len(header)}")
-        try:
-            values = [
-                float(v) if v.strip() not in ("", "NA", "NaN", "nan") else math.nan for v in row
-            ]
-        except ValueError as exc:
-            raise ConfigError(f"{path}:{number}: not a number: {exc}") from None
+        values = []
+        for column, v in zip(header, row, strict=True):
+            text = v.strip()
+            if text in MISSING:
+                values.append(math.nan)
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                what = "label" if column == label_column else "feature"
+                raise ConfigError(
+                    f"{path}:{number}: {what} {column!r} is not a number: {text[:40]!r}",
+                    hint="labels and features must be numbers: encode categories as 0, 1, ... "
+                    "(e.g. no=0, yes=1) before selling or training on the file",
+                ) from None
+            if math.isinf(value):
+                raise ConfigError(
+                    f"{path}:{number}: {column!r} is {text!r}, not a finite number",
+                    hint="drop or cap infinite values before using the file",
+                )
+            values.append(value)
         if any(math.isnan(v) for v in values):
             dropped += 1
             continue
@@ -131,8 +148,17 @@ def split_validation(data: Dataset, fraction: float, *, seed: int) -> tuple[Data
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(data))
-    classes = np.unique(data.y)
-    stratify = data.y if len(classes) <= 50 else None
+    n_val = math.ceil(fraction * len(data))
+    if len(data) < 4 or n_val >= len(data):
+        raise ConfigError(
+            f"the data set has {len(data)} rows: too few to split off a validation set",
+            hint="use more rows (a task needs a training and a validation split)",
+        )
+    classes, counts = np.unique(data.y, return_counts=True)
+    # stratified when every class can be in both splits; a regression target or a rare class
+    # falls back to a plain shuffle
+    stratifiable = len(classes) <= 50 and counts.min() >= 2 and n_val >= len(classes)
+    stratify = data.y if stratifiable else None
     train, val = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     return data.take(np.sort(train)), data.take(np.sort(val))
 
@@ -200,3 +226,42 @@ def scale(
         raise ConfigError(f"data has {X.shape[1]} features but the spec lists {len(mean)}")
     out: NDArray[np.float64] = scaler(mean, std, spread).transform(X)
     return out
+
+
+def check_task_data(
+    data: Dataset, *, kind: Any, classes: list[int], n_features: int, where: str
+) -> list[str]:
+    """Refuse data a task cannot use, before any money moves; notes about what it can.
+
+    ``kind`` is the task's ``ModelKind``; labels must be among ``classes`` and every class must
+    have rows (a class nobody can show is a class the model can never learn).
+    """
+    notes: list[str] = []
+    if data.X.shape[1] != n_features:
+        raise ConfigError(
+            f"{where} has {data.X.shape[1]} features, the spec lists {n_features}",
+            hint="features.names must list the data's feature columns, in order",
+        )
+    if not np.all(np.isfinite(data.X)):
+        raise ConfigError(f"{where}: features must be finite numbers")
+    y = np.asarray(data.y, dtype=np.float64)
+    if not np.all(np.isfinite(y)):
+        raise ConfigError(f"{where}: labels must be finite numbers")
+    if not kind.sigmoid:
+        return notes
+    present = sorted({float(v) for v in y})
+    extra = [v for v in present if v not in {float(c) for c in classes}]
+    if extra:
+        shown = ", ".join(f"{v:g}" for v in extra[:6])
+        raise ConfigError(
+            f"{where} has labels {shown} that are not among labels.classes {classes}",
+            hint=f"set labels.classes to the data's labels {[f'{v:g}' for v in present]}; "
+            "a logistic task takes 2 classes, multiclass 3 or more",
+        )
+    absent = [c for c in classes if float(c) not in set(present)]
+    if absent:
+        raise ConfigError(
+            f"{where} has no row of class {absent}: the model could never learn it",
+            hint="list only the classes the data holds in labels.classes",
+        )
+    return notes

@@ -70,6 +70,7 @@ class OwnerPlan:
     attack: str | None = None
     seed: int = 0
     index: int = 0
+    base: Path | None = None  # the owner's copy of the task's published files (a backbone)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def make_node(
                 price=owner.price,
                 attack=parse_owner_attack(owner.attack),
                 attack_seed=owner.seed * 4001 + owner.index,
+                base=owner.base,
             )
         if processor is not None:
             p = Processor(

@@ -10,6 +10,7 @@ roles (``fedmarket.attacks``) and runs the same way on every runtime. With the p
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fedmarket.backbone import raw_width, task_features
 from fedmarket.chain.backends import Chain, dev_keys, embedded, rpc
-from fedmarket.chain.client import deploy
+from fedmarket.chain.client import MarketClient, TokenClient, deploy
 from fedmarket.chain.ledger import Market, Token
 from fedmarket.chain.memory import MemoryChain, memory_chain
-from fedmarket.data import Dataset, scale, scaler
+from fedmarket.data import Dataset, check_task_data, scale
 from fedmarket.errors import ConfigError, FedmarketError
 from fedmarket.models.linear import Model
-from fedmarket.models.scaled import ScaledModel
 from fedmarket.models.training import TrainConfig, fit_plaintext
 from fedmarket.parties import (
     DataSource,
@@ -36,9 +37,11 @@ from fedmarket.parties import (
 )
 from fedmarket.protocol.crypto import Crypto, default_crypto
 from fedmarket.protocol.driver import Driver, ProgressFn, TaskRun
+from fedmarket.protocol.interrupts import Interrupts
 from fedmarket.protocol.party import PartyNode
 from fedmarket.report import RunReport
-from fedmarket.report.build import Member, balances, build_report
+from fedmarket.report.build import Member, balances, build_report, write_results
+from fedmarket.roles import messages
 from fedmarket.roles.requester import EpochOutcome, Requester
 from fedmarket.roles.stopping import BudgetLeft, Plateau, StoppingRule, TargetReached
 from fedmarket.runtime.local import LocalTransport
@@ -60,6 +63,23 @@ class RunResult:
     codec_seconds: float = 0.0  # encoding and decoding messages
     run: TaskRun | None = None
     test: Dataset | None = None  # rows held out from every party ([run] test_fraction)
+
+
+def fund(token: Token, needs: dict[str, int], *, names: dict[str, str]) -> None:
+    """Make sure every account holds what it will escrow or stake, before any task exists:
+    a development token is minted; any other token must already be there."""
+    short = {a: n - token.balance_of(a) for a, n in needs.items() if token.balance_of(a) < n}
+    if not short:
+        return
+    try:
+        for address, amount in short.items():
+            token.mint(address, amount)
+    except FedmarketError:
+        missing = ", ".join(f"{names.get(a, a)} ({a}) needs {n} more" for a, n in short.items())
+        raise ConfigError(
+            f"the market's token {token.address} cannot be minted here and {missing}",
+            hint="fund these accounts with the token first; nothing was escrowed",
+        ) from None
 
 
 def stopping_rules(spec: SpecFile) -> list[StoppingRule]:
@@ -108,8 +128,11 @@ def run_task(
     crypto: Crypto | None = None,
     capture: list[tuple[str, str, str, bytes]] | None = None,
     transport: Callable[[list[PartyNode]], LocalTransport] | None = None,
+    interrupts: Interrupts | None = None,
+    market: str | None = None,
 ) -> RunResult:
-    """Play one task; ``stop_requested`` makes the requester back off at the next boundary."""
+    """Play one task; ``stop_requested`` (or a first press on ``interrupts``) makes the
+    requester back off at the next boundary."""
     progress = progress or (lambda event, data: None)
     if spec_file.run is None:
         raise ConfigError(
@@ -121,23 +144,7 @@ def run_task(
     spec = spec_file.spec
     setup_start = time.perf_counter()
     progress("phase", {"phase": "setup"})
-    n_parties = 1 + len(run.owners) + len(run.processors)
-    chain: Chain | MemoryChain
-    market: Market
-    token: Token
-    if chain_url == MEMORY:
-        # every simulated party signs honestly, so the ledger may skip the signature checks
-        chain, market, token = memory_chain(
-            dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS, trust_signatures=True
-        )
-    else:
-        chain = (
-            embedded(n_parties + 1)
-            if chain_url is None
-            else rpc(chain_url, dev_keys(n_parties + 1))
-        )
-        market, token = deploy(chain.w3, chain.accounts[0], GRACE_SECONDS)
-    requester_account = chain.accounts[1]
+    # The data first: a task it cannot serve fails here, before anything touches a chain.
     source = DataSource(
         run.dataset,
         spec.labels.column,
@@ -149,18 +156,44 @@ def run_task(
     )
     train, val, test = source.split()
     notes = list(train.notes)
-    if train.X.shape[1] != len(spec.features.names):
-        raise ConfigError(
-            f"data set {run.dataset} has {train.X.shape[1]} features, "
-            f"the spec lists {len(spec.features.names)}"
+    for part, rows in (("training", train), ("validation", val)):
+        check_task_data(
+            rows,
+            kind=spec.kind,
+            classes=list(spec.labels.classes),
+            n_features=raw_width(spec),
+            where=f"the {part} split of {run.dataset}",
         )
     own = [run.requester_points] if run.scenario == "own-data" else []
     shares = source.shares(train, own + [o.points for o in run.owners])
+    n_parties = 1 + len(run.owners) + len(run.processors)
+    chain: Chain | MemoryChain
+    market_client: Market
+    token: Token
+    if market is not None and chain_url in (None, MEMORY):
+        raise ConfigError("an existing market needs a chain URL", hint="pass chain_url too")
+    if chain_url == MEMORY:
+        # every simulated party signs honestly, so the ledger may skip the signature checks
+        chain, market_client, token = memory_chain(
+            dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS, trust_signatures=True
+        )
+    else:
+        chain = (
+            embedded(n_parties + 1)
+            if chain_url is None
+            else rpc(chain_url, dev_keys(n_parties + 1))
+        )
+        if market is None:
+            market_client, token = deploy(chain.w3, chain.accounts[0], GRACE_SECONDS)
+        else:
+            market_client = MarketClient.at(chain.w3, market, chain.accounts[0])
+            token = TokenClient.at(chain.w3, market_client.token(), chain.accounts[0])
+    requester_account = chain.accounts[1]
 
     requester = Requester(
         "requester",
         requester_account,
-        market.as_(requester_account),
+        market_client.as_(requester_account),
         token.as_(requester_account),
         crypto=crypto,
         spec=spec,
@@ -169,16 +202,17 @@ def run_task(
         rules=stopping_rules(spec_file) + list(rules or []),
         seed=run.seed,
         self_processing=run.scenario == "own-compute",
+        base=base,
     )
     members = [Member("requester", ("requester",), requester.address)]
     nodes: list[PartyNode] = []
-    sold: list[tuple[np.ndarray, np.ndarray, int]] = []  # each owner's (X, y, points)
+    sold: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # owner address -> (X, y)
     if run.scenario == "own-data":
         # The requester sells its own data into its own task at price 0: the greedy
         # allocation takes it first, the contract pays it nothing, and its own data weighs
         # nothing in the shares of a slash.
         mine = shares.pop(0)
-        plan = OwnerPlan(mine.X, mine.y, run.requester_points, 0)
+        plan = OwnerPlan(mine.X, mine.y, run.requester_points, 0, base=base)
         nodes.append(
             make_node(
                 "requester",
@@ -189,7 +223,7 @@ def run_task(
                 owner=plan,
             )
         )
-        sold.append((mine.X, mine.y, run.requester_points))
+        sold[requester.address.lower()] = (mine.X, mine.y)
         members[0] = Member("requester", ("requester", "owner"), requester.address)
     stakes: dict[str, int] = {}
     index = 2
@@ -208,12 +242,12 @@ def run_task(
             processing = ProcessorPlan(cfg.points, run.processing_price, workers)
             stakes[account.address] = cfg.points * run.processing_price * spec.task.max_epochs
             roles = ("owner", "processor")
-        selling = OwnerPlan(X, y, cfg.points, price, cfg.attack, run.seed, i)
+        selling = OwnerPlan(X, y, cfg.points, price, cfg.attack, run.seed, i, base)
         nodes.append(
             make_node(
                 cfg.name,
                 account,
-                market.as_(account),
+                market_client.as_(account),
                 token.as_(account),
                 crypto,
                 owner=selling,
@@ -221,7 +255,7 @@ def run_task(
             )
         )
         members.append(Member(cfg.name, roles, account.address))
-        sold.append((X, y, cfg.points))
+        sold[account.address.lower()] = (X, y)
     for i, pcfg in enumerate(run.processors):
         account = chain.accounts[index]
         index += 1
@@ -231,7 +265,7 @@ def run_task(
             make_node(
                 pcfg.name,
                 account,
-                market.as_(account),
+                market_client.as_(account),
                 token.as_(account),
                 crypto,
                 processor=plan_p,
@@ -239,10 +273,12 @@ def run_task(
         )
         stakes[account.address] = pcfg.capacity * price * spec.task.max_epochs
         members.append(Member(pcfg.name, ("processor",), account.address))
-    # the budgets, and enough for the bonds of the disputes it may open
-    token.mint(requester.address, spec.budget.data + spec.budget.processing + sum(stakes.values()))
-    for address, stake in stakes.items():
-        token.mint(address, stake)
+    needs = {requester.address: spec.budget.data + spec.budget.processing, **stakes}
+    fund(token, needs, names={m.address: m.name for m in members})
+    # a development token also gives the requester enough for the bonds of its disputes;
+    # on any other token the requester brings them itself
+    with contextlib.suppress(FedmarketError):
+        token.mint(requester.address, sum(stakes.values()))
     addresses = [m.address for m in members]
     start = balances(token, addresses)
     local = (transport or (lambda n: LocalTransport(n, capture=capture)))(nodes)
@@ -256,8 +292,10 @@ def run_task(
         stop_requested=stop_requested,
         vanish_at=int(run.requester_attack.split("@")[1]) if run.requester_attack else None,
         wait_blocks=lambda n: wait_blocks(chain, n),
+        interrupts=interrupts or Interrupts(),
     )
-    market_start = token.balance_of(market.address)
+    market_start = token.balance_of(market_client.address)
+    codec_start = messages.CODEC_SECONDS[0]
     try:
         task_run = driver.run()
         if driver.vanish_at is not None and requester.task_id is not None:
@@ -284,15 +322,17 @@ def run_task(
     end = balances(token, addresses)
     # No token is created or lost: what the parties' balances lost, the market holds (the
     # dust, and what is owed to a party that never came to collect).
-    held = token.balance_of(market.address) - market_start
-    if sum(end[a] - start[a] for a in end) + held != 0 or not market.solvency().holds:
+    held = token.balance_of(market_client.address) - market_start
+    if sum(end[a] - start[a] for a in end) + held != 0 or not market_client.solvency().holds:
         raise FedmarketError("token conservation failed: this is a bug, please report it")
 
+    baseline, sklearn_metric = _references(spec_file, requester, sold, val, base)
     test_metric = None
     if test is not None and requester.optimizer is not None:
         f = spec.features
-        test_metric = spec.kind.score(
-            requester.model(), scale(test.X, f.mean, f.std, f.spread), test.y
+        X_test = task_features(spec, test.X, base=base)
+        test_metric = spec.kind.evaluate(
+            requester.model(), scale(X_test, f.mean, f.std, f.spread), test.y, spec.labels
         )
     report = build_report(
         requester=requester,
@@ -302,23 +342,18 @@ def run_task(
         start=start,
         end=end,
         chain=chain.name,
-        gas=market.gas_log.entries,
-        baseline=_plaintext_baseline(spec_file, requester, sold, val),
+        gas=market_client.gas_log.entries,
+        baseline=baseline,
         test_metric=test_metric,
+        sklearn_metric=sklearn_metric,
     )
     model = requester.model() if requester.optimizer is not None else None
     out_path = None
     if out is not None:
-        from fedmarket.report import write_report
-
-        out_path = Path(out)
-        out_path.mkdir(parents=True, exist_ok=True)
-        if model is not None:
-            f = spec.features
-            ScaledModel(model, scaler(f.mean, f.std, f.spread)).save(out_path / "model.npz")
-        write_report(report, out_path)
+        with driver.interrupts.shielded():
+            out_path = write_results(Path(out), report, requester)
     chain_seconds = sum(
-        e.seconds for e in market.gas_log.entries if e.function not in ("deploy", "mint")
+        e.seconds for e in market_client.gas_log.entries if e.function not in ("deploy", "mint")
     )
     assert model is not None, "the task never started"
     return RunResult(
@@ -327,51 +362,72 @@ def run_task(
         out_path,
         list(requester.outcomes),
         chain_seconds,
-        local.traffic.codec_seconds,
+        messages.CODEC_SECONDS[0] - codec_start,
         task_run,
         test,
     )
 
 
-def _plaintext_baseline(
+def _references(
     spec_file: SpecFile,
     requester: Requester,
-    sold: list[tuple[np.ndarray, np.ndarray, int]],
+    sold: dict[str, tuple[np.ndarray, np.ndarray]],
     val: Dataset,
-) -> list[float]:
-    """The same algorithm in plaintext on the same points, per epoch: the report's reference.
+    base: Path | None,
+) -> tuple[list[float], float | None]:
+    """The report's references on the very points the owners sold (their first ``fill``):
+    the same algorithm in plaintext, per epoch, and scikit-learn's estimator of the kind.
 
     Computed by the simulator (which sees everything), never by a party.
     """
     spec = spec_file.spec
-    fills = {p.lower(): n for p, n in requester.owners.items()}
-    if not fills or not sold:
-        return []
-    # Owners are paid for (and encrypt) the first `fill` of their points.
-    total = sum(fills.values())
-    parts = []
-    left = total
-    for X, y, points in sold:
-        take = min(points, left, len(y))
-        parts.append((X[:take], y[:take]))
-        left -= take
+    parts = [
+        (X[:fill], y[:fill])
+        for address, fill in requester.owners.items()
+        if (data := sold.get(address.lower())) is not None
+        for X, y in [data]
+    ]
+    if not parts or not sum(len(y) for _, y in parts):
+        return [], None
     f = spec.features
-    X = scale(np.vstack([x for x, _ in parts]), f.mean, f.std, f.spread)
+    raw = task_features(spec, np.vstack([x for x, _ in parts]), base=base)
+    X = scale(raw, f.mean, f.std, f.spread)
     y = np.concatenate([y for _, y in parts])
-    if len(y) == 0:
-        return []
+    X_val = scale(task_features(spec, val.X, base=base), f.mean, f.std, f.spread)
     try:
         result = fit_plaintext(
             X,
             y,
             kind=spec.kind,
-            X_val=scale(val.X, f.mean, f.std, f.spread),
+            X_val=X_val,
             y_val=val.y,
-            config=TrainConfig(epochs=spec.task.max_epochs),
+            config=TrainConfig(epochs=spec.task.max_epochs, hidden=spec.task.hidden),
+            labels=spec.labels,
         )
+        baseline = [r.metric for r in result.history]
     except (ValueError, ArithmeticError):
-        return []
-    return [r.metric for r in result.history]
+        baseline = []
+    return baseline, _sklearn_metric(spec.kind.name, X, y, X_val, val.y)
+
+
+def _sklearn_metric(
+    kind: str, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray
+) -> float | None:
+    """scikit-learn's LogisticRegression (one-vs-rest for multiclass) or LinearRegression."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    try:
+        if kind == "linear":
+            return float(LinearRegression().fit(X, y).score(X_val, y_val))
+        if kind in ("logistic", "multiclass"):
+            model = LogisticRegression(max_iter=5000)
+            if kind == "multiclass":
+                return float(OneVsRestClassifier(model).fit(X, y).score(X_val, y_val))
+            return float(model.fit(X, y).score(X_val, y_val))
+    except ValueError:  # e.g. one class among the points sold
+        return None
+    return None
 
 
 def run_file(path: str | Path, **kwargs: object) -> RunResult:

@@ -54,6 +54,8 @@ class TaskSection(_Strict):
     # An accuser's bond, as a share of the accused processor's stake (the contract's
     # `dispute_bond_bps`, at least 10 %): paid to the accused when a panel clears it.
     dispute_bond_bps: Annotated[int, Field(ge=1_000, le=10_000, strict=True)] = 2_500
+    # hidden units of a network model (mlp); 0: the kind's default (32)
+    hidden: Annotated[int, Field(ge=0, le=1024, strict=True)] = 0
 
     @field_validator("model")
     @classmethod
@@ -75,6 +77,18 @@ class BudgetSection(_Strict):
     audit_fee: NonNegativeInt = 0
 
 
+class BackboneSection(_Strict):
+    """A published frozen feature extractor (``fedmarket.backbone``): an ONNX file named by its
+    sha256, run by every owner on its raw samples of ``input_shape``; its embeddings are the
+    features ``names`` list (and ``mean``/``std`` scale)."""
+
+    file: Annotated[str, Field(min_length=1)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    input_shape: Annotated[list[Annotated[int, Field(gt=0, strict=True)]], Field(min_length=1)]
+    # raw values are multiplied by this before the backbone (e.g. 1/16 for 0..16 pixels)
+    input_scale: Annotated[float, Field(gt=0)] = 1.0
+
+
 class FeaturesSection(_Strict):
     """The feature schema: names in order, and the scaling every owner applies before encrypting.
 
@@ -87,6 +101,7 @@ class FeaturesSection(_Strict):
     mean: list[float]
     std: list[float]
     spread: Annotated[float, Field(gt=0)] = 2.5
+    backbone: BackboneSection | None = None
 
     @model_validator(mode="after")
     def _lengths(self) -> FeaturesSection:
@@ -220,6 +235,8 @@ class TaskSpec(_Strict):
         problem = kind.classes_problem(classes)
         if problem:
             raise ValueError(problem)
+        if self.task.hidden and not kind.network:
+            raise ValueError(f"task.hidden is for network models (mlp), not {kind.name}")
         if kind.sigmoid and (self.labels.target_center, self.labels.target_scale) != (0.0, 1.0):
             raise ValueError("labels.target_center and target_scale are for regression only")
         floor = max(MIN_BLOCK_POINTS, len(self.features.names) + 2)
@@ -465,8 +482,13 @@ def dump_spec(spec: SpecFile, *, comments: dict[str, str] | None = None) -> str:
         if section in comments:
             out.append(f"# {comments[section]}")
         out.append(f"[{section}]")
-        out += [f"{k} = {_toml_value(v)}" for k, v in body.items()]
+        out += [f"{k} = {_toml_value(v)}" for k, v in body.items() if not isinstance(v, dict)]
         out.append("")
+        for key, table in body.items():  # sub-tables, e.g. [features.backbone]
+            if isinstance(table, dict):
+                out.append(f"[{section}.{key}]")
+                out += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+                out.append("")
     run = data.get("run")
     if run:
         if "run" in comments:

@@ -11,6 +11,7 @@ from fedmarket.errors import ConfigError
 from fedmarket.parties import DataSource
 from fedmarket.spec import MIN_BLOCK_POINTS, SpecFile
 
+SPREAD = 2.5  # the spec's default: a feature's +-2.5 standard deviations map onto [-1, 1]
 DATA_PRICE = 10**15  # 0.001 token per data point (18 decimals)
 PROCESSING_PRICE = 10**14  # 0.0001 token per point per epoch
 
@@ -40,9 +41,16 @@ def starter_spec(
     train, val, _ = source.split()
     data = load_dataset(dataset, label_column=label_column, base=base)
     mean, std = scaling_constants(val)
+    if not np.all(np.isfinite(data.y)):
+        raise ConfigError(f"{dataset}: labels must be finite numbers")
     classes = sorted({int(c) for c in np.unique(data.y)}) if _is_classification(data.y) else []
     model = "linear" if not classes else ("logistic" if len(classes) == 2 else "multiclass")
     per_owner = len(train) // owners
+    if per_owner < 1:
+        raise ConfigError(
+            f"{dataset}: {owners} owners cannot share {len(train)} training rows",
+            hint="use fewer owners, or a larger data set",
+        )
     num_points = per_owner * owners
     # the privacy floor (issue 14): no owner sells, and no data fill is, fewer points
     min_block = max(MIN_BLOCK_POINTS, len(data.feature_names) + 2)
@@ -78,7 +86,7 @@ def starter_spec(
         },
         "privacy": {"min_block_points": min_block},
         "features": {"names": data.feature_names, "mean": mean, "std": std, "spread": 2.5},
-        "labels": {"column": label_column, "classes": classes},
+        "labels": {"column": label_column, "classes": classes, **_target_scaling(val.y, classes)},
         "run": {
             "dataset": dataset,
             "validation_fraction": validation_fraction,
@@ -105,6 +113,18 @@ def starter_spec(
         },
     }
     return SpecFile.model_validate(raw)
+
+
+def _target_scaling(y: np.ndarray, classes: list[int]) -> dict[str, float]:
+    """Regression targets go into [-1, 1] like the features: centre and spread x std of the
+    requester's validation labels (8 significant digits, like the feature constants)."""
+    if classes:
+        return {}
+    std = float(np.std(y)) or 1.0
+    return {
+        "target_center": float(f"{float(np.mean(y)):.8g}"),
+        "target_scale": float(f"{SPREAD * std:.8g}"),
+    }
 
 
 def _is_classification(y: np.ndarray) -> bool:

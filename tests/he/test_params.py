@@ -35,9 +35,12 @@ def test_default_preset_is_n8192_at_128_bit_security() -> None:
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_seal_accepts_every_preset_at_its_claimed_security(name: str) -> None:
-    spec = HESpec.for_task(kind="logistic", n_features=3, preset=name)
+    kind = "mlp" if get_preset(name).deep else "logistic"
+    spec = HESpec.for_task(
+        kind=kind, n_features=3, n_outputs=2 if kind == "mlp" else 1, preset=name
+    )
     runtime = runtime_for(spec)  # builds a SEALContext with the claimed security level
-    assert len(runtime.primes) == 5
+    assert len(runtime.primes) == len(spec.preset.coeff_mod_bit_sizes)
     assert [p.bit_length() for p in runtime.primes] == list(spec.preset.coeff_mod_bit_sizes)
 
 

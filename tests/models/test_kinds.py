@@ -13,12 +13,14 @@ from fedmarket.models.kinds import KINDS, TaskLabels, get_kind
 from fedmarket.models.linear import OneVsRest
 from fedmarket.models.persist import save_arrays
 
-CLASSES = {"logistic": (0, 1), "multiclass": (3, 5, 7), "linear": ()}
+CLASSES = {"logistic": (0, 1), "multiclass": (3, 5, 7), "linear": (), "mlp": (3, 5, 7)}
 
 
 def surrogate(kind: str, W: np.ndarray, X: np.ndarray, T: np.ndarray) -> float:
     """The loss whose gradient the program's totals are: with the cubic p = P', sum P(z) - y z
-    for the sigmoid kinds; sum (z - y)^2 / 2 for linear."""
+    for the sigmoid kinds; sum (z - y)^2 / 2 for linear; the squared error for the mlp."""
+    if kind == "mlp":  # 1/2 ||o - y||^2 with o = W2 (W1 [x, 1])^2, summed
+        return get_kind(kind).loss(W, X, T) * len(X)
     z = np.hstack([X, np.ones((len(X), 1))]) @ W.T
     if not get_kind(kind).sigmoid:
         return float(np.sum((z - T) ** 2) / 2)
@@ -46,7 +48,7 @@ def test_block_totals_are_the_gradient_of_the_kinds_loss(name: str) -> None:
         numeric[index] = (surrogate(name, W + step, X, T) - surrogate(name, W - step, X, T)) / 2e-6
     np.testing.assert_allclose(totals, numeric, rtol=1e-5, atol=1e-6)
     # the honest bound holds for every sample's contribution
-    assert np.max(np.abs(totals)) <= kind.max_abs_total(W, 40)
+    assert np.max(np.abs(totals)) <= kind.max_abs_total(W, 40, n_features=5)
 
 
 def test_one_name_per_kind_everywhere() -> None:

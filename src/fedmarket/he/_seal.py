@@ -125,6 +125,51 @@ class Scales:
         return cls(data, model, z, square, h_pre, h, sums_data, h * sums_data)
 
 
+@dataclass(frozen=True)
+class MLPScales:
+    """The exact scale of every ciphertext the MLP program (``fedmarket.he.mlp``) reads or
+    writes, computed with SEAL's own double operations. Levels count the primes left: the
+    data at 7, then a (6), u = a^2 and a * 2 W2[i] (5), the outputs o and the labels (4), the
+    output errors after their lane mask (3), delta1 and the sum-layout data (2), results (1)."""
+
+    data: float  # X, the z-layout features
+    w1: float  # the input weights' diagonals (= the prime a is rescaled by)
+    a: float
+    u: float
+    w2: float  # the output weights by row (= the prime o is rescaled by)
+    o: float  # the outputs; the labels are encrypted at this scale
+    mask: float  # the plaintext lane-0 mask
+    delta: float  # the output errors, copied across lanes
+    g2: float  # the output-layer totals
+    w2col: float  # 2 x the output weights by column (= the prime a is rescaled by)
+    aw: float  # a * 2 W2[i, :]
+    d1: float  # delta1 = sum_i delta_i * a * 2 W2[i, :]
+    sums_data: float  # the sum-layout features
+    g1: float  # the hidden-layer totals
+
+    @classmethod
+    def for_spec(cls, spec: HESpec, primes: list[int]) -> MLPScales:
+        q = [float(p) for p in primes]  # q[0] the output prime, q[7] special
+        data = 2.0**spec.preset.data_scale_bits
+        w1 = q[6]
+        a = data * w1 / q[6]
+        u = a * a / q[5]
+        w2col = q[5]
+        aw = a * w2col / q[5]
+        w2 = q[4]
+        o = u * w2 / q[4]
+        # 2^-10 below the prime it is rescaled by: the errors and so the output-layer totals
+        # sit ~2^35, which leaves |total| < 2^24 room at the 60-bit output prime.
+        mask = q[3] / 1024.0
+        delta = o * mask / q[3]
+        g2 = delta * u / q[2]
+        d1 = delta * aw / q[2]
+        # delta1 * x is rescaled by q[1]: the data's scale puts the totals at ~2^sum_scale_bits
+        sums_data = 2.0 ** round(spec.preset.sum_scale_bits + math.log2(q[1]) - math.log2(d1))
+        g1 = d1 * sums_data / q[1]
+        return cls(data, w1, a, u, w2, o, mask, delta, g2, w2col, aw, d1, sums_data, g1)
+
+
 class SealRuntime:
     """SEAL context, encoder and evaluator for one spec, plus typed loaders for its objects."""
 
@@ -152,12 +197,14 @@ class SealRuntime:
         while data is not None:
             self.parms_id[len(data.parms().coeff_modulus())] = data.parms_id()
             data = data.next_context_data()
-        if sorted(self.parms_id) != [OUT, H, SQUARE, TOP]:
+        levels = len(preset.coeff_mod_bit_sizes) - 1
+        if sorted(self.parms_id) != list(range(1, levels + 1)):
             raise CryptoError(
-                f"preset {preset.name} does not give the 4-level chain the program needs"
+                f"preset {preset.name} does not give the {levels}-level chain the program needs"
             )
         self.key_parms_id = self.context.key_parms_id()
         self.scales = Scales.for_spec(spec, self.primes)
+        self.mlp = MLPScales.for_spec(spec, self.primes) if spec.is_mlp else None
         self.galois_elements = tuple(
             sorted(galois_element(step, spec.slots) for step in spec.rotation_steps())
         )

@@ -7,7 +7,7 @@ import numpy as np
 from fedmarket.he.forge import add_noise, forge_result, restamp, scale_result
 from fedmarket.he.keys import KeyPair, PublicContext
 from fedmarket.he.optimizer import decrypt_result, encrypt_model
-from fedmarket.he.packing import encrypt_block
+from fedmarket.he.packing import block_bytes_limit, encrypt_block
 from fedmarket.he.pool import ProcessorPool
 from fedmarket.he.program import run_program
 from fedmarket.he.spec import HESpec
@@ -37,10 +37,16 @@ class CKKSPublic(PublicKeys):
         self.data = context.data
         self.digest = context.digest
         spec = context.spec
-        self.layout = Layout(get_kind(spec.kind), spec.n_features, spec.n_outputs, spec.block_size)
+        self.layout = Layout(
+            get_kind(spec.kind), spec.n_features, spec.n_outputs, spec.block_size, spec.hidden
+        )
 
     def encrypt_block(self, X: np.ndarray, targets: np.ndarray, *, block_id: str) -> bytes:
         return encrypt_block(self.context, X, targets, block_id=block_id)
+
+    @property
+    def max_block_bytes(self) -> int:
+        return block_bytes_limit(self.context.spec)
 
     def pool(self, workers: int) -> Pool:
         return _CKKSPool(ProcessorPool(self.data, workers=workers))
@@ -109,6 +115,7 @@ class CKKS(Crypto):
         n_outputs: int,
         preset: str,
         expected_samples: int,
+        hidden: int = 0,
     ) -> TaskKeys:
         spec = HESpec.for_task(
             kind=kind.name,
@@ -116,6 +123,7 @@ class CKKS(Crypto):
             n_outputs=n_outputs,
             preset=preset,
             expected_samples=expected_samples,
+            hidden=hidden or None,
         )
         return CKKSKeys(KeyPair.generate(spec))
 

@@ -24,7 +24,7 @@ import numpy as np
 import tenseal.sealapi as sa
 
 from fedmarket.errors import ConfigError
-from fedmarket.he import wire
+from fedmarket.he import mlp, wire
 from fedmarket.he._seal import OUT, dump
 from fedmarket.he.keys import PublicContext
 from fedmarket.he.program import pack_result
@@ -36,6 +36,8 @@ MAX_FACTOR = 100
 def max_forgeable_total(context: PublicContext) -> float:
     """Largest |total| the result encoding holds: |sum| * out scale < output prime / 2."""
     runtime = context.runtime
+    if context.spec.is_mlp:
+        return mlp.max_total(context)
     return runtime.primes[0] / 2.0 / runtime.scales.out
 
 
@@ -43,6 +45,9 @@ def _totals_layout(context: PublicContext, totals: np.ndarray) -> list[np.ndarra
     """Per class group, the physical slots of a result holding ``totals`` (inverse of
     ``spec.result_lanes``): lane j's total in every slot k = j (mod D), padding lanes zero."""
     spec = context.spec
+    if spec.is_mlp:
+        _check_fits(context, totals)
+        return mlp.totals_layout(context, totals)
     totals = np.asarray(totals, dtype=np.float64)
     shape = (spec.n_outputs, spec.n_features + 1)
     if totals.shape != shape or not np.all(np.isfinite(totals)):
@@ -63,14 +68,32 @@ def _totals_layout(context: PublicContext, totals: np.ndarray) -> list[np.ndarra
     return out
 
 
+def _check_fits(context: PublicContext, totals: np.ndarray) -> None:
+    totals = np.asarray(totals, dtype=np.float64)
+    limit = max_forgeable_total(context)
+    if totals.size and np.all(np.isfinite(totals)) and float(np.max(np.abs(totals))) >= limit:
+        raise ConfigError(
+            f"totals up to {float(np.max(np.abs(totals))):.4g} do not fit the result encoding "
+            f"(|total| < {limit:.4g})"
+        )
+
+
+def _result_scales(context: PublicContext) -> list[float]:
+    if context.spec.is_mlp:
+        return mlp.result_scales(context)
+    return [context.runtime.scales.out] * context.spec.n_groups
+
+
 def _encrypt_totals(context: PublicContext, totals: np.ndarray) -> list[sa.Ciphertext]:
-    """One fresh public-key ciphertext per class group, at the result's level and scale."""
+    """One fresh public-key ciphertext per result payload, at the result's level and scale."""
     runtime = context.runtime
     encryptor = sa.Encryptor(runtime.context, context.public_key)
     out = []
-    for physical in _totals_layout(context, totals):
+    for physical, scale in zip(
+        _totals_layout(context, totals), _result_scales(context), strict=True
+    ):
         ct = sa.Ciphertext()
-        encryptor.encrypt(runtime.encode(physical, OUT, runtime.scales.out), ct)
+        encryptor.encrypt(runtime.encode(physical, OUT, scale), ct)
         out.append(ct)
     return out
 
@@ -80,6 +103,8 @@ def _parse(
 ) -> tuple[dict[str, Any], tuple[bytes, ...], list[sa.Ciphertext]]:
     """A result message checked as ``decrypt_result`` checks it: (meta, payloads, ciphertexts)."""
     spec = context.spec
+    if spec.is_mlp:
+        return mlp.parse_result(context, data, party)
     runtime = context.runtime
     ct_bound = wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, OUT)
     envelope = wire.unpack(

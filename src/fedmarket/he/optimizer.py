@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tenseal.sealapi as sa
 
 from fedmarket.errors import ConfigError, UntrustedInputError
-from fedmarket.he import wire
+from fedmarket.he import mlp, wire
 from fedmarket.he._seal import OUT, TOP, dump
 from fedmarket.he.keys import KeyPair
 from fedmarket.he.spec import HESpec
 from fedmarket.models.kinds import get_kind
-from fedmarket.models.optim import NesterovGD
-from fedmarket.models.training import IntervalGuard, TrainConfig
+from fedmarket.models.training import TrainConfig
 
 _RESULT_FIELDS = {"block_id": str, "epoch": int, "n_samples": int}
 # Replicas of one lane differ only by the noise of the last few rotations (about 2^-30 of the
@@ -31,16 +31,23 @@ REPLICA_TOLERANCE = 1e-4
 PADDING_TOLERANCE_PER_SAMPLE = 1e-3
 
 
+def weight_shape(spec: HESpec) -> tuple[int, int]:
+    """The weight matrix of the spec's kind (an mlp's depends on its hidden width)."""
+    return get_kind(spec.kind).weight_shape(spec.n_features, spec.n_outputs, spec.hidden)
+
+
 def encrypt_model(keypair: KeyPair, weights: np.ndarray, *, epoch: int) -> bytes:
-    """The model message for one epoch: ``weights`` is (n_outputs, n_features + 1), bias last."""
+    """The model message for one epoch: ``weights`` as ``weight_shape(spec)`` (for the linear
+    kinds (n_outputs, n_features + 1), bias last)."""
     spec = keypair.spec
     if type(epoch) is not int or epoch < 0:
         raise ConfigError(f"epoch must be a non-negative integer, got {epoch!r}")
     weights = np.asarray(weights, dtype=np.float64)
-    if weights.shape != (spec.n_outputs, spec.n_features + 1) or not np.all(np.isfinite(weights)):
-        raise ConfigError(
-            f"model weights must be finite with shape ({spec.n_outputs}, {spec.n_features + 1})"
-        )
+    shape = weight_shape(spec)
+    if weights.shape != shape or not np.all(np.isfinite(weights)):
+        raise ConfigError(f"model weights must be finite with shape {shape}")
+    if spec.is_mlp:
+        return mlp.encrypt_model(keypair, weights, epoch=epoch)
     if spec.is_logistic:
         weights = spec.poly.kappa * weights
     runtime = keypair.public.runtime
@@ -68,7 +75,9 @@ class BlockSums:
 def max_abs_sum(keypair: KeyPair, n_samples: int, weights: np.ndarray) -> float:
     """Largest |sum| an honest block can produce for ``weights`` (|x| <= 1 per feature)."""
     spec = keypair.spec
-    return get_kind(spec.kind).max_abs_total(weights, n_samples, spec.poly)
+    return get_kind(spec.kind).max_abs_total(
+        weights, n_samples, spec.poly, n_features=spec.n_features
+    )
 
 
 def decrypt_result(
@@ -85,6 +94,8 @@ def decrypt_result(
     ``bound`` (see ``max_abs_sum``) rejects totals no honest block could give.
     """
     spec = keypair.spec
+    if spec.is_mlp:
+        return _decrypt_mlp(keypair, data, party, epoch, block_ids, bound)
     runtime = keypair.public.runtime
     n = spec.preset.poly_modulus_degree
     ct_bound = wire.ciphertext_bytes_bound(n, OUT)
@@ -141,6 +152,43 @@ def decrypt_result(
     return BlockSums(meta["block_id"], meta["epoch"], meta["n_samples"], real)
 
 
+def _check_meta(
+    spec: HESpec,
+    meta: dict[str, Any],
+    party: str,
+    epoch: int | None,
+    block_ids: Iterable[str] | None,
+) -> None:
+    if epoch is not None and meta["epoch"] != epoch:
+        raise UntrustedInputError(
+            f"result is for epoch {meta['epoch']}, expected {epoch}", party=party
+        )
+    if block_ids is not None and meta["block_id"] not in set(block_ids):
+        raise UntrustedInputError(f"result for unassigned block {meta['block_id']!r}", party=party)
+    if not 1 <= meta["n_samples"] <= spec.block_size:
+        raise UntrustedInputError("result: n_samples out of range", party=party)
+
+
+def _decrypt_mlp(
+    keypair: KeyPair,
+    data: bytes,
+    party: str,
+    epoch: int | None,
+    block_ids: Iterable[str] | None,
+    bound: float | None,
+) -> BlockSums:
+    meta, _, cts = mlp.parse_result(keypair.public, data, party)
+    _check_meta(keypair.spec, meta, party, epoch, block_ids)
+    real = mlp.decrypt_totals(keypair, cts, meta["n_samples"], party)
+    if bound is not None and np.max(np.abs(real)) > bound:
+        raise UntrustedInputError(
+            f"result totals up to {np.max(np.abs(real)):.3g} exceed the {bound:.3g} an honest "
+            "block can produce",
+            party=party,
+        )
+    return BlockSums(meta["block_id"], meta["epoch"], meta["n_samples"], real)
+
+
 def combine(results: Iterable[BlockSums]) -> tuple[np.ndarray, int]:
     """Total gradient and sample count over blocks."""
     results = list(results)
@@ -157,8 +205,8 @@ class RequesterOptimizer:
     def __init__(self, spec: HESpec, config: TrainConfig, X_val: np.ndarray) -> None:
         self.spec = spec
         self.config = config
-        self.state = NesterovGD(spec.n_outputs, spec.n_features, config.optimizer(spec.kind))
-        self.guard = IntervalGuard(X_val, config.radius(spec.kind))
+        self.state = config.start(spec.kind, spec.n_features, spec.n_outputs, spec.hidden)
+        self.guard = get_kind(spec.kind).guard(X_val, config.radius(spec.kind))
 
     @property
     def lookahead(self) -> np.ndarray:

@@ -94,6 +94,10 @@ def encrypt_block(
     X, targets = _check_owner_data(spec, X, targets)
     if not 0 < len(block_id) <= 256:
         raise ConfigError("block_id must be 1..256 characters")
+    if spec.is_mlp:
+        from fedmarket.he import mlp
+
+        return mlp.encrypt_block(context, X, targets, block_id=block_id)
     runtime = context.runtime
     encryptor = sa.Encryptor(runtime.context, context.public_key)
     scales = runtime.scales
@@ -123,6 +127,11 @@ def encrypt_block(
 
 
 def block_bytes_limit(spec: HESpec) -> int:
+    """The most bytes an honest block message of ``spec`` takes."""
+    if spec.is_mlp:
+        from fedmarket.he import mlp
+
+        return mlp._bytes_bound(spec, mlp.block_levels(spec))
     n = spec.preset.poly_modulus_degree
     return (
         spec.z_ciphertexts * wire.ciphertext_bytes_bound(n, TOP)

@@ -55,6 +55,10 @@ class Preset:
     data_scale_bits: int  # scale of the features x for z = <w, x>
     sum_scale_bits: int  # target scale of the gradient sums (residual scale * data scale)
     description: str = ""
+    # A deeper chain for the MLP program (fedmarket.he.mlp): its rescale primes between the
+    # output prime and the special prime, output side first. Empty: the linear chain above
+    # (then h_bits, square_bits and model_bits are its primes; with a deep chain they are unused).
+    deep: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         n = self.poly_modulus_degree
@@ -72,6 +76,8 @@ class Preset:
     @property
     def coeff_mod_bit_sizes(self) -> tuple[int, ...]:
         """In SEAL's order: the first prime stays to the end, the last is the special prime."""
+        if self.deep:
+            return (self.output_bits, *self.deep, self.special_bits)
         return (
             self.output_bits,
             self.h_bits,
@@ -120,6 +126,20 @@ PRESETS: dict[str, Preset] = {
             sum_scale_bits=43,
             description="8192 samples per block, 258 bits = 192-bit security; about 2x "
             "the time per sample",
+        ),
+        Preset(
+            name="n16384-mlp",
+            poly_modulus_degree=16384,
+            output_bits=60,
+            h_bits=45,
+            square_bits=45,
+            model_bits=45,
+            special_bits=60,
+            data_scale_bits=45,
+            sum_scale_bits=40,
+            description="the MLP program's depth-6 chain: 60 + 60 + 5 x 45 + 60 = 405 bits = "
+            "128-bit security (docs/he.md, 'Neural networks')",
+            deep=(60, 45, 45, 45, 45, 45),
         ),
     )
 }

@@ -25,6 +25,7 @@ from typing import Any
 import tenseal.sealapi as sa
 
 from fedmarket.errors import CryptoError, FedmarketError, UntrustedInputError
+from fedmarket.he import mlp
 from fedmarket.he._seal import OUT, dump
 from fedmarket.he.keys import PublicContext
 from fedmarket.he.packing import EncryptedBlock
@@ -65,17 +66,23 @@ class _State:
 
     def __init__(self, context_bytes: bytes) -> None:
         self.context = PublicContext.from_bytes(context_bytes, party="requester")
-        self.blocks: dict[str, EncryptedBlock] = {}
+        self.blocks: dict[str, EncryptedBlock | mlp.MLPBlock] = {}
         self.shares: dict[tuple[str, int], sa.Ciphertext] = {}  # between the two rounds
 
     def add(self, data: bytes, party: str) -> tuple[str, int]:
-        block = EncryptedBlock.from_bytes(self.context, data, party=party)
+        block: EncryptedBlock | mlp.MLPBlock
+        if self.context.spec.is_mlp:
+            block = mlp.MLPBlock.from_bytes(self.context, data, party=party)
+        else:
+            block = EncryptedBlock.from_bytes(self.context, data, party=party)
         if block.block_id in self.blocks:
             raise UntrustedInputError(f"block {block.block_id!r} was already received", party=party)
         self.blocks[block.block_id] = block
         return block.block_id, block.n_samples
 
-    def run(self, model_bytes: bytes, party: str, units: list[tuple[str, int]]) -> list[bytes]:
+    def run(self, model_bytes: bytes, party: str, units: list[tuple[str, int]]) -> list[Any]:
+        if self.context.spec.is_mlp:
+            return self._run_mlp(model_bytes, party, units)
         needed = sorted({group for _, group in units})
         model = EncryptedModel.from_bytes(self.context, model_bytes, party=party, groups=needed)
         by_block: dict[str, list[int]] = defaultdict(list)
@@ -83,13 +90,25 @@ class _State:
             by_block[block_id].append(group)
         out: dict[tuple[str, int], bytes] = {}
         for block_id, groups in by_block.items():
+            block = self.blocks[block_id]
+            assert isinstance(block, EncryptedBlock)
             for group, ct in zip(
-                groups,
-                process_block(self.context, model, self.blocks[block_id], groups),
-                strict=True,
+                groups, process_block(self.context, model, block, groups), strict=True
             ):
                 out[(block_id, group)] = dump(ct)
         return [out[unit] for unit in units]
+
+    def _run_mlp(
+        self, model_bytes: bytes, party: str, units: list[tuple[str, int]]
+    ) -> list[list[bytes]]:
+        """An mlp block is one unit: its whole result (every payload) per block."""
+        model = mlp.MLPModel.from_bytes(self.context, model_bytes, party=party)
+        out = []
+        for block_id, _ in units:
+            block = self.blocks[block_id]
+            assert isinstance(block, mlp.MLPBlock)
+            out.append([dump(ct) for ct in mlp.process_block(self.context, model, block)])
+        return out
 
     def z_shares(self, model_bytes: bytes, party: str, units: list[tuple[str, int]]) -> list[bytes]:
         """Round 1 of blocks run in two parts: this worker's z share per (block, part)."""
@@ -101,7 +120,9 @@ class _State:
         self.shares.clear()
         out = []
         for block_id, part in units:
-            share = z_share(self.context, model, self.blocks[block_id], 0, part)
+            block = self.blocks[block_id]
+            assert isinstance(block, EncryptedBlock)
+            share = z_share(self.context, model, block, 0, part)
             self.shares[(block_id, part)] = share
             out.append(dump(share))
         return out
@@ -116,6 +137,7 @@ class _State:
             )
             own = self.shares.pop((block_id, part))
             block = self.blocks[block_id]
+            assert isinstance(block, EncryptedBlock)
             z = add(self.context, [own, other] if part == 0 else [other, own])
             h = residual(self.context, z, block, 0)
             out.append(dump(gradient_sums(self.context, h, block, part)))
@@ -201,6 +223,13 @@ def worker_main(conn: multiprocessing.connection.Connection) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the pool's owner decides what an
     # interrupt means (back off at the epoch boundary, settle), so a worker never dies of one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _serve(conn)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return  # the pool's owner left (it stopped mid-epoch): nobody is waiting for us
+
+
+def _serve(conn: multiprocessing.connection.Connection) -> None:
     try:
         # The context (~13 MB) comes as the first message, not as a start argument: that
         # keeps Process.start from blocking until the child reads it.
@@ -366,7 +395,10 @@ class ProcessorPool:
         """All blocks' result messages for one model, keyed by block id."""
         self._place_pending()
         spec = self._context.spec
-        model_epoch, _ = EncryptedModel.envelope(self._context, model_bytes, party=party)
+        if spec.is_mlp:
+            model_epoch, _ = mlp.MLPModel.envelope(self._context, model_bytes, party=party)
+        else:
+            model_epoch, _ = EncryptedModel.envelope(self._context, model_bytes, party=party)
         if (
             spec.parts > 1
             and self._blocks
@@ -386,7 +418,7 @@ class ProcessorPool:
             for worker, todo in units.items():
                 self._send(worker, ("run", model_bytes, party, todo))
             collected = self._gather(list(units))
-        per_block: dict[str, dict[int, bytes]] = defaultdict(dict)
+        per_block: dict[str, dict[int, Any]] = defaultdict(dict)
         for worker, todo in units.items():
             for (block_id, group), ct_bytes in zip(todo, collected[worker], strict=True):
                 per_block[block_id][group] = ct_bytes
@@ -396,7 +428,7 @@ class ProcessorPool:
                 block_id=block_id,
                 epoch=model_epoch,
                 n_samples=self._blocks[block_id].n_samples,
-                payloads=[groups[g] for g in range(spec.n_groups)],
+                payloads=groups[0] if spec.is_mlp else [groups[g] for g in range(spec.n_groups)],
             )
             for block_id, groups in per_block.items()
         }

@@ -317,6 +317,12 @@ def run_program(
     block_party: str = "data owner",
 ) -> bytes:
     """Bytes in, bytes out: the whole processor step for one block (parses and checks both)."""
+    if context.spec.is_mlp:
+        from fedmarket.he import mlp
+
+        return mlp.run_program(
+            context, model_bytes, block_bytes, model_party=model_party, block_party=block_party
+        )
     model = EncryptedModel.from_bytes(context, model_bytes, party=model_party)
     block = EncryptedBlock.from_bytes(context, block_bytes, party=block_party)
     return result_bytes(context, block, model.epoch, process_block(context, model, block))

@@ -33,6 +33,11 @@ requester ``Bz/c`` model ciphertexts instead of ``D`` and ``Bz``, and the proces
 products at the top level; the gradient sums are unchanged (their layout spans the whole vector,
 with zero rows past the block's samples).
 
+MLP (kind ``mlp``, ``hidden`` units): the class lanes hold the hidden units (``class_lanes`` =
+the hidden width rounded up to a power of two, one group), z is the hidden layer's
+pre-activations, and ``fedmarket.he.mlp`` runs the rest of the network on the same layouts; it
+needs a preset with the deeper chain (``n16384-mlp``). See docs/he.md, "Neural networks".
+
 Parts: a task that fits one block would leave a two-core processor's second core idle, so
 ``for_task`` may define the program in two parts (``parts = 2``). Part p computes z from half
 of the work (half the giant steps, or half the model ciphertexts when there is one giant step),
@@ -67,6 +72,13 @@ MAX_MODEL_BABY = 32
 # workers gain 1.17x, while a processor that holds several blocks (one per owner) runs both
 # parts of each in one worker and pays that extra work instead.
 MIN_PARTS_LANES = 64
+# The mlp: its preset, model baby steps, and limits on its size (each output is one result
+# ciphertext and two model ciphertexts).
+MLP_PRESET = "n16384-mlp"
+MLP_MODEL_BABY = 8
+MAX_HIDDEN = 1024
+MAX_MLP_OUTPUTS = 64
+DEFAULT_HIDDEN = 32
 
 
 def _is_pow2(value: int) -> bool:
@@ -92,14 +104,46 @@ class HESpec:
     poly: SigmoidPolynomial = field(default_factory=SigmoidPolynomial)
     z_copies: int = 1
     parts: int = 1
+    hidden: int = 0  # hidden units (kind mlp only)
 
     def __post_init__(self) -> None:
         problems = self._problems()
         if problems:
             raise ConfigError("invalid HE spec: " + "; ".join(problems))
 
+    @property
+    def is_mlp(self) -> bool:
+        return self.kind == "mlp"
+
+    def _mlp_problems(self) -> list[str]:
+        out = []
+        if not 1 <= self.hidden <= MAX_HIDDEN:
+            out.append(f"an mlp needs 1..{MAX_HIDDEN} hidden units, got {self.hidden}")
+        if not _is_pow2(self.class_lanes) or self.class_lanes < self.hidden:
+            out.append(f"class_lanes must be a power of two >= hidden, got {self.class_lanes}")
+        elif self.lanes * self.class_lanes > self.preset.slots:
+            out.append(
+                f"{self.hidden} hidden units x {self.lanes} lanes exceed {self.preset.slots} "
+                "slots (an mlp block must hold one sample per lane)"
+            )
+        if not self.preset.deep:
+            out.append(
+                f"an mlp needs a preset with the deep chain (n16384-mlp), not {self.preset.name}"
+            )
+        if self.z_copies != 1 or self.parts != 1:
+            out.append("an mlp runs with one z-copy and one part")
+        if not 2 <= self.n_outputs <= MAX_MLP_OUTPUTS:
+            out.append(f"an mlp has 2..{MAX_MLP_OUTPUTS} outputs, got {self.n_outputs}")
+        return out
+
     def _problems(self) -> list[str]:
         out = []
+        if self.kind == "mlp":
+            out += self._mlp_problems()
+        elif self.hidden:
+            out.append(f"hidden units are for kind mlp, not {self.kind}")
+        elif self.preset.deep:
+            out.append(f"preset {self.preset.name} is for kind mlp")
         if self.kind not in KIND_NAMES:
             out.append(f"kind {self.kind!r} is not one of {KIND_NAMES}")
         elif problem := get_kind(self.kind).outputs_problem(self.n_outputs):
@@ -110,7 +154,9 @@ class HESpec:
             out.append("n_features must be >= 1")
         if not _is_pow2(self.lanes) or self.lanes < self.n_features + 1:
             out.append(f"lanes must be a power of two >= n_features + 1, got {self.lanes}")
-        if not _is_pow2(self.class_lanes) or self.class_lanes > _next_pow2(self.n_outputs):
+        if self.is_mlp:
+            pass
+        elif not _is_pow2(self.class_lanes) or self.class_lanes > _next_pow2(self.n_outputs):
             out.append(f"class_lanes must be a power of two <= {_next_pow2(self.n_outputs)}")
         elif self.lanes > self.preset.slots // self.class_lanes:
             out.append(
@@ -145,8 +191,16 @@ class HESpec:
         preset: str = DEFAULT_PRESET,
         expected_samples: int | None = None,
         poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+        hidden: int | None = None,
     ) -> HESpec:
-        """Choose the packing for a task; ``expected_samples`` lets one-vs-rest share slots."""
+        """Choose the packing for a task; ``expected_samples`` lets one-vs-rest share slots.
+
+        ``hidden`` is the mlp's hidden width (default 32). An mlp takes the preset
+        ``n16384-mlp`` when given the default linear one."""
+        if kind == "mlp":
+            return cls._for_mlp(n_features, n_outputs, preset, hidden or DEFAULT_HIDDEN, poly)
+        if hidden:
+            raise ConfigError(f"hidden units are for kind mlp, not {kind}")
         params = get_preset(preset)
         if n_features < 1:
             raise ConfigError("a model needs at least one feature")
@@ -199,6 +253,38 @@ class HESpec:
             parts=parts,
         )
 
+    @classmethod
+    def _for_mlp(
+        cls, n_features: int, n_outputs: int, preset: str, hidden: int, poly: SigmoidPolynomial
+    ) -> HESpec:
+        params = get_preset(MLP_PRESET if preset == DEFAULT_PRESET else preset)
+        if n_features < 1:
+            raise ConfigError("a model needs at least one feature")
+        lanes = _next_pow2(n_features + 1)
+        class_lanes = _next_pow2(hidden)
+        if lanes * class_lanes > params.slots:
+            raise ConfigError(
+                f"an mlp with {n_features} features and {hidden} hidden units does not fit "
+                f"preset {params.name}: (features + 1) x hidden, each rounded up to a power of "
+                f"two, must be <= {params.slots}",
+                hint="use fewer features (e.g. a backbone's embedding) or hidden units",
+            )
+        log_lanes = lanes.bit_length() - 1
+        return cls(
+            preset=params,
+            kind="mlp",
+            n_features=n_features,
+            n_outputs=n_outputs,
+            lanes=lanes,
+            class_lanes=class_lanes,
+            # Bz = 8 keeps the model small (Bz ciphertexts at the top level each epoch) for
+            # D/8 - 1 giant rotations per block (docs/he.md, "Neural networks")
+            model_baby=min(lanes, MLP_MODEL_BABY),
+            sum_baby=1 << ((log_lanes + 1) // 2),
+            poly=poly,
+            hidden=hidden,
+        )
+
     # ---- derived sizes ----------------------------------------------------------------
     @property
     def slots(self) -> int:
@@ -221,7 +307,9 @@ class HESpec:
 
     @property
     def n_groups(self) -> int:
-        """Class groups: how many times the program runs per block."""
+        """Class groups: how many times the program runs per block (an mlp: once)."""
+        if self.is_mlp:
+            return 1
         return math.ceil(self.n_outputs / self.class_lanes)
 
     @property
@@ -271,7 +359,17 @@ class HESpec:
     def rotation_steps(self) -> tuple[int, ...]:
         """Every rotation the processor's program performs: the Galois keys it needs."""
         r = self.class_lanes
-        steps = set()
+        steps: set[int] = set()
+        if self.is_mlp:
+            # lane sums (left) and lane copies (right) inside a sample, sums over samples
+            lane = 1
+            while lane < r:
+                steps.update((lane, -lane))
+                lane *= 2
+            stride = r
+            while stride < self.slots:
+                steps.add(stride)
+                stride *= 2
         if self.model_giant > 1:
             steps.add(-r * self.model_baby)
         steps.update(shift for p in range(self.parts) if (shift := self.part_z_shift(p)))
@@ -354,7 +452,7 @@ class HESpec:
             "z_copies": self.z_copies,
             "parts": self.parts,
             "poly": {"interval": self.poly.interval, "c1": self.poly.c1, "c3": self.poly.c3},
-        }
+        } | ({"hidden": self.hidden} if self.is_mlp else {})
 
     def canonical_bytes(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
@@ -364,6 +462,8 @@ class HESpec:
         """Validate a decoded JSON object; raises ``ValueError`` with what is wrong."""
         ints: tuple[str, ...] = ("version", "poly_modulus_degree", "n_features", "n_outputs")
         ints += ("lanes", "class_lanes", "model_baby", "sum_baby", "z_copies", "parts")
+        if isinstance(data, dict) and data.get("kind") == "mlp":
+            ints += ("hidden",)
         keys = {*ints, "preset", "coeff_mod_bit_sizes", "kind", "poly"}
         if not isinstance(data, dict) or set(data) != keys:
             raise ValueError(f"spec must be an object with keys {sorted(keys)}")
@@ -404,6 +504,7 @@ class HESpec:
                 poly=SigmoidPolynomial(poly["interval"], poly["c1"], poly["c3"]),
                 z_copies=data["z_copies"],
                 parts=data["parts"],
+                hidden=data.get("hidden", 0),
             )
         except (ConfigError, ValueError) as exc:
             raise ValueError(str(exc)) from None

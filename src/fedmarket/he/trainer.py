@@ -72,6 +72,7 @@ def train_encrypted(
         preset=preset,
         expected_samples=X.shape[0],
         poly=config.poly,
+        hidden=config.hidden if k.network else None,
     )
     keypair = KeyPair.generate(spec)
     # What owners and processors see: the published bytes, parsed and checked.

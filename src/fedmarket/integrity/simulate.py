@@ -168,7 +168,7 @@ def simulate(cfg: SimConfig, *, chain_url: str | None = "memory") -> SimResult:
     feats = spec.features
     model = result.model
     X_test = scale(result.test.X, feats.mean, feats.std, feats.spread)
-    accuracy = spec.kind.score(model, X_test, result.test.y)
+    accuracy = spec.kind.evaluate(model, X_test, result.test.y, spec.labels)
     # The trigger's success on this model, whoever trained it: for a clean run it is the
     # baseline (a trigger can push points to the target class even in a clean model).
     owner_attack = parse_owner_attack(cfg.owner_attack)

@@ -12,7 +12,8 @@ from typing import ClassVar, Self
 
 import numpy as np
 
-from fedmarket.models.persist import ModelFormatError, load_arrays, save_arrays
+from fedmarket.models.mlp import MLPClassifier
+from fedmarket.models.persist import ModelFormatError, load_arrays, peek_kind, save_arrays
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -154,7 +155,7 @@ class LinearRegression(_LinearModel):
         return self.decision_function(X)[:, 0]
 
 
-Model = LogisticRegression | OneVsRest | LinearRegression
+Model = LogisticRegression | OneVsRest | LinearRegression | MLPClassifier
 _KINDS: dict[str, type[LogisticRegression] | type[OneVsRest] | type[LinearRegression]] = {
     "logistic": LogisticRegression,
     "multiclass": OneVsRest,
@@ -174,6 +175,8 @@ def _restore_classes(classes: np.ndarray) -> np.ndarray:
 
 def load_model(path: str | os.PathLike[str]) -> Model:
     """Load any model saved with ``save``; validates format, version, shapes and values."""
+    if peek_kind(path) == MLPClassifier.kind:
+        return MLPClassifier.load(path)
     kind, arrays = load_arrays(path, {"coef": "f", "intercept": "f", "classes": "U"})
     if kind not in _KINDS:
         raise ModelFormatError(f"{path}: unknown model kind {kind!r}; known: {sorted(_KINDS)}")

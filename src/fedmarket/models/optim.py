@@ -8,7 +8,9 @@ sums. Kim et al. (BMC Med Genomics 2018, §"Nesterov's accelerated gradient") up
     lam[t+1] = (1 + sqrt(1 + 4 lam[t]**2)) / 2,       lam[0] = 1,
 
 so the gradient is always taken at the look-ahead point ``v``: that is the model the requester
-encrypts and sends to the processors each epoch. The bias (last column) is not regularised.
+encrypts and sends to the processors each epoch. The bias (last column) is not regularised,
+unless an ``l2_mask`` says which entries are (a network's weight matrix has its biases
+elsewhere); a network starts from ``initial`` weights rather than zeros.
 """
 
 from __future__ import annotations
@@ -37,9 +39,28 @@ class NesterovConfig:
 class NesterovGD:
     """Optimiser state for a (n_outputs, n_features + 1) weight matrix, bias in the last column."""
 
-    def __init__(self, n_outputs: int, n_features: int, config: NesterovConfig) -> None:
+    def __init__(
+        self,
+        n_outputs: int,
+        n_features: int,
+        config: NesterovConfig,
+        *,
+        initial: np.ndarray | None = None,
+        l2_mask: np.ndarray | None = None,
+    ) -> None:
         self.config = config
-        self.weights = np.zeros((n_outputs, n_features + 1))
+        if initial is None:
+            self.weights = np.zeros((n_outputs, n_features + 1))
+        else:
+            self.weights = np.array(initial, dtype=np.float64)
+            if self.weights.ndim != 2 or not np.all(np.isfinite(self.weights)):
+                raise ValueError("initial weights must be a finite 2-D array")
+        if l2_mask is None:
+            l2_mask = np.ones(self.weights.shape)
+            l2_mask[:, -1] = 0.0
+        self.l2_mask = np.asarray(l2_mask, dtype=np.float64)
+        if self.l2_mask.shape != self.weights.shape:
+            raise ValueError(f"l2_mask shape {self.l2_mask.shape} != weights {self.weights.shape}")
         self.lookahead = self.weights.copy()
         self._lam = 1.0
         self.steps = 0
@@ -59,8 +80,7 @@ class NesterovGD:
             raise ValueError(f"gradient shape {grad.shape} != weights shape {self.weights.shape}")
         if not np.all(np.isfinite(grad)):
             raise ValueError("gradient has non-finite entries")
-        penalty = self.config.l2 * self.lookahead
-        penalty[:, -1] = 0.0
+        penalty = self.config.l2 * self.lookahead * self.l2_mask
         new_weights = self.lookahead - self.config.learning_rate * (grad + penalty)
         if project is not None:
             new_weights = project(new_weights)

@@ -35,6 +35,19 @@ def save_arrays(path: str | os.PathLike[str], kind: str, arrays: dict[str, np.nd
         np.savez(handle, **payload)  # type: ignore[arg-type]
 
 
+def peek_kind(path: str | os.PathLike[str]) -> str | None:
+    """The model kind a file declares, or None if it is not a readable model file (``load_arrays``
+    then says why)."""
+    try:
+        if Path(path).stat().st_size > MAX_MODEL_FILE_BYTES:
+            return None
+        with np.load(Path(path), allow_pickle=False) as npz:
+            kind = npz["kind"] if "kind" in npz.files else None
+            return str(kind) if kind is not None and kind.shape == () else None
+    except (OSError, ValueError, EOFError):
+        return None
+
+
 def load_arrays(
     path: str | os.PathLike[str], expected: dict[str, str]
 ) -> tuple[str, dict[str, np.ndarray]]:

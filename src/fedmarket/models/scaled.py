@@ -1,8 +1,9 @@
-"""A trained model with the task's feature scaling: it takes raw features, as users expect.
+"""A trained model with the task's scaling: raw features in, predictions in the label's units.
 
-Training happens in the spec's scaled space (features in [-1, 1]); this wrapper applies the
-same published scaling before every prediction. Saved as ``model.npz`` (the linear model)
-plus ``model.scaling.json`` beside it.
+Training happens in the spec's scaled space (features in [-1, 1], regression targets too); this
+wrapper applies the same published feature scaling before every prediction and, for
+regression, undoes the target scaling after it. Saved as ``model.npz`` (the model) plus
+``model.scaling.json`` beside it.
 """
 
 from __future__ import annotations
@@ -29,13 +30,26 @@ def scaling_path(model_path: str | os.PathLike[str]) -> Path:
 class ScaledModel:
     """``predict(X)`` = ``model.predict(scaler.transform(X))``; likewise ``predict_proba``."""
 
-    def __init__(self, model: Model, scaler: FeatureScaler) -> None:
+    def __init__(
+        self,
+        model: Model,
+        scaler: FeatureScaler,
+        *,
+        target_center: float = 0.0,
+        target_scale: float = 1.0,
+    ) -> None:
         if len(scaler.mean) != model.n_features:
             raise ValueError(
                 f"scaler has {len(scaler.mean)} features, the model {model.n_features}"
             )
+        if not (math.isfinite(target_center) and math.isfinite(target_scale)) or not (
+            target_scale > 0
+        ):
+            raise ValueError("target scaling must be finite with a positive scale")
         self.model = model
         self.scaler = scaler
+        self.target_center = float(target_center)
+        self.target_scale = float(target_scale)
 
     @property
     def classes_(self) -> np.ndarray:
@@ -46,7 +60,10 @@ class ScaledModel:
         return self.model.n_features
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.model.predict(self.scaler.transform(X))
+        out = self.model.predict(self.scaler.transform(X))
+        if self.model.kind == "linear":  # back to the label's units
+            return self.target_center + self.target_scale * np.asarray(out, dtype=np.float64)
+        return out
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         proba = getattr(self.model, "predict_proba", None)
@@ -58,7 +75,14 @@ class ScaledModel:
     def save(self, path: str | os.PathLike[str]) -> None:
         self.model.save(path)
         scaling_path(path).write_text(
-            json.dumps({"mean": list(self.scaler.mean), "scale": list(self.scaler.scale)})
+            json.dumps(
+                {
+                    "mean": list(self.scaler.mean),
+                    "scale": list(self.scaler.scale),
+                    "target_center": self.target_center,
+                    "target_scale": self.target_scale,
+                }
+            )
         )
 
     @classmethod
@@ -71,14 +95,16 @@ class ScaledModel:
             data = json.loads(sp.read_text())
             mean = tuple(float(v) for v in data["mean"])
             scale = tuple(float(v) for v in data["scale"])
+            center = float(data.get("target_center", 0.0))
+            spread = float(data.get("target_scale", 1.0))
         except ModelFormatError:
             raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelFormatError(f"{sp}: not a readable scaling file: {exc}") from None
         if not all(math.isfinite(v) for v in mean + scale) or any(s <= 0 for s in scale):
             raise ModelFormatError(f"{sp}: scaling must be finite with positive scales")
         try:
-            return cls(model, FeatureScaler(mean, scale))
+            return cls(model, FeatureScaler(mean, scale), target_center=center, target_scale=spread)
         except ValueError as exc:
             raise ModelFormatError(f"{sp}: {exc}") from None
 

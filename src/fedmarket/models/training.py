@@ -9,13 +9,12 @@ CKKS noise.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedmarket.models.kinds import ModelKind, TaskLabels, design_matrix, get_kind
+from fedmarket.models.kinds import Labels, ModelKind, TaskLabels, design_matrix, get_kind
 from fedmarket.models.linear import Model
 from fedmarket.models.optim import NesterovConfig, NesterovGD
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
@@ -35,12 +34,17 @@ __all__ = [
 ]
 
 
-def encode_labels(kind: str | ModelKind, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(classes, targets) for labelled data without a spec: the classes are those present."""
+def encode_labels(
+    kind: str | ModelKind, y: np.ndarray, labels: Labels | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, targets): a spec's ``labels`` (its classes, its target scaling), or for
+    labelled data without a spec the classes present in ``y``."""
     k = get_kind(kind)
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"labels must be one-dimensional, got shape {y.shape}")
+    if labels is not None:
+        return np.asarray(labels.classes), k.targets(y, labels)
     if not k.sigmoid:
         return np.array([], dtype=str), k.targets(y, TaskLabels())
     classes = np.unique(y)
@@ -92,6 +96,8 @@ class TrainConfig:
     l2: float = 1e-3
     guard_radius: float | None = None
     poly: SigmoidPolynomial = field(default_factory=SigmoidPolynomial)
+    hidden: int = 32  # hidden units of a network kind (plaintext runs; encrypted: the HE spec)
+    seed: int = 0  # a network's initial weights
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -101,6 +107,21 @@ class TrainConfig:
         k = get_kind(kind)
         lr = self.learning_rate if self.learning_rate is not None else k.learning_rate
         return NesterovConfig(learning_rate=lr, l2=self.l2)
+
+    def start(
+        self, kind: str | ModelKind, n_features: int, n_outputs: int, hidden: int | None = None
+    ) -> NesterovGD:
+        """The optimiser at the kind's initial weights (zeros, or a network's seeded start)."""
+        k = get_kind(kind)
+        hidden = self.hidden if hidden is None else hidden
+        initial = k.init_weights(n_features, n_outputs, hidden, self.seed)
+        return NesterovGD(
+            n_outputs,
+            n_features,
+            self.optimizer(k),
+            initial=initial,
+            l2_mask=k.l2_mask(n_features, initial.shape),
+        )
 
     def radius(self, kind: str | ModelKind) -> float:
         if self.guard_radius is not None:
@@ -139,14 +160,21 @@ def fit_plaintext(
     X_val: np.ndarray,
     y_val: np.ndarray,
     config: TrainConfig | None = None,
+    labels: Labels | None = None,
 ) -> TrainResult:
-    """Train in plaintext with the encrypted algorithm (cubic sigmoid, Nesterov, L2, guard)."""
+    """Train in plaintext with the encrypted algorithm (the kind's totals, Nesterov, L2, guard);
+    ``labels`` (a spec's) fixes the classes and the regression target scaling."""
     config = config or TrainConfig()
     k = get_kind(kind)
     X = np.asarray(X, dtype=np.float64)
-    classes, targets = encode_labels(k, y)
-    optimizer = NesterovGD(targets.shape[1], X.shape[1], config.optimizer(k))
-    guard = IntervalGuard(X_val, config.radius(k))
+    classes, targets = encode_labels(k, y, labels)
+    scoring = (
+        labels
+        if labels is not None
+        else TaskLabels(tuple(int(c) for c in classes) if k.sigmoid else ())
+    )
+    optimizer = config.start(k, X.shape[1], targets.shape[1])
+    guard = k.guard(X_val, config.radius(k))
     history = []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()
@@ -156,14 +184,14 @@ def fit_plaintext(
         history.append(
             EpochRecord(
                 epoch=epoch,
-                metric=k.score(model, X_val, y_val),
+                metric=k.evaluate(model, X_val, y_val, scoring),
                 max_abs_z=float(np.max(guard.max_abs_z(optimizer.lookahead))),
                 seconds=time.perf_counter() - start,
             )
         )
-    final = k.estimator(optimizer.weights, classes)
-    if not math.isfinite(float(np.sum(final.coef_))):
+    if not np.all(np.isfinite(optimizer.weights)):
         raise ArithmeticError("training diverged")
+    final = k.estimator(optimizer.weights, classes)
     return TrainResult(final, tuple(history))
 
 
@@ -178,11 +206,12 @@ class Trainer:
         n_outputs: int,
         config: TrainConfig,
         X_val: np.ndarray,
+        hidden: int | None = None,
     ) -> None:
         self.kind = get_kind(kind)
         self.config = config
-        self.state = NesterovGD(n_outputs, n_features, config.optimizer(self.kind))
-        self.guard = IntervalGuard(X_val, config.radius(self.kind))
+        self.state = config.start(self.kind, n_features, n_outputs, hidden)
+        self.guard = self.kind.guard(X_val, config.radius(self.kind))
 
     @property
     def lookahead(self) -> np.ndarray:

@@ -40,10 +40,11 @@ class Layout:
     n_features: int
     n_outputs: int
     block_size: int  # most samples one block may hold
+    hidden: int = 0  # hidden units of a network kind
 
     @property
     def totals_shape(self) -> tuple[int, int]:
-        return self.kind.weight_shape(self.n_features, self.n_outputs)
+        return self.kind.weight_shape(self.n_features, self.n_outputs, self.hidden)
 
 
 class Pool(ABC):
@@ -78,6 +79,11 @@ class PublicKeys(ABC):
     @abstractmethod
     def encrypt_block(self, X: np.ndarray, targets: np.ndarray, *, block_id: str) -> bytes:
         """An owner's block: features scaled into [-1, 1] and the kind's target matrix."""
+
+    @property
+    @abstractmethod
+    def max_block_bytes(self) -> int:
+        """The most bytes an honest block message takes (larger ones are refused unread)."""
 
     @abstractmethod
     def pool(self, workers: int) -> Pool:
@@ -155,8 +161,10 @@ class Crypto(ABC):
         n_outputs: int,
         preset: str,
         expected_samples: int,
+        hidden: int = 0,
     ) -> TaskKeys:
-        """The requester's keys for a task (the packing may depend on its size)."""
+        """The requester's keys for a task (the packing may depend on its size; ``hidden`` is a
+        network kind's hidden width, 0 for its default)."""
 
     @abstractmethod
     def public(self, data: bytes, *, party: str) -> PublicKeys:

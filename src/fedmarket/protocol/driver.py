@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from fedmarket.chain.allocation import InfeasibleAllocation
 from fedmarket.chain.client import TaskState
 from fedmarket.errors import ContractRevert, FedmarketError, UntrustedInputError
+from fedmarket.protocol.interrupts import Interrupts
 from fedmarket.protocol.transport import Envelope, Peer, Transport
+from fedmarket.roles.assignment import Plan
 from fedmarket.roles.messages import (
     BlockRef,
     ChannelKey,
@@ -88,6 +90,7 @@ class Driver:
     vanish_at: int | None = None  # simulated fault: the requester goes silent at this epoch
     # the chain's blocks: a development chain mines empty ones, a real one is waited for
     wait_blocks: Callable[[int], None] = _no_blocks
+    interrupts: Interrupts = field(default_factory=Interrupts)  # a user's Ctrl-C (see there)
 
     def __post_init__(self) -> None:
         self.requester.wait_until = self.wait_until
@@ -126,8 +129,9 @@ class Driver:
             self.run_.phases[name] = self.run_.phases.get(name, 0.0) + time.perf_counter() - start
 
     def _stop_if_asked(self) -> None:
-        if self.stop_requested():
-            raise _TaskOver(self.requester.back_off() + " (interrupted)")
+        if self.stop_requested() or self.interrupts.requested:
+            with self.interrupts.shielded():
+                raise _TaskOver(self.requester.back_off() + " (interrupted)")
 
     def _recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes | None:
         """A block's owner recomputes it (dispute or audit): the result bytes, or None."""
@@ -167,11 +171,12 @@ class Driver:
                 vanished = True
                 run.stop_reason = f"the requester vanished at epoch {r.epoch} (simulated)"
             except KeyboardInterrupt:
-                # A second Ctrl-C (or one outside the runner's handler): stop now, cleanly.
-                run.stop_reason = self.requester.back_off() + " (interrupted)"
+                # A second Ctrl-C (or one outside a runner's handler): stop now, cleanly.
+                with self.interrupts.shielded():
+                    run.stop_reason = self._stopped_now()
         finally:
             if not vanished:
-                with self._phase("settle"):
+                with self.interrupts.shielded(), self._phase("settle"):
                     self._wait_for_the_dispute_window()
                     r.settle()
                     self._ask("settle", everyone)
@@ -185,6 +190,12 @@ class Driver:
         clock = r.market.clock_of(r.task_id)
         if clock.state == TaskState.FINISHED:
             self.wait_until(clock.deadline + r.market.grace_seconds() + 1)
+
+    def _stopped_now(self) -> str:
+        r = self.requester
+        if r.task_id is None:
+            return "stopped before the task was announced (interrupted)"
+        return r.back_off() + " (stopped at once: interrupted twice)"
 
     def _announce(self, everyone: dict[str, Envelope]) -> None:
         r = self.requester
@@ -206,7 +217,7 @@ class Driver:
         r = self.requester
         assert r.task_id is not None and self.run_ is not None
         with self._phase("resolve"):
-            self.wait_until(r.market.tasks(r.task_id).bidding_deadline + 1)
+            self.wait_until(r.market.terms(r.task_id).bidding_deadline + 1)
             try:
                 r.resolve()
             except InfeasibleAllocation as exc:
@@ -269,32 +280,86 @@ class Driver:
                 "setup",
                 {p: Envelope.of(plan.share(by_lower[p]), *manifests) for p in processors},
             )
-            sealed: dict[str, list[bytes]] = {p: [] for p in processors}
-            owners = {o.lower(): o for o in r.owners}
-            requests = {
-                a: Envelope.of(plan.routing(owners.get(a, a)), *keys.values()) for a in r.manifests
+            sealed = self._seal(plan, keys, processors)
+            # relayed as is (the requester cannot open them), in messages of bounded size
+            budget = self.transport.max_bytes // 2
+            batches = {p: _batches(frames, budget) for p, frames in sealed.items() if frames}
+            for round_ in range(max((len(b) for b in batches.values()), default=0)):
+                self._ask(
+                    "blocks",
+                    {
+                        p: Envelope(frames=tuple(b[round_]))
+                        for p, b in batches.items()
+                        if round_ < len(b)
+                    },
+                )
+        self._stop_if_asked()
+
+    def _seal(
+        self, plan: Plan, keys: dict[str, ChannelKey], processors: list[str]
+    ) -> dict[str, list[bytes]]:
+        """Each owner seals its assigned blocks to their processors' channel keys (its routing
+        share proves each holder against the committed assignment), a few per message (the
+        first alone, to learn its size): the frames by processor."""
+        r = self.requester
+        sealed: dict[str, list[bytes]] = {p: [] for p in processors}
+        owners = {o.lower(): o for o in r.owners}
+        to_owners = {
+            o: Envelope.of(plan.routing(owners.get(o, o)), *keys.values()) for o in r.manifests
+        }
+        share = {
+            o: sum(len(b.holders) for b in plan.routing(owners.get(o, o)).blocks)
+            for o in r.manifests
+        }
+        left = {o: n for o, n in share.items() if n}
+        done = dict.fromkeys(left, 0)
+        size: dict[str, int] = {}  # an owner's largest sealed block so far
+        budget = self.transport.max_bytes // 2
+        while left:
+            counts = {
+                o: min(n, max(1, budget // size[o]) if o in size else 1) for o, n in left.items()
             }
-            for address, reply in self._ask("seal", requests).items():
+            requests = {
+                o: Envelope({"first": done[o], "count": c}, to_owners[o].frames)
+                for o, c in counts.items()
+            }
+            replies = self._ask("seal", requests)
+            for address, count in counts.items():
+                reply = replies.get(address)
                 party = f"owner {self.name(address)}"
-                targets = [t.lower() for t in reply.text("processors").split(",") if t]
-                if len(targets) != len(reply.frames):
-                    self._note(
-                        f"seal: {party} sent {len(reply.frames)} blocks for "
-                        f"{len(targets)} processors"
-                    )
+                targets = (
+                    []
+                    if reply is None
+                    else [t.lower() for t in reply.text("processors").split(",") if t]
+                )
+                if reply is None or len(targets) != len(reply.frames) or len(targets) != count:
+                    if reply is not None:
+                        self._note(
+                            f"seal: {party} sent {len(reply.frames)} blocks for "
+                            f"{len(targets)} processors, {count} asked"
+                        )
+                    del left[address]  # what it sealed before stays delivered
                     continue
                 for target, frame in zip(targets, reply.frames, strict=True):
                     try:
                         block = decode(frame, SealedBlock, party=party)
                         holders = [h.lower() for h in plan.holders(block.ref)]
-                        if block.ref.owner.lower() != address or target not in holders:
+                        if (
+                            block.ref.owner.lower() != address
+                            or target not in holders
+                            or target not in sealed
+                        ):
                             raise UntrustedInputError("sealed a block it may not send", party=party)
                     except UntrustedInputError as exc:
                         self._note(f"seal: {exc}")
                         continue
-                    sealed[target].append(frame)  # relayed as is: the requester cannot open it
-            self._ask("blocks", {p: Envelope(frames=tuple(f)) for p, f in sealed.items() if f})
-        self._stop_if_asked()
+                    sealed[target].append(frame)
+                    size[address] = max(size.get(address, 1), len(frame))
+                done[address] += count
+                left[address] -= count
+                if left[address] <= 0:
+                    del left[address]
+        return sealed
 
     def _no_data(self) -> str:
         """Nobody delivered: end the task at once so the budget and the stakes return."""
@@ -456,3 +521,16 @@ class Driver:
             # no verdict yet (or nobody showed the leaf): the show deadline settles it
             self.wait_until(market.dispute_of(d).show_deadline + 1)
             r.resolve_dispute(record)
+
+
+def _batches(frames: list[bytes], budget: int) -> list[list[bytes]]:
+    """``frames`` in order, cut into runs of at most ``budget`` bytes (one frame at least)."""
+    out: list[list[bytes]] = []
+    total = budget + 1
+    for frame in frames:
+        if total + len(frame) > budget or not out:
+            out.append([])
+            total = 0
+        out[-1].append(frame)
+        total += len(frame)
+    return out

@@ -180,7 +180,13 @@ class PartyNode:
         owner = self._owner()
         routing = request.one(RoutingShare, party=REQUESTER)
         keys = {k.processor: k for k in request.many(ChannelKey, party=REQUESTER, start=1)}
-        sealed = owner.seal_blocks(routing, keys)
+        first = request.fields.get("first", 0)
+        count = request.fields.get("count")
+        if type(first) is not int or first < 0 or not (count is None or type(count) is int):
+            raise UntrustedInputError("a bad range of blocks to seal", party=REQUESTER)
+        sealed = owner.seal_blocks(
+            routing, keys, first=first, count=None if count is None else max(0, count)
+        )
         return Envelope(
             {"processors": ",".join(p for p, _ in sealed)},
             Envelope.of(*(s for _, s in sealed)).frames,

@@ -132,6 +132,11 @@ class PlainPublic(PublicKeys):
         header = {"block_id": block_id, "n_samples": n, "keys": self.digest.hex()}
         return _pack(BLOCK, header, X, targets)
 
+    @property
+    def max_block_bytes(self) -> int:
+        L = self.layout
+        return 8 * L.block_size * (L.n_features + L.n_outputs) + (1 << 16)
+
     def parse_block(self, data: bytes, *, party: str) -> tuple[str, np.ndarray, np.ndarray]:
         what = "block"
         header, body = _unpack(data, BLOCK, party=party, what=what)
@@ -269,16 +274,21 @@ class Plaintext(Crypto):
         n_outputs: int,
         preset: str,
         expected_samples: int,
+        hidden: int = 0,
     ) -> TaskKeys:
+        if kind.network and not hidden:
+            hidden = kind.weight_shape(n_features, n_outputs)[0]  # the kind's default width
         header = {
             "kind": kind.name,
             "n_features": n_features,
             "n_outputs": n_outputs,
             "block_size": BLOCK_SIZE,
+            "hidden": hidden,
             "nonce": secrets.token_hex(16),  # fresh per task, like a fresh key pair
         }
         data = _pack(KEYS, header)
-        return PlainKeys(PlainPublic(data, Layout(kind, n_features, n_outputs, BLOCK_SIZE)))
+        layout = Layout(kind, n_features, n_outputs, BLOCK_SIZE, hidden)
+        return PlainKeys(PlainPublic(data, layout))
 
     def public(self, data: bytes, *, party: str) -> PublicKeys:
         what = "plaintext keys"
@@ -288,11 +298,13 @@ class Plaintext(Crypto):
         kind = get_kind(str(_field(header, "kind", str, party=party, what=what)))
         ints = {
             key: int(_field(header, key, int, party=party, what=what))  # type: ignore[call-overload]
-            for key in ("n_features", "n_outputs", "block_size")
+            for key in ("n_features", "n_outputs", "block_size", "hidden")
         }
         if not (1 <= ints["n_features"] <= 1 << 16 and 1 <= ints["n_outputs"] <= 1024):
             raise UntrustedInputError(f"bad {what}: sizes out of range", party=party)
         if ints["block_size"] != BLOCK_SIZE:
             raise UntrustedInputError(f"bad {what}: block size", party=party)
-        layout = Layout(kind, ints["n_features"], ints["n_outputs"], BLOCK_SIZE)
+        if not 0 <= ints["hidden"] <= 1024 or bool(ints["hidden"]) != kind.network:
+            raise UntrustedInputError(f"bad {what}: hidden width", party=party)
+        layout = Layout(kind, ints["n_features"], ints["n_outputs"], BLOCK_SIZE, ints["hidden"])
         return PlainPublic(bytes(data), layout)

@@ -23,6 +23,9 @@ M = TypeVar("M", bound=Message)
 Field = str | int | float | bool
 MAX_FIELDS = 64
 MAX_FIELD_CHARS = 1 << 16
+# The largest message a transport carries (Flower's gRPC limit); the driver splits bulk steps
+# (sealed blocks) into messages of at most half of this.
+MAX_MESSAGE_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class Transport(ABC):
 
     traffic: Traffic
     problems: list[str]  # one line per party that failed, refused or stayed silent
+    max_bytes: int = MAX_MESSAGE_BYTES  # per message, each way
 
     @abstractmethod
     def peers(self) -> list[Peer]:

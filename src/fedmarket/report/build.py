@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fedmarket.chain.client import GasEntry
 from fedmarket.chain.events import BidPlaced, Collected, DisputeOpened, TaskCreated, Withdrawn
 from fedmarket.chain.ledger import Market, Token
+from fedmarket.models.scaled import ScaledModel, scaling_path
 from fedmarket.protocol.driver import TaskRun
 from fedmarket.protocol.transport import Traffic
 from fedmarket.report.model import EpochRecord, GasRecord, PartyRecord, RunReport, TokenFlow
@@ -65,6 +67,7 @@ def build_report(
     gas: Sequence[GasEntry] = (),
     baseline: Sequence[float] = (),
     test_metric: float | None = None,
+    sklearn_metric: float | None = None,
 ) -> RunReport:
     """The report of one task as ``requester`` played it (members include the requester)."""
     spec = requester.spec
@@ -156,4 +159,33 @@ def build_report(
             }
             for d in requester.disputes
         ],
+        sklearn_metric=sklearn_metric,
+        token_decimals=spec.budget.token_decimals,
     )
+
+
+def write_results(out: Path, report: RunReport, requester: Requester) -> Path:
+    """The model first (what the requester paid for), then report.json, then what renders it.
+
+    A task in which no epoch closed has no model: any model.npz left in ``out`` by an earlier
+    run is removed rather than passed off as this one's.
+    """
+    from fedmarket.data import scaler
+    from fedmarket.report.render import write_report
+
+    spec = requester.spec
+    assert spec is not None
+    out.mkdir(parents=True, exist_ok=True)
+    model_file = out / "model.npz"
+    if requester.outcomes and requester.optimizer is not None:
+        f, labels = spec.features, spec.labels
+        ScaledModel(
+            requester.model(),
+            scaler(f.mean, f.std, f.spread),
+            target_center=labels.target_center,
+            target_scale=labels.target_scale,
+        ).save(model_file)
+    else:
+        model_file.unlink(missing_ok=True)
+        scaling_path(model_file).unlink(missing_ok=True)
+    return write_report(report, out)

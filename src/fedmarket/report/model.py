@@ -86,6 +86,9 @@ class RunReport:
     test_metric: float | None = None
     # every dispute the requester opened, and how the contract decided it
     disputes: list[dict[str, Any]] = field(default_factory=list)
+    # scikit-learn's estimator of the kind on the same points, scored on the validation set
+    sklearn_metric: float | None = None
+    token_decimals: int = 18  # amounts are integers in base units; 10**decimals is one token
     version: int = REPORT_VERSION
 
     def to_json(self) -> dict[str, Any]:

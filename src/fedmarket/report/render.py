@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from fedmarket.errors import ConfigError
 from fedmarket.report.model import RunReport
@@ -17,8 +20,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(report: RunReport) -> str:
-    """The report a user would show a colleague."""
+def render_markdown(report: RunReport, problems: Sequence[str] = ()) -> str:
+    """The report a user would show a colleague; ``problems`` are notes about the rendering."""
     out = [f"# Run report: {report.task}", ""]
     out.append(
         f"Task {report.task_id} on {report.chain} (market `{report.market}`), "
@@ -36,6 +39,13 @@ def render_markdown(report: RunReport) -> str:
             f"**Final validation {report.metric_name}: {last.metric:.4f}**{base} after "
             f"{len(report.epochs)} epoch(s). Stopped: {report.stop_reason}."
         )
+        if report.sklearn_metric is not None:
+            out.append(
+                f"scikit-learn on the same points: {report.sklearn_metric:.4f} "
+                f"(the simulator's reference; no party computes it)."
+            )
+        if report.test_metric is not None:
+            out.append(f"Test {report.metric_name} on rows no party saw: {report.test_metric:.4f}.")
     else:
         out.append(f"No epoch was closed. Stopped: {report.stop_reason}.")
     out += ["", "## Epochs", ""]
@@ -108,18 +118,52 @@ def render_markdown(report: RunReport) -> str:
     out += ["", "## Bytes on the wire", ""]
     rows = [[p.name, p.role, str(p.bytes_sent), str(p.bytes_received)] for p in report.parties]
     out.append(_table(["party", "role", "sent", "received"], rows))
-    if report.notes:
-        out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
-    out += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in PLOTS), ""]
+    notes = [*report.notes, *problems]
+    if notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    drawn = [p for p in PLOTS if not any(p in x for x in problems)]
+    if drawn:
+        out += ["", "Plots: " + ", ".join(f"![{p}]({p})" for p in drawn)]
+    out.append("")
     return "\n".join(out)
 
 
-def _plots(report: RunReport, out: Path) -> None:
+def _tokens(amount: int, decimals: int) -> float:
+    """Base units as tokens, for a plot axis only (the report keeps the exact integers)."""
+    return float(Fraction(amount, 10**decimals))
+
+
+def _plot(name: str, report: RunReport, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if name == "metric.png":
+        _metric_plot(plt, report, out)
+    elif name == "tokens.png":
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        names = [t.party for t in report.tokens]
+        nets = [_tokens(t.net, report.token_decimals) for t in report.tokens]
+        ax.bar(names, nets, color=["tab:green" if n >= 0 else "tab:red" for n in nets])
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_ylabel("net tokens")
+        ax.set_title("token flows per party")
+        fig.tight_layout()
+        fig.savefig(out / "tokens.png", dpi=110)
+        plt.close(fig)
+    else:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.barh(list(report.phases), list(report.phases.values()))
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds")
+        ax.set_title("time per phase")
+        fig.tight_layout()
+        fig.savefig(out / "phases.png", dpi=110)
+        plt.close(fig)
+
+
+def _metric_plot(plt: Any, report: RunReport, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     epochs = [e.epoch for e in report.epochs]
     ax.plot(epochs, [e.metric for e in report.epochs], "o-", label="encrypted (fedmarket)")
@@ -132,40 +176,31 @@ def _plots(report: RunReport, out: Path) -> None:
         )
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {report.metric_name}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "metric.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = [t.party for t in report.tokens]
-    nets = [t.net for t in report.tokens]
-    ax.bar(names, nets, color=["tab:green" if n >= 0 else "tab:red" for n in nets])
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("net tokens (base units)")
-    ax.set_title("token flows per party")
-    fig.tight_layout()
-    fig.savefig(out / "tokens.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.barh(list(report.phases), list(report.phases.values()))
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds")
-    ax.set_title("time per phase")
-    fig.tight_layout()
-    fig.savefig(out / "phases.png", dpi=110)
-    plt.close(fig)
-
 
 def write_report(report: RunReport, out_dir: str | Path) -> Path:
-    """Write report.json, report.md and the plots into ``out_dir``; returns the folder."""
+    """Write report.json first (what was paid for), then report.md and the plots into
+    ``out_dir``; a plot that cannot be drawn is a note in report.md, never a lost report."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    (out / "report.md").write_text(render_markdown(report))
-    _plots(report, out)
+    problems = []
+    for name in PLOTS:
+        if name == "metric.png" and not report.epochs:
+            problems.append("metric.png: no epoch was closed, nothing to plot")
+            (out / name).unlink(missing_ok=True)
+            continue
+        try:
+            _plot(name, report, out)
+        except Exception as exc:  # a plot is a convenience: never lose the report to one
+            problems.append(f"{name} was not drawn: {type(exc).__name__}: {exc}")
+    (out / "report.md").write_text(render_markdown(report, problems))
     return out
 
 
@@ -174,10 +209,17 @@ def load_report(out_dir: str | Path) -> RunReport:
     path = Path(out_dir) / "report.json"
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError(f"it holds a JSON {type(data).__name__}, not an object")
         return RunReport.from_json(data)
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no report here", hint="pass the --out folder of a `fedmarket run`"
         ) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"{path}: not a fedmarket report: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path}: not a fedmarket report: {exc}",
+            hint="re-run the task, or restore report.json from the run's --out folder",
+        ) from None

@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from fedmarket.attacks.owner import NoDelivery, OwnerAttack
+from fedmarket.backbone import task_features
 from fedmarket.chain import merkle
 from fedmarket.chain.client import Side
 from fedmarket.chain.events import ModelReleased
@@ -76,6 +78,7 @@ class DataOwner(Party):
     price: int = 0
     attack: OwnerAttack | None = None
     attack_seed: int = 0
+    base: Path | None = None  # where the spec's files (a backbone) are, on this owner's side
     spec: TaskSpec | None = field(default=None, init=False)
     clean: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False)
     keys: PublicKeys | None = field(default=None, init=False)
@@ -136,7 +139,8 @@ class DataOwner(Party):
         assert self.spec is not None and self.keys is not None and self.task_id is not None
         assert self.bid is not None
         features = self.spec.features
-        X = scale(self.X[: self.fill], features.mean, features.std, features.spread)
+        raw = task_features(self.spec, self.X[: self.fill], base=self.base)
+        X = scale(raw, features.mean, features.std, features.spread)
         t = self.spec.kind.targets(self.y[: self.fill], self.spec.labels)
         size = self.keys.layout.block_size
         if self.spec.he.block_points:
@@ -157,16 +161,23 @@ class DataOwner(Party):
         )
 
     def seal_blocks(
-        self, routing: RoutingShare, keys: dict[str, ChannelKey]
+        self,
+        routing: RoutingShare,
+        keys: dict[str, ChannelKey],
+        *,
+        first: int = 0,
+        count: int | None = None,
     ) -> list[tuple[str, SealedBlock]]:
         """(processor, sealed block) for every holder of our blocks the committed assignment
-        proves; a block routed to anyone the chain does not prove is refused."""
+        proves, in the routing's order (block, then holder); a block routed to anyone the
+        chain does not prove is refused. ``first``/``count`` pick a range of the pairs so a
+        large share crosses in several messages."""
         assert self.task_id is not None and self.bid is not None
         party = "requester"
         if routing.task_id != self.task_id or routing.owner.lower() != self.address.lower():
             raise UntrustedInputError("sent another task's or owner's routing", party=party)
         root = self.market.terms(self.task_id).assignment_root
-        out = []
+        pairs = []
         for b in routing.blocks:
             if not 0 <= b.index < len(self.blocks):
                 raise UntrustedInputError(
@@ -188,11 +199,12 @@ class DataOwner(Party):
                     raise UntrustedInputError(
                         f"no channel key for assigned processor {holder.processor}", party=party
                     )
-                ref = BlockRef(owner=self.address, index=b.index)
-                sealed = seal(self.blocks[b.index], key.public_key)
-                out.append(
-                    (holder.processor, SealedBlock(task_id=self.task_id, ref=ref, sealed=sealed))
-                )
+                pairs.append((holder.processor, b.index, key))
+        out = []
+        for processor, index, key in pairs[first : None if count is None else first + count]:
+            ref = BlockRef(owner=self.address, index=index)
+            sealed = seal(self.blocks[index], key.public_key)
+            out.append((processor, SealedBlock(task_id=self.task_id, ref=ref, sealed=sealed)))
         return out
 
     def _size(self, index: int) -> int:

@@ -41,7 +41,7 @@ from fedmarket.roles.messages import (
 from fedmarket.roles.owner import block_id, check_model
 from fedmarket.roles.party import Party
 
-MAX_SEALED_BLOCK_BYTES = 64 << 20
+SEAL_OVERHEAD = 64  # a sealed box's ephemeral key and tag (48 bytes), rounded up
 
 
 @dataclass
@@ -149,8 +149,13 @@ class Processor(Party):
             )
         if ref in self.delivered:
             raise UntrustedInputError(f"sent block {ref.index} twice", party=party)
+        if self.keys is None:
+            raise UntrustedInputError("sent a block before the task's keys", party=party)
         block = open_sealed(
-            message.sealed, self.channel, party=party, max_bytes=MAX_SEALED_BLOCK_BYTES
+            message.sealed,
+            self.channel,
+            party=party,
+            max_bytes=self.keys.max_block_bytes + SEAL_OVERHEAD,
         )
         digests = self._digests(ref.owner)
         if not 0 <= ref.index < len(digests) or block_digest(block) != digests[ref.index]:
@@ -298,7 +303,10 @@ class Processor(Party):
         if model.epoch != d.epoch:
             raise UntrustedInputError("sent the model of another epoch", party="requester")
         block = open_sealed(
-            message.sealed, self.channel, party=party, max_bytes=MAX_SEALED_BLOCK_BYTES
+            message.sealed,
+            self.channel,
+            party=party,
+            max_bytes=self.keys.max_block_bytes + SEAL_OVERHEAD,
         )
         digests = self._digests(owner)
         if not 0 <= d.block_index < len(digests) or block_digest(block) != digests[d.block_index]:

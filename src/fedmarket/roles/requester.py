@@ -20,9 +20,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from fedmarket.backbone import task_features
 from fedmarket.chain import merkle
 from fedmarket.chain.client import Floors, Outcome, Side, TaskState
 from fedmarket.chain.events import RootSubmitted
@@ -122,6 +124,8 @@ class Requester(Party):
     floors: Floors = field(default_factory=Floors)
     # Wired by the driver to the block's owner; None: no dispute can be settled, no audit run.
     recompute: Recompute | None = None
+    base: Path | None = None  # where the spec's files (a backbone) are
+    _features: np.ndarray | None = field(default=None, init=False)  # X_val as the task sees it
     keys: TaskKeys | None = field(default=None, init=False)
     optimizer: Trainer | None = field(default=None, init=False)
     owners: dict[str, int] = field(default_factory=dict, init=False)  # address -> points
@@ -158,10 +162,13 @@ class Requester(Party):
         return np.asarray(self.spec.labels.classes)
 
     def _scaled_val(self) -> np.ndarray:
-        # The model lives in the spec's scaled feature space, like the owners' ciphertexts.
+        # The model lives in the spec's scaled feature space, like the owners' ciphertexts
+        # (a backbone's embeddings first, when the spec names one).
         assert self.spec is not None
+        if self._features is None:
+            self._features = task_features(self.spec, self.X_val, base=self.base)
         f = self.spec.features
-        return scale(self.X_val, f.mean, f.std, f.spread)
+        return scale(self._features, f.mean, f.std, f.spread)
 
     def announce(self) -> TaskAnnouncement:
         """Make the task's keys, escrow both budgets, create the task on chain."""
@@ -175,6 +182,7 @@ class Requester(Party):
             n_outputs=n_outputs,
             preset=spec.he.preset,
             expected_samples=spec.task.num_points,
+            hidden=spec.task.hidden,
         )
         context = self.keys.public.data
         budget = spec.budget.data + spec.budget.processing
@@ -198,7 +206,10 @@ class Requester(Party):
         self.transfers.append(("escrow", -budget))
         self.task_id = receipt.value
         config = TrainConfig(epochs=spec.task.max_epochs)
-        self.optimizer = Trainer(self.kind, n_features, n_outputs, config, self._scaled_val())
+        self.optimizer = Trainer(
+            self.kind, n_features, n_outputs, config, self._scaled_val(),
+            hidden=self.keys.public.layout.hidden,
+        )  # fmt: skip
         i = spec.integrity
         self.checker = EpochChecker(
             IntegrityConfig(
@@ -447,7 +458,9 @@ class Requester(Party):
                     party=f"processor {who}, block {block_id(ref)}",
                     epoch=self.epoch,
                     block_id=block_id(ref),
-                    bound=self.kind.max_abs_total(weights, sizes[ref]),
+                    bound=self.kind.max_abs_total(
+                        weights, sizes[ref], n_features=len(self.spec.features.names)
+                    ),
                 )
             except UntrustedInputError as exc:
                 # No honest processor can produce this from the committed inputs.
@@ -481,7 +494,7 @@ class Requester(Party):
         if verdict.gradient is not None:
             self.optimizer.apply(verdict.gradient)
         check_seconds = time.perf_counter() - check_start
-        metric = self.kind.score(self.model(), X_val, self.y_val)
+        metric = self.kind.evaluate(self.model(), X_val, self.y_val, self.spec.labels)
         self.history.append(metric)
 
         clock = self.market.clock_of(self.task_id)
@@ -667,12 +680,15 @@ class Requester(Party):
             self.wait_until(deadline + 1)
 
     def back_off(self) -> str:
-        """Stop now, cleanly on chain: cancel during bidding, else close the open epoch."""
+        """Stop now, cleanly on chain: cancel during bidding, end a task whose assignment was
+        never committed, else close the open epoch."""
         assert self.task_id is not None
         clock = self.market.clock_of(self.task_id)
         if clock.state == TaskState.BIDDING:
             self.market.cancel(self.task_id)
             return "cancelled during bidding"
+        if clock.state == TaskState.ASSIGNING:
+            return "ended before training: " + self.abandon()
         if clock.state == TaskState.TRAINING:
             self._wait_for_deadline_if_needed(clock.submitted, clock.active, clock.deadline)
             self.market.close_epoch(self.task_id, clock.epoch, bytes(32), False, 0)

@@ -12,7 +12,14 @@ import time
 from collections.abc import Mapping, Sequence
 
 from fedmarket.protocol.party import PartyNode
-from fedmarket.protocol.transport import Envelope, Peer, Traffic, Transport, check_fields
+from fedmarket.protocol.transport import (
+    MAX_MESSAGE_BYTES,
+    Envelope,
+    Peer,
+    Traffic,
+    Transport,
+    check_fields,
+)
 
 Frame = tuple[str, str, str, bytes]
 
@@ -32,7 +39,7 @@ class LocalTransport(Transport):
         nodes: Sequence[PartyNode],
         *,
         name: str = "requester",
-        max_bytes: int = 512 << 20,
+        max_bytes: int = MAX_MESSAGE_BYTES,
         capture: list[Frame] | None = None,
     ) -> None:
         self.nodes = {n.address.lower(): n for n in nodes}

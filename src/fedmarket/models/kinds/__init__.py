@@ -9,6 +9,7 @@ from __future__ import annotations
 from fedmarket.errors import ConfigError
 from fedmarket.models.kinds.base import (
     LINEAR_GUARD_RADIUS,
+    Guard,
     Labels,
     ModelKind,
     TaskLabels,
@@ -16,12 +17,14 @@ from fedmarket.models.kinds.base import (
 )
 from fedmarket.models.kinds.linear import Linear
 from fedmarket.models.kinds.logistic import Logistic
+from fedmarket.models.kinds.mlp import MLP
 from fedmarket.models.kinds.multiclass import Multiclass
 
 _REGISTRY: tuple[ModelKind, ...] = (
     Logistic(),
     Multiclass(),
     Linear(),
+    MLP(),
 )
 KINDS: dict[str, ModelKind] = {k.name: k for k in _REGISTRY}
 KIND_NAMES: tuple[str, ...] = tuple(KINDS)
@@ -43,6 +46,7 @@ __all__ = [
     "KINDS",
     "KIND_NAMES",
     "LINEAR_GUARD_RADIUS",
+    "Guard",
     "Labels",
     "ModelKind",
     "TaskLabels",

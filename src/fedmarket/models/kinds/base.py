@@ -53,6 +53,14 @@ def design_matrix(X: np.ndarray) -> np.ndarray:
     return np.hstack([X, np.ones((X.shape[0], 1))])
 
 
+class Guard(Protocol):
+    """Maps weights back into the region the encrypted program handles; reports its measure."""
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray: ...
+
+    def max_abs_z(self, weights: np.ndarray) -> np.ndarray: ...
+
+
 class ModelKind(ABC):
     """One model family; subclasses are stateless singletons registered by ``name``."""
 
@@ -60,6 +68,7 @@ class ModelKind(ABC):
     metric: ClassVar[str] = "accuracy"  # what score() measures on the validation set
     sigmoid: ClassVar[bool] = True  # residual p(z) - y with the cubic p; else z - y
     learning_rate: ClassVar[float] = 4.0  # the requester's default step size
+    network: ClassVar[bool] = False  # a hidden layer: the spec's hidden width applies
 
     # ---- labels --------------------------------------------------------------------------
     @abstractmethod
@@ -80,9 +89,28 @@ class ModelKind(ABC):
         label this kind cannot take (not among the classes, not a number, out of range)."""
 
     # ---- the training algorithm ----------------------------------------------------------
-    def weight_shape(self, n_features: int, n_outputs: int) -> tuple[int, int]:
-        """The optimiser's weight matrix: one row per output, bias last."""
+    def weight_shape(self, n_features: int, n_outputs: int, hidden: int = 0) -> tuple[int, int]:
+        """The optimiser's weight matrix: one row per output, bias last (``hidden`` is for
+        kinds with a hidden layer)."""
         return (n_outputs, n_features + 1)
+
+    def init_weights(
+        self, n_features: int, n_outputs: int, hidden: int = 0, seed: int = 0
+    ) -> np.ndarray:
+        """Where training starts: zeros (a network overrides this: it cannot start there)."""
+        return np.zeros(self.weight_shape(n_features, n_outputs, hidden))
+
+    def l2_mask(self, n_features: int, shape: tuple[int, int]) -> np.ndarray:
+        """1 where L2 penalises a weight, 0 where not (the bias column here)."""
+        mask = np.ones(shape)
+        mask[:, -1] = 0.0
+        return mask
+
+    def guard(self, X_val: np.ndarray, radius: float) -> Guard:
+        """The projection the requester applies after each step (``IntervalGuard`` here)."""
+        from fedmarket.models.training import IntervalGuard
+
+        return IntervalGuard(X_val, radius)
 
     def residuals(
         self, z: np.ndarray, targets: np.ndarray, poly: SigmoidPolynomial = DEFAULT_SIGMOID
@@ -107,9 +135,14 @@ class ModelKind(ABC):
         return poly.max_abs_on(reach) + 1.0 if self.sigmoid else reach + 1.0
 
     def max_abs_total(
-        self, weights: np.ndarray, n_samples: int, poly: SigmoidPolynomial = DEFAULT_SIGMOID
+        self,
+        weights: np.ndarray,
+        n_samples: int,
+        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+        n_features: int | None = None,
     ) -> float:
-        """Largest |total| an honest block of ``n_samples`` can produce at ``weights``."""
+        """Largest |total| an honest block of ``n_samples`` can produce at ``weights``
+        (``n_features`` is needed by kinds whose weight matrix does not imply it)."""
         reach = float(np.max(np.sum(np.abs(weights), axis=1)))  # |z| <= ||w||_1
         return n_samples * self.max_abs_residual(reach, poly)
 
@@ -123,8 +156,12 @@ class ModelKind(ABC):
         """The plaintext model these weights are."""
 
     def score(self, model: Model, X: np.ndarray, y: np.ndarray) -> float:
-        """The metric on labelled data (accuracy here)."""
+        """The metric on labelled data (accuracy here), ``y`` in the model's own units."""
         return float(np.mean(model.predict(X) == np.asarray(y)))
+
+    def evaluate(self, model: Model, X: np.ndarray, y: np.ndarray, labels: Labels) -> float:
+        """The metric on raw labels, as the task's spec encodes them (see ``targets``)."""
+        return self.score(model, X, y)
 
     def loss(self, weights: np.ndarray, X: np.ndarray, targets: np.ndarray) -> float:
         """The validation loss the integrity monitors compare against (cross-entropy here)."""

@@ -40,6 +40,12 @@ class Linear(ModelKind):
         total = np.sum((y - y.mean()) ** 2)
         return float(1.0 - np.sum(residual**2) / total) if total > 0 else 0.0
 
+    def evaluate(self, model: Model, X: np.ndarray, y: np.ndarray, labels: Labels) -> float:
+        """R^2 in the label's units: the model predicts scaled targets, and R^2 is the same
+        for y and for (y - target_center) / target_scale."""
+        scaled = (np.asarray(y, dtype=np.float64) - labels.target_center) / labels.target_scale
+        return self.score(model, X, scaled)
+
     def loss(self, weights: np.ndarray, X: np.ndarray, targets: np.ndarray) -> float:
         z = design_matrix(X) @ np.asarray(weights).T
         return float(np.mean((z - targets) ** 2))

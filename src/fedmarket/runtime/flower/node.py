@@ -143,7 +143,17 @@ def owner_plan(cfg: NodeConfig) -> OwnerPlan:
     points = cfg.int("points")
     train, _ = source.load()
     share = source.shares(train, [points] * k)[i]
-    return OwnerPlan(share.X, share.y, points, cfg.int("price"), cfg.text("attack"), source.seed, i)
+    files = cfg.text("files")  # the task's published files (a backbone), on this node
+    return OwnerPlan(
+        share.X,
+        share.y,
+        points,
+        cfg.int("price"),
+        cfg.text("attack"),
+        source.seed,
+        i,
+        Path(files) if files else Path(cfg.state).parent,
+    )
 
 
 class Node:

@@ -27,14 +27,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedmarket.chain.backends import Chain, rpc
 from fedmarket.chain.client import MarketClient, TokenClient
-from fedmarket.data import scaler
 from fedmarket.errors import FedmarketError, UntrustedInputError
-from fedmarket.models.scaled import ScaledModel
 from fedmarket.parties import DataSource
 from fedmarket.protocol.driver import Driver
 from fedmarket.protocol.transport import Envelope, Peer, Traffic, Transport
-from fedmarket.report import write_report
-from fedmarket.report.build import Member, balances, build_report
+from fedmarket.report.build import Member, balances, build_report, write_results
 from fedmarket.roles.requester import Requester
 from fedmarket.run import stopping_rules, wait_until
 from fedmarket.runtime.flower import identity, records
@@ -226,6 +223,7 @@ def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
         rules=stopping_rules(spec_file),
         seed=run_section.seed,
         self_processing=run_section.scenario == "own-compute",
+        base=spec_path.parent,
     )
     start_time = time.perf_counter()
     peers = transport.peers()
@@ -255,11 +253,7 @@ def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
         chain=str(cfg["chain"]),
         gas=market.gas_log.entries,
     )
-    if requester.optimizer is not None:
-        f = spec.features
-        out.mkdir(parents=True, exist_ok=True)
-        ScaledModel(requester.model(), scaler(f.mean, f.std, f.spread)).save(out / "model.npz")
-    write_report(report, out)
+    write_results(out, report, requester)
     task = requester.task_id or 0
     name_of = {m.address.lower(): m.name for m in members}
 
