@@ -275,10 +275,12 @@ def run_task(
         members.append(Member(pcfg.name, ("processor",), account.address))
     needs = {requester.address: spec.budget.data + spec.budget.processing, **stakes}
     fund(token, needs, names={m.address: m.name for m in members})
-    # a development token also gives the requester enough for the bonds of its disputes;
-    # on any other token the requester brings them itself
-    with contextlib.suppress(FedmarketError):
-        token.mint(requester.address, sum(stakes.values()))
+    # a development token also gives the requester enough for the bonds of its disputes (what
+    # it lacks of them); on any other token the requester brings them itself
+    short = needs[requester.address] + sum(stakes.values()) - token.balance_of(requester.address)
+    if short > 0:
+        with contextlib.suppress(FedmarketError):
+            token.mint(requester.address, short)
     addresses = [m.address for m in members]
     start = balances(token, addresses)
     local = (transport or (lambda n: LocalTransport(n, capture=capture)))(nodes)
