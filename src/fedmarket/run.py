@@ -313,7 +313,6 @@ def run_task(
             clock = requester.market.clock_of(requester.task_id)
             wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
             for node in nodes:
-                node.settled = False
                 done = node.watch(requester.market.now())
                 if done:
                     task_run.notes.append(f"{node.name}: {done}")

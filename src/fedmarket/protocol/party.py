@@ -363,8 +363,10 @@ class PartyNode:
             side = Side.DATA if isinstance(role, DataOwner) else Side.PROCESSING
             assert role.bid is not None
             market.claim_timeout(task, side, role.bid)
-            what = f"the requester timed out at epoch {clock.epoch}: claimed the timeout"
-        elif clock.state == TaskState.FINISHED and now <= clock.deadline + market.grace_seconds():
+            # the task is over now; stakes return once its dispute window has passed, and we
+            # collect everything then, once
+            return f"the requester timed out at epoch {clock.epoch}: claimed the timeout"
+        if clock.state == TaskState.FINISHED and now <= clock.deadline + market.grace_seconds():
             return None  # stakes return once the dispute window has passed
         amount = self.on_settle(Envelope()).fields["received"]
         return f"{what}; collected {amount}"

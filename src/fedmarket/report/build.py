@@ -123,6 +123,7 @@ def build_report(
                 missing=named(o.missing),
                 flagged=named(o.flagged),
                 seconds=o.seconds,
+                not_received=named(o.not_received),
             )
             for o in outcomes
         ],

@@ -55,8 +55,10 @@ class EpochRecord:
     on_time: list[str]
     late: list[str]
     missing: list[str]
-    flagged: list[str]
+    flagged: list[str]  # slashed on chain (convicted) for this epoch's results
     seconds: float
+    # roots on chain whose results the requester did not get or could not use (unpaid)
+    not_received: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

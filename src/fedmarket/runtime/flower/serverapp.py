@@ -274,6 +274,7 @@ def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
                 "late": names(o.late),
                 "missing": names(o.missing),
                 "flagged": names(o.flagged),
+                "not_received": names(o.not_received),
                 "evidence": [e.to_json() for e in o.evidence],
             }
             for o in requester.outcomes
