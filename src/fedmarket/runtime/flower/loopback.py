@@ -1,7 +1,6 @@
-"""Start a whole federation as separate processes on this machine: a SuperLink, SuperNodes,
-and a run of the requester's ServerApp. What the multi-process tests, ``make bench-deploy``
-and ``fedmarket node`` / ``fedmarket request`` use; docs/deploy.md gives the same commands
-for several machines.
+"""Start a whole federation as separate processes on this machine: a SuperLink, one
+``fedmarket node`` per owner and processor, and a run of the requester's ServerApp. What the
+multi-process tests and ``make bench-deploy`` use; docs/deploy.md gives the same commands.
 """
 
 from __future__ import annotations
@@ -19,8 +18,14 @@ from typing import Any
 
 from fedmarket.errors import FedmarketError
 from fedmarket.processes import stop_group
+from fedmarket.runtime.flower.gate import gate_folder, issue_ticket
+from fedmarket.runtime.flower.pin import APP_DIR as APP
+from fedmarket.runtime.flower.serve import health
 
-APP = Path(__file__).resolve().parents[4] / "deploy" / "flower-app"
+# Flower's processes phone home (telemetry, update checks) unless told not to. (The
+# SuperLink's SuperExec looks for a new run once a second: paid once per task, and polling it
+# faster costs the SuperLink CPU for the whole task.)
+QUIET = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 
 def free_port() -> int:
@@ -31,22 +36,44 @@ def free_port() -> int:
 
 def flower_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    # SuperLink and SuperNodes start `flower-superexec` by name: it must be on PATH.
+    # The SuperLink starts `flower-superexec` and `flwr-serverapp` by name: on PATH.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["FLWR_HOME"] = str(home)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    for key, value in QUIET.items():
+        env.setdefault(key, value)
     return env
 
 
-def node_config(options: dict[str, Any]) -> str:
-    """Flower's ``--node-config`` syntax: ``key='string' key=123``."""
-    parts = []
+def superlink_command(
+    port: int,
+    security: list[str],
+    home: Path,
+    *,
+    host: str = "127.0.0.1",
+    gated: bool = True,
+) -> tuple[list[str], dict[str, str]]:
+    """``flower-superlink``'s command line and environment: by default with the gated
+    ``flwr-serverapp`` first on its PATH, so it runs fedmarket's app and nothing else
+    (``gate``); ``security`` is ``["--insecure"]`` or the ``--ssl-*`` options."""
+    env = flower_env(home)
+    if gated:
+        env["PATH"] = str(gate_folder(home / "gate")) + os.pathsep + env["PATH"]
+    binary = str(Path(sys.executable).parent / "flower-superlink")
+    args = [binary, *security, "--host", host, "--port", str(port),
+            "--disable-runtime-dependency-installation"]  # fmt: skip
+    return args, env
+
+
+def node_args(options: dict[str, Any]) -> list[str]:
+    """``fedmarket node``'s command line for ``options`` (``{"role": "owner", ...}``)."""
+    args = [sys.executable, "-m", "fedmarket.cli", "node"]
     for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            parts.append(f"{key}={json.dumps(str(value))}")
-        else:
-            parts.append(f"{key}={value}")
-    return " ".join(parts)
+        if value is True:
+            args.append(f"--{key}")
+        elif value is not False and value is not None:
+            args += [f"--{key}", str(value)]
+    return args
 
 
 @dataclass
@@ -69,10 +96,12 @@ class Tls:
 
 @dataclass
 class Federation:
-    """Processes under ``workdir``; ``tls=None`` runs insecure (tests, loopback only)."""
+    """Processes under ``workdir``; ``tls=None`` runs insecure (tests, loopback only);
+    ``gated=False`` lets the SuperLink run any app's ServerApp (Flower's default)."""
 
     workdir: Path
     tls: Tls | None = None
+    gated: bool = True
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -81,37 +110,33 @@ class Federation:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         home = self.workdir / "flwr" / name
         home.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            args, env=flower_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=env or flower_env(home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs[name] = proc
         return proc
 
     def start_superlink(self) -> None:
         security = self.tls.link_args() if self.tls else ["--insecure"]
-        self._spawn(
-            "superlink",
-            [
-                "flower-superlink", *security, "--port", str(self.port),
-                "--disable-runtime-dependency-installation",
-            ],
-        )  # fmt: skip
+        home = self.workdir / "flwr" / "superlink"
+        args, env = superlink_command(self.port, security, home, gated=self.gated)
+        self._spawn("superlink", args, env)
 
     def start_node(self, name: str, options: dict[str, Any]) -> None:
-        """A SuperNode whose ClientApp plays ``options['role']`` (see runtime.flower.node)."""
+        """A ``fedmarket node`` with ``options`` (its command-line options, without dashes)."""
         self.configs[name] = options
         security = self.tls.node_args() if self.tls else ["--insecure"]
-        self._spawn(
-            name,
-            [
-                "flower-supernode", *security, "--superlink", self.address,
-                "--port", str(free_port()), "--node-config", node_config(options),
-            ],
-        )  # fmt: skip
+        self._spawn(name, [*node_args(options), "--superlink", self.address, *security])
 
     def stop(self, name: str, *, kill: bool = False) -> None:
         proc = self.procs.pop(name, None)
@@ -134,7 +159,8 @@ class Federation:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the SuperLink accepts connections (it takes a few seconds to start)."""
+        """Until the SuperLink answers ``/health`` (it takes a few seconds to start)."""
+        ca = str(self.tls.folder / "ca.crt") if self.tls else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = self.procs.get("superlink")
@@ -143,11 +169,9 @@ class Federation:
                     f"the SuperLink exited with code {proc.returncode}",
                     hint=f"see {self.workdir / 'superlink.log'}",
                 )
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    time.sleep(1.0)  # the port opens a moment before the API serves
-                    return
-            time.sleep(0.25)
+            if health(self.address, ca, timeout=1.0) is None:
+                return
+            time.sleep(0.1)
         raise FedmarketError(f"the SuperLink did not start within {timeout:.0f} s")
 
     def __exit__(self, *exc: object) -> None:
@@ -175,6 +199,7 @@ class Federation:
         """``flwr run`` the requester's ServerApp; returns once the SuperLink accepted it."""
         out = Path(str(run_config["out"]))
         (out / "result.json").unlink(missing_ok=True)
+        run_config = {**run_config, "ticket": issue_ticket(out)}
         home = self.cli_config()
         config = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
         args = ["flwr", "run", str(APP), "loop", "--run-config", config]
@@ -201,7 +226,7 @@ class Federation:
                     return result
                 except json.JSONDecodeError:
                     pass  # being written
-            time.sleep(1.0)
+            time.sleep(0.2)
         raise FedmarketError(
             f"the requester's run did not finish within {timeout:.0f} s",
             hint=f"see the logs in {self.workdir}",

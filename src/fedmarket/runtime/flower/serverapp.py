@@ -3,12 +3,16 @@
 Run config (``fedmarket request`` writes it): ``spec`` (task TOML; its ``[run]`` section
 names the data set the requester's validation split comes from), ``chain`` (JSON-RPC URL),
 ``market`` (address), ``key`` / ``password-file`` (the requester's keystore), ``nodes`` (how
-many SuperNodes to wait for), ``out`` (where the report, the model and ``result.json`` go),
-``timeout`` (seconds a round waits for replies), ``wait`` (seconds to wait for the nodes).
+many nodes to wait for), ``out`` (where the report, the model, ``progress.jsonl`` and
+``result.json`` go), ``timeout`` (seconds a round waits for replies), ``wait`` (seconds to
+wait for the nodes). Flower runs a ServerApp on the SuperLink's machine, so these paths are
+read and written there: the requester hosts the SuperLink (docs/deploy.md).
 
 The protocol is the one driver every runtime runs (``fedmarket.protocol.driver``); this module
 only carries its envelopes as Flower messages (``FlowerTransport``) and writes what
-``fedmarket run`` writes: report.json, report.md, the plots and model.npz, plus result.json.
+``fedmarket run`` writes, through the same code (``report.build.write_results``, the explorer's
+``ProgressWriter``): model.npz, report.json, report.md, the plots, progress.json and spec.toml;
+plus result.json, and one line per phase and epoch in progress.jsonl as they happen.
 The requester learns each node's chain account from a signed challenge (``identity``).
 """
 
@@ -17,10 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
@@ -28,18 +33,26 @@ from flwr.serverapp import Grid, ServerApp
 from fedmarket.chain.backends import Chain, rpc
 from fedmarket.chain.client import MarketClient, TokenClient
 from fedmarket.errors import FedmarketError, UntrustedInputError
+from fedmarket.explorer.runs import ProgressWriter
 from fedmarket.parties import DataSource
 from fedmarket.protocol.driver import Driver
 from fedmarket.protocol.transport import Envelope, Peer, Traffic, Transport
 from fedmarket.report.build import Member, balances, build_report, write_results
 from fedmarket.roles.requester import Requester
 from fedmarket.run import stopping_rules, wait_until
-from fedmarket.runtime.flower import identity, records
-from fedmarket.runtime.flower.clientapp import SILENT
-from fedmarket.spec import load_spec
+from fedmarket.runtime.flower import compat, identity, records
+from fedmarket.runtime.flower.gate import take_ticket
+from fedmarket.spec import TaskSpec, load_spec
 
 app = ServerApp()
 log = logging.getLogger("fedmarket.requester")
+PROGRESS, RESULT = "progress.jsonl", "result.json"
+TTL_MARGIN = 300.0  # a message outlives its round by this much, then the SuperLink drops it
+FIRST_POLL, MAX_POLL = 0.005, 0.05  # the requester's back-off while it waits for replies
+# Every request costs the SuperLink a few ms of CPU, so the requester sleeps through most of
+# a round it has seen before (this share of the last one), then polls with the back-off.
+EXPECT_SHARE = 0.7
+DISCOVER_EVERY = 5.0  # seconds: how often an ask looks for new (restarted) nodes
 
 
 @dataclass
@@ -49,7 +62,9 @@ class _Node:
 
 
 class FlowerTransport(Transport):
-    """The protocol's transport over a Flower ``Grid``: one message per party and action."""
+    """The protocol's transport over a Flower ``Grid``: one message per party and action,
+    pushed at once, the replies pulled with a short back-off until all are in or the round
+    times out."""
 
     def __init__(self, grid: Grid, run_id: int, timeout: float) -> None:
         self.grid = grid
@@ -58,40 +73,93 @@ class FlowerTransport(Transport):
         self.nodes: dict[str, _Node] = {}  # address (lower) -> node
         self.traffic = Traffic()
         self.problems: list[str] = []
+        # per action: (seconds to push, seconds until the last reply was in), for the bench
+        self.timings: dict[str, list[tuple[float, float]]] = {}
+        self._last_discover = -1e9
+        self.requests: Counter[str] = Counter()  # SuperLink requests by kind (objects aside)
+        # what ``records.unpack`` accepts on either side; the driver batches bulk steps under it
+        self.max_bytes = records.MAX_MESSAGE_BYTES
+        self.largest: dict[str, int] = {}  # per action, the largest envelope either way (bytes)
 
     def _problem(self, text: str) -> None:
         log.warning(text)
         self.problems.append(text)
 
+    def exchange(self, messages: list[Message], timeout: float) -> dict[int, Message]:
+        """Push ``messages``; the replies that came back within ``timeout``, by the index of
+        the message each answers."""
+        if not messages:
+            return {}
+        start = time.monotonic()
+        index = {mid: i for i, mid in enumerate(self.grid.push_messages(messages)) if mid}
+        self.requests["push"] += 1
+        pushed = time.monotonic()
+        kind = messages[0].metadata.message_type.removeprefix("query.")
+        pending = set(index)
+        replies: dict[int, Message] = {}
+        deadline = time.monotonic() + timeout
+        delay = FIRST_POLL
+        before = [waited for _, waited in self.timings.get(kind, [])[-3:]]
+        if before:
+            time.sleep(min(EXPECT_SHARE * min(before), max(0.0, deadline - time.monotonic())))
+        while pending:
+            got = list(self.grid.pull_messages(pending))
+            self.requests["poll"] += 1
+            for reply in got:
+                answered = reply.metadata.reply_to_message_id
+                if answered in pending:
+                    pending.discard(answered)
+                    replies[index[answered]] = reply
+            if not pending or time.monotonic() >= deadline:
+                break
+            if got:
+                delay = FIRST_POLL
+                continue
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(MAX_POLL, delay * 2)
+        self.timings.setdefault(kind, []).append((pushed - start, time.monotonic() - pushed))
+        return replies
+
+    def _note_size(self, action: str, size: int) -> None:
+        self.largest[action] = max(self.largest.get(action, 0), size)
+
+    def _message(self, node_id: int, action: str, envelope: Envelope, timeout: float) -> Message:
+        return Message(
+            records.pack(envelope),
+            dst_node_id=node_id,
+            message_type=f"query.{action}",
+            ttl=timeout + TTL_MARGIN,
+        )
+
     def discover(self, expected: int, wait: float) -> None:
         """Wait for ``expected`` nodes, and learn (again, after restarts) who each one is."""
         deadline = time.monotonic() + wait
         while True:
+            self._last_discover = time.monotonic()
             ids = set(self.grid.get_node_ids())
+            self.requests["nodes"] += 1
             known = {n.node_id for n in self.nodes.values()}
             if ids - known:
                 self._hello(sorted(ids - known))
             if len([n for n in self.nodes.values() if n.node_id in ids]) >= expected:
                 return
             if time.monotonic() > deadline:
+                found = len([n for n in self.nodes.values() if n.node_id in ids])
+                why = f" ({'; '.join(self.problems[-3:])})" if self.problems else ""
                 raise FedmarketError(
-                    f"only {len(ids)} of {expected} nodes connected within {wait:.0f} s",
-                    hint="start the nodes first (`fedmarket node ...`) and check their logs",
+                    f"only {found} of {expected} nodes identified within {wait:.0f} s{why}: "
+                    "start the nodes first (`fedmarket node ...`) and check their logs"
                 )
-            time.sleep(1.0)
+            time.sleep(0.25)
 
     def _hello(self, node_ids: list[int]) -> None:
         nonces = {n: identity.challenge() for n in node_ids}
         messages = [
-            Message(
-                records.pack(Envelope({"challenge": nonces[n]})),
-                dst_node_id=n,
-                message_type="query.hello",
-            )
+            self._message(n, "hello", Envelope({"challenge": nonces[n]}), self.timeout)
             for n in node_ids
         ]
-        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
-            n = reply.metadata.src_node_id
+        for i, reply in self.exchange(messages, self.timeout).items():
+            n = node_ids[i]
             party = f"node {n}"
             try:
                 if reply.has_error():
@@ -122,28 +190,31 @@ class FlowerTransport(Transport):
         *,
         timeout: float | None = None,
     ) -> dict[str, Envelope]:
-        self.discover(0, 0)  # pick up restarted nodes under their new ids
-        messages, who = [], {}
+        if time.monotonic() - self._last_discover > DISCOVER_EVERY:
+            self.discover(0, 0)  # pick up restarted nodes under their new ids
+        wait = timeout or self.timeout
+        messages, who = [], []
         for address, request in requests.items():
             node = self.nodes.get(address.lower())
             if node is None:
                 self._problem(f"{action}: no node for {address}")
                 continue
-            messages.append(
-                Message(records.pack(request), dst_node_id=node.node_id,
-                        message_type=f"query.{action}")
-            )  # fmt: skip
-            who[node.node_id] = (address, node.peer)
+            if request.size > self.max_bytes:  # the node would refuse it after the upload
+                self._problem(
+                    f"{action}: message of {request.size} bytes for {node.peer.name} exceeds "
+                    f"the limit of {self.max_bytes}"
+                )
+                continue
+            self._note_size(action, request.size)
+            messages.append(self._message(node.node_id, action, request, wait))
+            who.append((address, node.peer))
             self.traffic.sent["requester"] += request.size
             self.traffic.received[node.peer.name] += request.size
             self.traffic.messages[action] += 1
         out: dict[str, Envelope] = {}
-        replies = self.grid.send_and_receive(messages, timeout=timeout or self.timeout)
-        for reply in replies:
-            found = who.get(reply.metadata.src_node_id)
-            if found is None:
-                continue
-            address, peer = found
+        failed: set[str] = set()
+        for i, reply in self.exchange(messages, wait).items():
+            address, peer = who[i]
             party = f"{'+'.join(peer.roles)} {peer.name}"
             try:
                 if reply.has_error():
@@ -151,19 +222,51 @@ class FlowerTransport(Transport):
                 envelope = records.unpack(reply.content, party=party)
             except UntrustedInputError as exc:
                 self._problem(f"{action}: {exc}")
+                failed.add(address)
                 continue
+            self._note_size(action, envelope.size)
             self.traffic.sent[peer.name] += envelope.size
             self.traffic.received["requester"] += envelope.size
-            if envelope.fields.get(SILENT):
+            if envelope.fields.get(records.SILENT):
                 continue
             if envelope.problem is not None:
                 self._problem(f"{action}: {party}: {envelope.problem}")
+                failed.add(address)
                 continue
             out[address] = envelope
-        for address, peer in who.values():
-            if address not in out and not any(peer.name in p for p in self.problems[-1:]):
+        for address, peer in who:
+            if address not in out and address not in failed:
                 self._problem(f"{action}: no answer from {peer.name}")
+                self._last_discover = -1e9  # restarted under a new id? look next time
         return out
+
+
+class Progress:
+    """The driver's progress as JSON lines in ``out/progress.jsonl``, written as it happens
+    (``fedmarket request`` prints them), and in the ServerApp's log; once the spec is read,
+    also ``progress.json`` and ``spec.toml`` as ``fedmarket run`` keeps them (what
+    ``fedmarket explorer --runs`` shows while the task trains)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._file: IO[str] = (out / PROGRESS).open("a")
+        self._live: ProgressWriter | None = None
+
+    def follow(self, spec_path: Path, spec: TaskSpec) -> None:
+        self._live = ProgressWriter(
+            self.out, "0x" + spec.spec_hash().hex(), spec.kind.metric, spec_source=spec_path
+        )
+
+    def __call__(self, event: str, data: dict[str, object]) -> None:
+        log.warning("%s %s", event, data)
+        line = {"event": event, **data, "time": round(time.time(), 3)}
+        self._file.write(json.dumps(line, default=str) + "\n")
+        self._file.flush()
+        if self._live is not None:
+            self._live(event, dict(data))
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _chain(run_config: Mapping[str, Any]) -> tuple[Chain, Any]:
@@ -178,24 +281,42 @@ def _chain(run_config: Mapping[str, Any]) -> tuple[Chain, Any]:
 def main(grid: Grid, context: Context) -> None:
     cfg = dict(context.run_config)
     out = Path(str(cfg["out"]))
-    out.mkdir(parents=True, exist_ok=True)
+    take_ticket(out, str(cfg.get("ticket", "")))  # before anything is read or written
+    (out / PROGRESS).unlink(missing_ok=True)
     result: dict[str, Any] = {"status": "failed"}
+    progress = Progress(out)
     try:
-        result = run(grid, context.run_id, cfg)
+        result = run(grid, context.run_id, cfg, progress)
     except FedmarketError as exc:
         result["error"] = str(exc)
         raise
+    except Exception as exc:
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
-        (out / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        progress.close()
+        tmp = out / (RESULT + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=str))
+        tmp.replace(out / RESULT)  # whoever waits for it never reads half a file
 
 
-def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def run(
+    grid: Grid,
+    run_id: int,
+    cfg: Mapping[str, Any],
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Play the task over the federation; write the report and the model; return a summary."""
+    compat.fast_object_pulls(
+        max_bytes=records.MAX_MESSAGE_BYTES + (1 << 20), max_objects=records.MAX_OBJECTS
+    )
     spec_path = Path(str(cfg["spec"]))
     spec_file = load_spec(spec_path)
     spec, run_section = spec_file.spec, spec_file.run
     if run_section is None:
         raise FedmarketError("the spec needs a [run] section naming the validation data")
+    if progress is not None:
+        progress.follow(spec_path, spec)
     out = Path(str(cfg["out"]))
     chain, account = _chain(cfg)
     market = MarketClient.at(chain.w3, str(cfg["market"]), chain.accounts[0])
@@ -212,6 +333,8 @@ def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
     _, val = source.load()
     transport = FlowerTransport(grid, run_id, float(cfg.get("timeout", 300)))
     transport.discover(int(cfg.get("nodes", 1)), float(cfg.get("wait", 120)))
+    if progress is not None:
+        progress("nodes", {"nodes": len(transport.nodes)})
     requester = Requester(
         "requester",
         account,
@@ -239,7 +362,7 @@ def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
         requester,
         transport,
         wait_until=lambda ts: wait_until(chain, ts),
-        progress=lambda event, data: log.warning("%s %s", event, data),
+        progress=progress or (lambda event, data: log.warning("%s %s", event, data)),
     )
     task_run = driver.run()
     end = balances(token, addresses)
@@ -292,5 +415,8 @@ def run(grid: Grid, run_id: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
         "epoch_bytes_sent": task_run.epoch_sent,
         "epoch_bytes_received": task_run.epoch_received,
         "events": task_run.notes,
+        "transport_seconds": transport.timings,
+        "transport_requests": dict(transport.requests),
+        "largest_message_bytes": transport.largest,
         "winners": {role: names(a) for role, a in task_run.winners.items()},
     }
