@@ -15,7 +15,7 @@ def sim(**changes: object) -> SimConfig:
 def test_clean_runs_flag_nobody_iid_or_not() -> None:
     for split in ("iid", "dirichlet"):
         result = simulate(sim(split=split))
-        assert result.flagged == {} and result.alarms == []
+        assert result.flagged == {} and result.refused == {} and result.alarms == []
         assert result.accuracy >= 0.9
 
 
