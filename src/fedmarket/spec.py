@@ -240,6 +240,9 @@ class TaskSpec(_Strict):
         if kind.sigmoid and (self.labels.target_center, self.labels.target_scale) != (0.0, 1.0):
             raise ValueError("labels.target_center and target_scale are for regression only")
         floor = max(MIN_BLOCK_POINTS, len(self.features.names) + 2)
+        if "min_block_points" not in self.privacy.model_fields_set:
+            # not set: the floor itself (a spec with many features needs more than 64)
+            object.__setattr__(self, "privacy", PrivacySection(min_block_points=floor))
         if self.privacy.min_block_points < floor:
             raise ValueError(
                 f"privacy.min_block_points must be at least {floor} "
