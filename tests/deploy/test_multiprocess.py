@@ -156,10 +156,13 @@ def test_faults_a_killed_node_a_restarted_node_and_a_corrupt_ciphertext(tmp_path
             # processor1 is killed and restarted from its state file
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline:
-                done = rooted(market, 0)
-                if {address["processor1"], address["processor3"]} <= done and settled_epoch(
-                    market, 0
-                ):
+                try:
+                    done = rooted(market, 0)
+                    ready = settled_epoch(market, 0)
+                except Exception as exc:  # the chain read failed: say so, not a silent thread
+                    events.append(f"saboteur: {exc!r}")
+                    return
+                if {address["processor1"], address["processor3"]} <= done and ready:
                     lb.fed.stop("processor3", kill=True)  # type: ignore[union-attr]
                     lb.fed.stop("processor1", kill=True)  # type: ignore[union-attr]
                     lb.fed.start_node("processor1", lb.fed.configs["processor1"])  # type: ignore[union-attr]
@@ -171,6 +174,8 @@ def test_faults_a_killed_node_a_restarted_node_and_a_corrupt_ciphertext(tmp_path
         thread.start()
         result = lb.run(timeout=20.0)
         thread.join(timeout=5)
+        import json as _j
+        Path("/tmp/fp-faults.json").write_text(_j.dumps({"result": result, "rooted": sorted(rooted(market, 0)), "settled": settled_epoch(market, 0), "address": address, "opened": len(market.logs(DisputeOpened)), "resolved": len(market.logs(DisputeResolved))}, default=str, indent=1))
     assert events == ["done"]
     assert result["status"] == "finished", result
     epochs = result["epochs"]
