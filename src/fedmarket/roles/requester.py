@@ -498,7 +498,7 @@ class Requester(Party):
         self.history.append(metric)
 
         clock = self.market.clock_of(self.task_id)
-        names = sorted(self.processors)
+        names = sorted(self.active)  # a convicted processor has left the task
         on_time, late, missing = self._timeliness(names)
         # Proven faults become disputes (the contract judges them); statistical flags that no
         # audit cleared make the requester stop trusting (and paying for) a processor's results.
