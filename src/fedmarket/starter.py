@@ -56,8 +56,9 @@ def starter_spec(
     min_block = max(MIN_BLOCK_POINTS, len(data.feature_names) + 2)
     if per_owner < min_block:
         raise ConfigError(
-            f"{owners} owners would each sell {per_owner} points, below the privacy floor of "
-            f"{min_block} (64, and the number of features + 2)",
+            f"{dataset}: {owners} owners cannot share {len(train)} training rows: each would "
+            f"sell {per_owner} points, below the privacy floor of {min_block} (64, and the "
+            "number of features + 2)",
             hint=f"use at most {max(1, len(train) // min_block)} owners for this data set",
         )
     capacity = -(-num_points // processors)
