@@ -135,7 +135,7 @@ def cli_exit(args: list[str]) -> int:
 
 
 def test_faults_a_killed_node_a_restarted_node_and_a_corrupt_ciphertext(tmp_path: Path) -> None:
-    spec = small_spec(tmp_path, epochs=3)
+    spec = small_spec(tmp_path, epochs=4)  # time for the restarted node to come back
     members = parties(spec, extra_processor=False, processor2="corrupt", owner2="no-delivery")
     for m in members:
         if m.role == "processor":
@@ -177,7 +177,7 @@ def test_faults_a_killed_node_a_restarted_node_and_a_corrupt_ciphertext(tmp_path
     assert events == ["done"]
     assert result["status"] == "finished", result
     epochs = result["epochs"]
-    assert len(epochs) == 3  # the task went on
+    assert len(epochs) == 4  # the task went on
     # the corrupt ciphertext was rejected and its sender not paid for it at once; the proof
     # became a dispute its panel (processor1 and processor3) convicted it in
     assert any(e["kind"] == "bad-result" and e["party"].lower() == address["processor2"]
