@@ -60,7 +60,8 @@ def csv(text: str, name: str = "data.csv", header: str = "a,b,target\n") -> Call
 
 
 def run_csv(text: str, labels: str, model: str = "logistic") -> Callable[[Path], str]:
-    """A spec over a small CSV (two features) with the given labels line."""
+    """A spec over a small CSV (two features) with the given labels line (64 points: the
+    privacy floor of a data fill)."""
 
     def make(folder: Path) -> str:
         rows = "a,b,target\n" + text
@@ -69,7 +70,7 @@ def run_csv(text: str, labels: str, model: str = "logistic") -> Callable[[Path],
 [task]
 name = "t"
 model = "{model}"
-num_points = 20
+num_points = 64
 epoch_seconds = 60
 max_epochs = 2
 bidding_seconds = 60
@@ -86,11 +87,11 @@ std = [1.0, 1.0]
 dataset = "csv:d.csv"
 [[run.owners]]
 name = "o"
-points = 20
+points = 64
 price = 1
 [[run.processors]]
 name = "p"
-capacity = 20
+capacity = 64
 price = 1
 """
         (folder / "spec.toml").write_text(spec)
@@ -99,8 +100,8 @@ price = 1
     return make
 
 
-ROWS = "".join(f"{i % 7},{i % 5},{i % 2}\n" for i in range(60))
-ROWS3 = "".join(f"{i % 7},{i % 5},{i % 3}\n" for i in range(60))
+ROWS = "".join(f"{i % 7},{i % 5},{i % 2}\n" for i in range(150))
+ROWS3 = "".join(f"{i % 7},{i % 5},{i % 3}\n" for i in range(150))
 SPEC = "{spec}"  # replaced by the case's spec maker
 DATA = "{data}"
 

@@ -106,6 +106,17 @@ def wait_until(chain: Chain | MemoryChain, timestamp: int) -> None:
         time.sleep(timestamp - now + 1)  # a real chain: wait
 
 
+def wait_blocks(chain: Chain | MemoryChain, blocks: int) -> None:
+    """Mine ``blocks`` empty blocks on a development chain; wait for them on a real one."""
+    try:
+        chain.mine(blocks)
+    except FedmarketError:
+        assert isinstance(chain, Chain)
+        target = chain.w3.eth.block_number + blocks
+        while chain.w3.eth.block_number < target:
+            time.sleep(1)
+
+
 def run_task(
     spec_file: SpecFile,
     *,
@@ -164,8 +175,9 @@ def run_task(
     if market is not None and chain_url in (None, MEMORY):
         raise ConfigError("an existing market needs a chain URL", hint="pass chain_url too")
     if chain_url == MEMORY:
+        # every simulated party signs honestly, so the ledger may skip the signature checks
         chain, market_client, token = memory_chain(
-            dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS
+            dev_keys(n_parties + 1), grace_seconds=GRACE_SECONDS, trust_signatures=True
         )
     else:
         chain = (
@@ -199,7 +211,8 @@ def run_task(
     sold: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # owner address -> (X, y)
     if run.scenario == "own-data":
         # The requester sells its own data into its own task at price 0: the greedy
-        # allocation takes it first, and the contract pays it nothing and no slash share.
+        # allocation takes it first, the contract pays it nothing, and its own data weighs
+        # nothing in the shares of a slash.
         mine = shares.pop(0)
         plan = OwnerPlan(mine.X, mine.y, run.requester_points, 0, base=base)
         nodes.append(
@@ -264,6 +277,12 @@ def run_task(
         members.append(Member(pcfg.name, ("processor",), account.address))
     needs = {requester.address: spec.budget.data + spec.budget.processing, **stakes}
     fund(token, needs, names={m.address: m.name for m in members})
+    # a development token also gives the requester enough for the bonds of its disputes (what
+    # it lacks of them); on any other token the requester brings them itself
+    short = needs[requester.address] + sum(stakes.values()) - token.balance_of(requester.address)
+    if short > 0:
+        with contextlib.suppress(FedmarketError):
+            token.mint(requester.address, short)
     addresses = [m.address for m in members]
     start = balances(token, addresses)
     local = (transport or (lambda n: LocalTransport(n, capture=capture)))(nodes)
@@ -276,6 +295,7 @@ def run_task(
         progress=progress,
         stop_requested=stop_requested,
         vanish_at=int(run.requester_attack.split("@")[1]) if run.requester_attack else None,
+        wait_blocks=lambda n: wait_blocks(chain, n),
         interrupts=interrupts or Interrupts(),
     )
     market_start = token.balance_of(market_client.address)
@@ -285,6 +305,13 @@ def run_task(
         if driver.vanish_at is not None and requester.task_id is not None:
             # Nobody hears from the requester again: once its deadline and the grace period
             # have passed, every party claims the timeout and collects, as nodes do.
+            clock = requester.market.clock_of(requester.task_id)
+            wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
+            for node in nodes:
+                done = node.watch(requester.market.now())
+                if done:
+                    task_run.notes.append(f"{node.name}: {done}")
+            # stakes come back once the dispute window after the timeout has passed
             clock = requester.market.clock_of(requester.task_id)
             wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
             for node in nodes:

@@ -51,6 +51,9 @@ class TaskSection(_Strict):
     max_epochs: Annotated[int, Field(gt=0, le=100_000, strict=True)]
     bidding_seconds: PositiveInt
     late_penalty_bps: Annotated[int, Field(ge=0, le=10_000, strict=True)] = 2_000
+    # An accuser's bond, as a share of the accused processor's stake (the contract's
+    # `dispute_bond_bps`, at least 10 %): paid to the accused when a panel clears it.
+    dispute_bond_bps: Annotated[int, Field(ge=1_000, le=10_000, strict=True)] = 2_500
     # hidden units of a network model (mlp); 0: the kind's default (32)
     hidden: Annotated[int, Field(ge=0, le=1024, strict=True)] = 0
 
@@ -70,6 +73,8 @@ class BudgetSection(_Strict):
     data: NonNegativeInt
     processing: NonNegativeInt
     token_decimals: Annotated[int, Field(ge=0, le=36, strict=True)] = 18
+    # What each auditor on the winning side of a dispute earns, out of the accuser's bond.
+    audit_fee: NonNegativeInt = 0
 
 
 class BackboneSection(_Strict):
@@ -182,6 +187,9 @@ class IntegritySection(_Strict):
         return self
 
 
+MIN_BLOCK_POINTS = 64  # the protocol's floor (the contract's MIN_FILL)
+
+
 class StoppingSection(_Strict):
     """When the requester backs off: metric plateau, target reached, or budget floor."""
 
@@ -205,14 +213,18 @@ class PrivacySection(_Strict):
     Gaussian noise to its blocks' totals so that the requester's whole view of a record over
     ``task.max_epochs`` epochs is (``epsilon``, ``delta``)-DP (the noise multiplier follows from
     the accountant, ``fedmarket.privacy.accounting``). ``min_block_points`` may raise the
-    protocol floor (64), never lower it; the floor is also at least n_features + 2.
+    protocol floor (64), never lower it; the floor is also at least n_features + 2. The floor
+    holds whether or not DP is enabled: it is the contract's ``min_fill`` (data bids and fills
+    below it revert) and owners never encrypt a block below it.
     """
 
     enabled: Annotated[bool, Field(strict=True)] = False
     epsilon: Annotated[float, Field(gt=0, le=16, allow_inf_nan=False)] = 8.0
     delta: Annotated[float, Field(gt=0, le=1e-3, allow_inf_nan=False)] = 1e-5
     clip_norm: Annotated[float, Field(gt=0, le=1024, allow_inf_nan=False)] = 1.0
-    min_block_points: Annotated[int, Field(ge=64, le=1 << 20, strict=True)] = 64
+    min_block_points: Annotated[int, Field(ge=MIN_BLOCK_POINTS, le=1 << 20, strict=True)] = (
+        MIN_BLOCK_POINTS
+    )
 
     def floor(self, n_features: int) -> int:
         """The fewest samples per block (and per decrypted total) for a task of
@@ -235,9 +247,9 @@ class TaskSpec(_Strict):
     labels: LabelsSection = Field(default_factory=LabelsSection)
     he: HESection = Field(default_factory=HESection)
     integrity: IntegritySection = Field(default_factory=IntegritySection)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
     stopping: StoppingSection = Field(default_factory=StoppingSection)
     offchain: OffchainSection = Field(default_factory=OffchainSection)
-    privacy: PrivacySection = Field(default_factory=PrivacySection)
 
     @model_validator(mode="after")
     def _model_vs_labels(self) -> TaskSpec:
@@ -252,13 +264,21 @@ class TaskSpec(_Strict):
             raise ValueError(f"task.hidden is for network models (mlp), not {kind.name}")
         if kind.sigmoid and (self.labels.target_center, self.labels.target_scale) != (0.0, 1.0):
             raise ValueError("labels.target_center and target_scale are for regression only")
+        floor = max(MIN_BLOCK_POINTS, len(self.features.names) + 2)
+        if "min_block_points" not in self.privacy.model_fields_set:
+            # not set: the floor itself (a spec with many features needs more than 64)
+            object.__setattr__(
+                self, "privacy", self.privacy.model_copy(update={"min_block_points": floor})
+            )
+        if self.privacy.min_block_points < floor:
+            raise ValueError(
+                f"privacy.min_block_points must be at least {floor} "
+                f"(64, and the number of features + 2 = {len(self.features.names) + 2})"
+            )
+        if self.privacy.min_block_points > self.task.num_points:
+            raise ValueError("privacy.min_block_points cannot exceed task.num_points")
         if self.privacy.enabled:
-            floor = self.privacy.floor(len(self.features.names))
-            if self.task.num_points < floor:
-                raise ValueError(
-                    f"task.num_points ({self.task.num_points}) is below the privacy floor of "
-                    f"{floor} samples per block"
-                )
+            floor = self.privacy.min_block_points
             if self.he.block_points and self.he.block_points < 2 * floor:
                 # splitting a fill into near-equal blocks of at most block_points then never
                 # leaves one below the floor

@@ -9,7 +9,7 @@ import numpy as np
 from fedmarket.data import load_dataset, scaling_constants
 from fedmarket.errors import ConfigError
 from fedmarket.parties import DataSource
-from fedmarket.spec import SpecFile
+from fedmarket.spec import MIN_BLOCK_POINTS, SpecFile
 
 SPREAD = 2.5  # the spec's default: a feature's +-2.5 standard deviations map onto [-1, 1]
 DATA_PRICE = 10**15  # 0.001 token per data point (18 decimals)
@@ -61,6 +61,15 @@ def starter_spec(
             hint="use fewer owners, or a larger data set",
         )
     num_points = per_owner * owners
+    # the privacy floor (issue 14): no owner sells, and no data fill is, fewer points
+    min_block = max(MIN_BLOCK_POINTS, len(data.feature_names) + 2)
+    if per_owner < min_block:
+        raise ConfigError(
+            f"{dataset}: {owners} owners cannot share {len(train)} training rows: each would "
+            f"sell {per_owner} points, below the privacy floor of {min_block} (64, and the "
+            "number of features + 2)",
+            hint=f"use at most {max(1, len(train) // min_block)} owners for this data set",
+        )
     capacity = -(-num_points // processors)
     # Asks climb 1% per party; budgets are 1.5x what the asks cost, so the task resolves.
     data_prices = [DATA_PRICE + i * DATA_PRICE // 100 for i in range(owners)]
@@ -78,7 +87,14 @@ def starter_spec(
             "bidding_seconds": 300,
             "late_penalty_bps": 2000,
         },
-        "budget": {"data": data_budget, "processing": processing_budget, "token_decimals": 18},
+        "budget": {
+            "data": data_budget,
+            "processing": processing_budget,
+            "token_decimals": 18,
+            # an auditor's fee: about one smallest block's processing at the going price
+            "audit_fee": PROCESSING_PRICE * min_block,
+        },
+        "privacy": {"min_block_points": min_block},
         "features": {"names": data.feature_names, "mean": mean, "std": std, "spread": 2.5},
         "labels": {"column": label_column, "classes": classes, **_target_scaling(val.y, classes)},
         "run": {

@@ -3,7 +3,8 @@
 ``show`` prints the task's state, deadline, bids and what each account is owed; ``cancel``
 (the requester, during bidding) refunds everyone; ``timeout`` (any winner, or anyone during
 bidding, once the deadline plus the grace period has passed) ends a task whose requester
-vanished; ``collect`` claims and withdraws what a task owes the key's account.
+vanished; ``collect`` transfers what a task owes the key's account (its bids, the
+requester's unspent budgets) and everything credited to it.
 """
 
 from __future__ import annotations
@@ -59,21 +60,29 @@ def show(
 
     client = _client(chain, market, None, None)
     clock = _task(client, task)
-    terms = client.tasks(task)
+    terms = client.terms(task)
     typer.echo(
         f"task {task}: {clock.state.name.lower()}, epoch {clock.epoch}, deadline "
         f"{clock.deadline}, requester {terms.requester}, {terms.num_points} points, "
         f"budgets {terms.data_budget} (data) + {terms.processing_budget} (processing)"
     )
     for side in Side:
-        for i, bid in enumerate(client.bids(task, side)):
+        for i, bid in client.all_bids(task, side):
             status = (
-                "withdrawn"
-                if bid.amount == 0
-                else ("won " + str(bid.fill) if bid.winner else "open")
+                "slashed" if bid.slashed else ("won " + str(bid.fill) if bid.winner else "open")
             )
             what = f"{bid.amount} at {bid.price}"
             typer.echo(f"  {side.name.lower()} bid {i}: {bid.bidder} {what} ({status})")
+
+
+def _my_bids(client: MarketClient, task: int) -> list[tuple[int, int]]:
+    """(side, index) of every bid the acting account holds in ``task``."""
+    from fedmarket.chain.client import Side
+
+    me = str(client.account.address)
+    return [
+        (int(side), i) for side in Side for i, b in client.all_bids(task, side) if b.bidder == me
+    ]
 
 
 @task_app.command("cancel")
@@ -116,7 +125,19 @@ def timeout(
             f"task {task} times out at {due}, the chain is at {now}",
             hint="wait until then (the requester may still close it)",
         )
-    client.claim_timeout(task)
+    from fedmarket.chain.client import TaskState
+
+    side, index = 0, 0  # during bidding anyone may end it
+    if clock.state != TaskState.BIDDING:
+        won = [(s, i) for s, i in _my_bids(client, task) if client.get_bid(task, s, i).winner]
+        if not won:
+            raise ConfigError(
+                f"task {task} is {clock.state.name.lower()}: only a winning bidder can end it "
+                f"by timeout, and {client.account.address} holds no winning bid",
+                hint="use the key of a winning data owner or processor",
+            )
+        side, index = won[0]
+    client.claim_timeout(task, side, index)
     typer.echo(f"ended task {task} by timeout; collect with `fedmarket task collect {task} ...`")
 
 
@@ -134,5 +155,12 @@ def collect(
     me = str(client.account.address)
     if client.owed(task, me) == 0 and client.claimable(me) == 0:
         raise ConfigError(f"task {task} owes {me} nothing now", hint="`fedmarket task show`")
-    amount = client.collect(task).value if client.owed(task, me) else client.withdraw().value
+    amount = 0
+    for side, index in _my_bids(client, task):
+        if client.owed(task, side, index):
+            amount += client.collect(task, side, index).value
+    if client.terms(task).requester == me and client.requester_owed(task):
+        amount += client.collect_requester(task).value
+    if client.claimable(me):
+        amount += client.withdraw().value
     typer.echo(f"collected {amount} base units for {me}")

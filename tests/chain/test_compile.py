@@ -48,3 +48,24 @@ def test_missing_vyper_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unknown_contract_lists_the_available_ones() -> None:
     with pytest.raises(CompilerError, match="DevToken, Market"):
         compile_contract("Nope")
+
+
+def test_the_three_market_contracts_share_one_storage_layout_and_fit_eip170() -> None:
+    """Market delegates to MarketSetup, which delegates to MarketCourt: they act on one
+    storage, so their layouts must be identical; each must deploy (<= 24,576 bytes)."""
+    from vyper.compiler import compile_code
+    from vyper.compiler.input_bundle import FilesystemInputBundle
+
+    from fedmarket.chain.compile import CONTRACTS_DIR
+
+    layouts = []
+    for name in ("Market", "MarketSetup", "MarketCourt"):
+        out = compile_code(
+            (CONTRACTS_DIR / f"{name}.vy").read_text(),
+            contract_path=f"{name}.vy",
+            input_bundle=FilesystemInputBundle([CONTRACTS_DIR]),
+            output_formats=["layout", "bytecode_runtime"],
+        )
+        layouts.append((out["layout"]["storage_layout"], out["layout"]["transient_storage_layout"]))
+        assert len(bytes.fromhex(out["bytecode_runtime"].removeprefix("0x"))) <= 24_576, name
+    assert layouts[0] == layouts[1] == layouts[2]

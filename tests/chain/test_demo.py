@@ -22,8 +22,10 @@ def test_demo_runs_and_conserves_tokens() -> None:
     assert result.market_balance == result.dust
     assert all(f.end - f.start == f.net for f in result.flows)
     nets = {f.name: f.net for f in result.flows}
-    assert nets["dave"] == nets["grace"] == 0  # losers get exactly their stake back
-    assert nets["erin"] < 0 < nets["frank"]  # the flagged processor loses, the honest one gains
+    assert nets["dave"] == nets["ivan"] == 0  # losers get exactly their stake back
+    assert nets["erin"] < 0 < nets["frank"]  # the convicted processor loses, the honest gain
+    assert nets["reserve"] > 0  # erin's stake, frank's late penalty
+    assert result.market_balance == 0
 
 
 def test_demo_on_an_unreachable_url_exits_with_a_message() -> None:

@@ -151,7 +151,7 @@ def market(node: Anvil, tmp_path_factory: pytest.TempPathFactory) -> Market:
     client.as_(owner).bid_data(1, 300, 2 * 10**15)
     token.as_(processor).approve(client.address, 200 * PRICE * bidding.task.max_epochs)
     client.as_(processor).bid_processing(1, 200, PRICE)
-    assert client.num_bids(1, Side.DATA) == client.num_bids(1, Side.PROCESSING) == 1
+    assert len(client.bids(1, Side.DATA)) == len(client.bids(1, Side.PROCESSING)) == 1
     return Market(node.url, client, token, runs, specs, finished, before, after, bidding)
 
 

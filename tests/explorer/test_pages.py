@@ -16,8 +16,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from fedmarket.chain.client import Side, TaskState
-from fedmarket.chain.events import EpochClosed, ProcessorSlashed, ResultSubmitted
+from fedmarket.chain.client import MarketClient, Outcome, Side, TaskState
+from fedmarket.chain.events import (
+    DisputeOpened,
+    DisputeResolved,
+    EpochClosed,
+    EpochRoots,
+    ProcessorSlashed,
+    RootSubmitted,
+)
 from fedmarket.run import RunResult
 from fedmarket.spec import dump_spec
 from tests.explorer.conftest import Market, Server, play, spec_for
@@ -40,6 +47,44 @@ def addresses(element: WebElement, selector: str) -> set[str]:
     }
 
 
+def roots(client: MarketClient, task: int) -> list[tuple[int, str, bool, int]]:
+    """(epoch, processor, on time, pay) of every root the chain recorded, read directly: a
+    relayed epoch pays each processor its fill x price, a root sent alone what its event
+    says; results the requester marked not received are paid nothing."""
+    marked = {e.epoch: e.not_received for e in client.logs(EpochClosed, task=task)}
+
+    def bidder(i: int) -> str:
+        return str(client.get_bid(task, Side.PROCESSING, i).bidder)
+
+    out = []
+    for e in client.logs(EpochRoots, task=task):
+        for i in range(128):
+            if e.processors >> i & 1:
+                bid = client.get_bid(task, Side.PROCESSING, i)
+                paid = 0 if marked.get(e.epoch, 0) >> i & 1 else bid.fill * bid.price
+                out.append((e.epoch, bid.bidder, True, paid))
+    for r in client.logs(RootSubmitted, task=task):
+        paid = 0 if marked.get(r.epoch, 0) >> r.processor & 1 else r.pay
+        out.append((r.epoch, bidder(r.processor), r.on_time, paid))
+    return out
+
+
+def slashed(client: MarketClient, task: int) -> list[tuple[int, str, int]]:
+    """(epoch of the result it was slashed for, processor, forfeited) per slash on chain."""
+    opened = {d.dispute: d for d in client.logs(DisputeOpened, task=task)}
+    fatal = [
+        opened[r.dispute]
+        for r in client.logs(DisputeResolved, task=task)
+        if r.outcome in (Outcome.CONVICTED, Outcome.UNOPENED)
+    ]
+    out = []
+    for s in client.logs(ProcessorSlashed, task=task):
+        first = next(d for d in fatal if d.accused == s.processor)
+        who = str(client.get_bid(task, Side.PROCESSING, s.processor).bidder)
+        out.append((first.epoch, who, s.forfeited))
+    return out
+
+
 def shot(browser: Any, name: str, height: int | None = None) -> None:
     if not SHOTS:
         return
@@ -60,7 +105,7 @@ def test_the_market_lists_tasks_by_state_with_the_chains_terms(
 ) -> None:
     browser.get(server.url + "/")
     row = browser.find_element(By.CSS_SELECTOR, "#state-finished tr[data-task='0']")
-    terms = market.client.tasks(0)
+    terms = market.client.terms(0)
     amounts = [units(e) for e in row.find_elements(By.CSS_SELECTOR, "[data-units]")]
     assert amounts == [terms.data_budget, terms.processing_budget]
     assert row.find_element(By.CSS_SELECTOR, "td.model").text.startswith("logistic")
@@ -80,7 +125,7 @@ def test_the_market_lists_tasks_by_state_with_the_chains_terms(
     on_chain = {
         (f"bid {side.name.lower()}", bid.bidder, bid.price)
         for side in Side
-        for bid in market.client.bids(1, side)
+        for _, bid in market.client.bids(1, side)
     }
     assert shown == on_chain and len(on_chain) == 2
     shot(browser, "market")
@@ -93,21 +138,26 @@ def test_the_task_page_shows_epochs_flags_and_payments_as_the_chain_recorded_the
     assert "matches the on-chain hash" in browser.find_element(By.ID, "spec-status").text
     client, report = market.client, market.finished.report
     closes = client.logs(EpochClosed, task=0)
-    results = client.logs(ResultSubmitted, task=0)
-    slashes = client.logs(ProcessorSlashed, task=0)
-    # the scenario has each case: on time, late and slashed
-    assert any(r.on_time for r in results) and any(not r.on_time for r in results) and slashes
-    rows = browser.find_elements(By.CSS_SELECTOR, ".epochs-table tr[data-epoch]:not(.evidence)")
+    results = roots(client, 0)
+    slashes = slashed(client, 0)
+    # the scenario has each case: on time, late and slashed (convicted by a drawn panel)
+    assert any(r[2] for r in results) and any(not r[2] for r in results) and slashes
+    rows = browser.find_elements(
+        By.CSS_SELECTOR, ".epochs-table tr[data-epoch]:not(.evidence):not(.alarm)"
+    )
     assert [int(r.get_attribute("data-epoch")) for r in rows] == [c.epoch for c in closes]
     for row in rows:
         epoch = int(row.get_attribute("data-epoch"))
-        mine = [r for r in results if r.epoch == epoch]
-        assert addresses(row, "td.on-time") == {r.processor for r in mine if r.on_time}
-        assert addresses(row, "td.late") == {r.processor for r in mine if not r.on_time}
-        assert addresses(row, "td.flagged") == {s.processor for s in slashes if s.epoch == epoch}
+        mine = [r for r in results if r[0] == epoch]
+        assert addresses(row, "td.on-time") == {r[1] for r in mine if r[2]}
+        assert addresses(row, "td.late") == {r[1] for r in mine if not r[2]}
+        assert addresses(row, "td.flagged") == {s[1] for s in slashes if s[0] == epoch}
         assert units(row.find_element(By.CSS_SELECTOR, "td.pay [data-units]")) == sum(
-            r.pay for r in mine
+            r[3] for r in mine
         )
+    # the dispute that convicted it, with its panel
+    convicted = browser.find_elements(By.CSS_SELECTOR, ".disputes-table tr.convicted")
+    assert {a for d in convicted for a in addresses(d, "td.accused")} == {s[1] for s in slashes}
     # the metric curve is the requester's (the chain has none), from its run folder
     metrics = [r.find_element(By.CSS_SELECTOR, "td.metric").text for r in rows]
     assert metrics == [f"{e.metric:.4f}" for e in report.epochs]
@@ -116,8 +166,8 @@ def test_the_task_page_shows_epochs_flags_and_payments_as_the_chain_recorded_the
     assert chart.find_elements(By.TAG_NAME, "canvas")  # uPlot drew it, offline
     # the flag's evidence, next to the slash it caused
     evidence = browser.find_element(By.CSS_SELECTOR, ".epochs-table tr.evidence")
-    assert addresses(evidence, "") == {slashes[0].processor}
-    assert int(evidence.get_attribute("data-epoch")) == slashes[0].epoch
+    assert addresses(evidence, "") == {slashes[0][1]}
+    assert int(evidence.get_attribute("data-epoch")) == slashes[0][0]
     assert "digest-mismatch" in evidence.text or "audit" in evidence.text
     # every party's net is its balance change in the token contract, to the base unit
     flows = browser.find_elements(By.CSS_SELECTOR, ".flows-table tr[data-party]")
@@ -133,6 +183,8 @@ def test_the_task_page_shows_epochs_flags_and_payments_as_the_chain_recorded_the
     for g in report.gas:
         expected[g.function][0] += 1
         expected[g.function][1] += g.gas
+    # a bare withdraw (a bond back, audit fees) names no task: the page cannot count it
+    expected.pop("withdraw", None)
     shown = {
         str(r.get_attribute("data-function")): [
             int(r.find_element(By.CSS_SELECTOR, "td.calls").text),
@@ -141,7 +193,8 @@ def test_the_task_page_shows_epochs_flags_and_payments_as_the_chain_recorded_the
         for r in browser.find_elements(By.CSS_SELECTOR, ".gas-table tr[data-function]")
     }
     assert shown == dict(expected)
-    assert shown["submit_result"][0] == len(results)
+    roots_sent = shown.get("relay_epoch", [0, 0])[0] + shown.get("submit_root", [0, 0])[0]
+    assert roots_sent >= len(closes)
     assert shown["close_epoch"][0] == len(closes)
     shot(browser, "task")
 
@@ -149,13 +202,13 @@ def test_the_task_page_shows_epochs_flags_and_payments_as_the_chain_recorded_the
 def test_the_party_page_shows_a_slashed_processors_losses(
     browser: Any, server: Server, market: Market
 ) -> None:
-    slashes = market.client.logs(ProcessorSlashed, task=0)
-    cheater = slashes[0].processor
+    slashes = slashed(market.client, 0)
+    cheater = slashes[0][1]
     browser.get(server.url + f"/party/{cheater}")
     assert browser.find_element(By.ID, "party-address").text == cheater
     section = browser.find_element(By.CSS_SELECTOR, ".party-task[data-task='0']")
     assert units(section.find_element(By.CSS_SELECTOR, "dd.slashed [data-units]")) == sum(
-        s.forfeited_pay + s.forfeited_stake for s in slashes
+        s[2] for s in slashes
     )
     change = market.after[cheater.lower()] - market.before[cheater.lower()]
     assert units(section.find_element(By.CSS_SELECTOR, "dd.net [data-units]")) == change < 0
@@ -163,13 +216,14 @@ def test_the_party_page_shows_a_slashed_processors_losses(
     assert units(claimable) == market.client.claimable(cheater)
     shot(browser, "party")
     # the late processor: each result it committed, paid less
-    late = {r.processor for r in market.client.logs(ResultSubmitted, task=0) if not r.on_time}
+    results = roots(market.client, 0)
+    late = {r[1] for r in results if not r[2]}
     (slow,) = late
     browser.get(server.url + f"/party/{slow}")
-    mine = [r for r in market.client.logs(ResultSubmitted, task=0) if r.processor == slow]
+    mine = [r for r in results if r[1] == slow and not r[2]]
     shown = browser.find_elements(By.CSS_SELECTOR, ".party-task[data-task='0'] .result.late")
     assert [units(s.find_element(By.CSS_SELECTOR, "[data-units]")) for s in shown] == [
-        r.pay for r in mine
+        r[3] for r in mine
     ]
 
 
@@ -214,7 +268,7 @@ def test_the_json_api_carries_amounts_as_exact_strings(server: Server, market: M
     status, body = server.get("/api/task/0")
     assert status == 200
     task = json.loads(body)
-    assert task["summary"]["data_budget"] == str(market.client.tasks(0).data_budget)
+    assert task["summary"]["data_budget"] == str(market.client.terms(0).data_budget)
     for flow in task["flows"]:
         party = flow["address"].lower()
         assert isinstance(flow["net"], str)

@@ -67,12 +67,13 @@ def test_a_skipper_is_caught_at_least_as_often_as_the_formula_says(q: float, s: 
     1 - (1-s)^k for the k checked blocks it holds; the simulation must match that."""
     n_blocks, trials = 60, 3000
     processors = {A: 1000, B: 1000, C: 1000}
-    blocks = [BlockInfo(BlockRef(owner=A, index=i), 10) for i in range(n_blocks)]
+    blocks = [BlockInfo(BlockRef(owner=A, index=i), 10, i) for i in range(n_blocks)]
+    index = {A: 0, B: 1, C: 2}
     rng = np.random.default_rng(1)
     caught, bound, exact = 0, [], []
     for t in range(trials):
-        plan = plan_assignment(1, blocks, processors, replication=q, rng=random.Random(t))
-        mine = plan.assignment.blocks[A]
+        plan = plan_assignment(1, blocks, processors, index, replication=q, rng=random.Random(t))
+        mine = [b.ref for b in plan.entries[A]]
         skipped = [ref for ref in mine if rng.random() < s]
         caught += any(ref in plan.replicated for ref in skipped)
         bound.append(detection_probability(q, s, len(mine)))

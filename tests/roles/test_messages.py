@@ -8,15 +8,22 @@ from hypothesis import strategies as st
 
 from fedmarket.errors import UntrustedInputError
 from fedmarket.roles.messages import (
-    Assignment,
+    AssignmentShare,
     BlockRef,
+    BlockRouting,
     ChannelKey,
     DataManifest,
+    DisputeBlock,
     EncryptedModel,
+    EntryMsg,
     EpochResult,
+    Holder,
     Message,
+    RecordMsg,
+    RoutingShare,
     SealedBlock,
     TaskAnnouncement,
+    VoteReveal,
     decode,
     encode,
 )
@@ -28,11 +35,49 @@ SAMPLES: list[Message] = [
     TaskAnnouncement(task_id=3, market=A, spec_json=b'{"x":1}', public_context=b"\x00ctx" * 100),
     ChannelKey(task_id=3, processor=A, public_key=b"k" * 32),
     DataManifest(task_id=3, owner=B, block_sizes=[4096, 17], digests=[b"d" * 32, b"e" * 32]),
-    Assignment(task_id=3, blocks={A: [BlockRef(owner=B, index=0)], B: []}),
+    AssignmentShare(
+        task_id=3,
+        processor=A,
+        processor_index=1,
+        record=RecordMsg(count=1, points=64, subroot=b"s" * 32),
+        position=0,
+        top_proof=[b"p" * 32],
+        entries=[EntryMsg(ref=BlockRef(owner=B, index=0), block=1 << 32, size=64)],
+    ),
+    RoutingShare(
+        task_id=3,
+        owner=B,
+        blocks=[
+            BlockRouting(
+                index=0,
+                block=0,
+                size=64,
+                holders=[
+                    Holder(
+                        processor=A,
+                        processor_index=1,
+                        record=RecordMsg(count=2, points=128, subroot=b"s" * 32),
+                        position=1,
+                        top_proof=[b"p" * 32],
+                        entry_index=1,
+                        entry_proof=[b"q" * 32],
+                    )
+                ],
+            )
+        ],
+    ),
+    DisputeBlock(task_id=3, dispute=7, ref=BlockRef(owner=B, index=0), sealed=b"\xee" * 100),
+    VoteReveal(task_id=3, dispute=7, voter=A, digest=b"v" * 32),
     SealedBlock(task_id=3, ref=BlockRef(owner=B, index=1), sealed=b"\xff" * 1000),
     EncryptedModel(task_id=3, epoch=2, payload=b"m" * 500),
     EpochResult(
-        task_id=3, epoch=2, processor=A, blocks=[BlockRef(owner=B, index=0)], payloads=[b"r" * 64]
+        task_id=3,
+        epoch=2,
+        processor=A,
+        blocks=[BlockRef(owner=B, index=0)],
+        payloads=[b"r" * 64],
+        root=b"t" * 32,
+        signature=b"g" * 65,
     ),
 ]
 
@@ -57,7 +102,7 @@ def test_every_truncation_is_rejected_cleanly(message: Message) -> None:
 
 
 def test_wrong_kind_oversize_and_trailing_bytes_are_named() -> None:
-    wire = encode(SAMPLES[5])
+    wire = encode(next(m for m in SAMPLES if isinstance(m, EncryptedModel)))
     with pytest.raises(UntrustedInputError, match="got a EncryptedModel message"):
         decode(wire, EpochResult, party="processor D")
     with pytest.raises(UntrustedInputError, match="exceeds the limit"):

@@ -1,4 +1,4 @@
-"""Every party checks an owner's manifest against the owner's winning bid on chain."""
+"""Every party checks an owner's manifest against the one the owner committed on chain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from fedmarket.chain.backends import embedded
 from fedmarket.chain.client import deploy
 from fedmarket.errors import UntrustedInputError
-from fedmarket.roles.channel import block_digest, data_root
+from fedmarket.roles.channel import block_digest
 from fedmarket.roles.messages import DataManifest
 from fedmarket.roles.party import Party
 
@@ -21,25 +21,26 @@ def test_forged_manifests_are_refused() -> None:
         token.as_(who).approve(market.address, amount)
     task = (
         market.as_(requester)
-        .create_task(b"\x01" * 32, b"\x02" * 32, 10, 60, 1, 100, 100, 60, 0)
+        .create_task(b"\x01" * 32, b"\x02" * 32, 100, 60, 1, 1000, 1000, 60, 0)
         .value
     )
-    market.as_(owner).bid_data(task, 10, 1)
-    market.as_(processor).bid_processing(task, 10, 1)
+    market.as_(owner).bid_data(task, 100, 1)
+    market.as_(processor).bid_processing(task, 100, 1)
     chain.time_travel(61)
     market.as_(requester).resolve_greedy(task)
     digests = [block_digest(b"block-0"), block_digest(b"block-1")]
-    market.as_(owner).commit_data(task, data_root(digests))
+    market.as_(owner).commit_data(task, 0, [64, 36], digests)
 
     party = Party("requester", requester, market.as_(requester), token.as_(requester))
     party.task_id = task
-    good = DataManifest(task_id=task, owner=owner.address, block_sizes=[6, 4], digests=digests)
+    good = DataManifest(task_id=task, owner=owner.address, block_sizes=[64, 36], digests=digests)
     party.check_manifest(good)
     for forged, why in [
-        (good.model_copy(update={"digests": digests[::-1]}), "data root"),
-        (good.model_copy(update={"block_sizes": [6, 5]}), "the chain says 10"),
-        (good.model_copy(update={"block_sizes": [10]}), "differ in number"),
-        (good.model_copy(update={"owner": outsider.address}), "not a winning data owner"),
+        (good.model_copy(update={"digests": digests[::-1]}), "committed on chain"),
+        (good.model_copy(update={"block_sizes": [64, 35]}), "committed on chain"),
+        (good.model_copy(update={"block_sizes": [100]}), "committed on chain"),
+        (good.model_copy(update={"owner": outsider.address}), "committed no data"),
+        (good.model_copy(update={"task_id": task + 1}), "is for task"),
     ]:
         with pytest.raises(UntrustedInputError, match=why):
             party.check_manifest(forged)

@@ -37,21 +37,28 @@ class InfeasibleAllocation(FedmarketError):
     """The open bids cannot supply the points wanted within the budget."""
 
 
-def greedy_fills(offers: Sequence[Offer], wanted: int) -> list[Fill]:
+def greedy_fills(offers: Sequence[Offer], wanted: int, min_fill: int = 0) -> list[Fill]:
     """Fill ``wanted`` points from the cheapest offers; withdrawn offers (amount 0) are skipped.
 
-    Raises :class:`InfeasibleAllocation` when the offers hold fewer than ``wanted`` points.
+    With a ``min_fill`` (the data side's privacy floor) no fill is smaller than it: once
+    fewer than ``min_fill`` points are still wanted, the marginal bid is dropped rather than
+    cut below the floor, so the fills sum to ``(wanted - min_fill, wanted]``. Raises
+    :class:`InfeasibleAllocation` when the offers cannot supply that.
     """
     if wanted <= 0:
         raise ValueError(f"wanted must be positive, got {wanted}")
+    if not 0 <= min_fill <= wanted:
+        raise ValueError(f"min_fill must be within [0, {wanted}], got {min_fill}")
     fills: list[Fill] = []
     left = wanted
     for offer in sorted((o for o in offers if o.amount > 0), key=lambda o: (o.price, o.index)):
+        if left < max(min_fill, 1):
+            break
         take = min(offer.amount, left)
         fills.append(Fill(offer.index, take))
         left -= take
-        if left == 0:
-            return fills
+    if left == 0 or (min_fill and left < min_fill):
+        return fills
     offered = wanted - left
     raise InfeasibleAllocation(
         f"the open bids offer {offered} points but the task needs {wanted}",
@@ -83,9 +90,13 @@ def allocate(
     max_epochs: int,
     data_budget: int,
     processing_budget: int,
+    min_fill: int = 0,
 ) -> Allocation:
-    """The allocation `Market.resolve` accepts, or :class:`InfeasibleAllocation` with the reason."""
-    data = greedy_fills(data_offers, num_points)
+    """The allocation `Market.resolve` accepts, or :class:`InfeasibleAllocation` with the reason.
+
+    Data fills are each at least ``min_fill`` (see :func:`greedy_fills`); processing buys
+    exactly ``num_points`` per epoch."""
+    data = greedy_fills(data_offers, num_points, min_fill)
     processing = greedy_fills(processing_offers, num_points)
     data_cost = cost(data_offers, data)
     epoch_cost = cost(processing_offers, processing)

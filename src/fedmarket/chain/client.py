@@ -29,7 +29,7 @@ from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
 
-from fedmarket.chain import allocation
+from fedmarket.chain import allocation, merkle
 from fedmarket.chain.allocation import Allocation, Fill, Offer
 from fedmarket.chain.compile import CompiledContract, compile_contract
 from fedmarket.chain.events import (
@@ -38,25 +38,40 @@ from fedmarket.chain.events import (
     BidPlaced,
     BidWithdrawn,
     Claimed,
+    Collected,
+    DisputeOpened,
+    DisputeResolved,
+    EpochClosed,
+    EpochRoots,
     Event,
     EventDecoder,
+    ModelReleased,
+    ReserveCredited,
+    ReserveWithdrawn,
+    RootSubmitted,
     TaskCreated,
     Withdrawn,
     abi_type,
 )
+from fedmarket.chain.signing import SignedRoot
 from fedmarket.errors import ChainError, ConfigError, ContractRevert
 
 __all__ = [
     "BidView",
     "Clock",
+    "DisputeState",
+    "DisputeView",
+    "Floors",
     "GasEntry",
     "GasLog",
     "MarketClient",
+    "Outcome",
     "Receipt",
     "Side",
     "Solvency",
     "Task",
     "TaskState",
+    "Terms",
     "TokenClient",
     "deploy",
     "revert_reason",
@@ -94,22 +109,41 @@ class Side(IntEnum):
 
 
 @dataclass(frozen=True)
-class Task:
-    """A task's fixed terms and running totals (``Market.tasks``)."""
+class Floors:
+    """A task's floors (0: none): processing price, stake per point and epoch, data price."""
+
+    min_processing_price: int = 0
+    stake_per_point_epoch: int = 0
+    min_data_price: int = 0
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.min_processing_price, self.stake_per_point_epoch, self.min_data_price)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A task's fixed terms (``Market.terms``; bidding fields as last reopened)."""
 
     requester: ChecksumAddress
-    spec_hash: bytes
-    public_context_hash: bytes
     num_points: int
     epoch_seconds: int
     max_epochs: int
     data_budget: int
     processing_budget: int
     bidding_deadline: int
+    bidding_seconds: int
     late_penalty_bps: int
-    assignment_hash: bytes
-    data_committed_cost: int
-    shares: int
+    dispute_bond_bps: int
+    audit_fee: int
+    min_fill: int
+    terms_hash: bytes  # keccak(0x0b | spec_hash | public_context_hash)
+    assignment_root: bytes
+
+
+NO_FLOORS = Floors()
+
+# the name the roles and reports used before the terms were split from the clock
+Task = Terms
 
 
 @dataclass(frozen=True)
@@ -118,10 +152,11 @@ class Clock:
 
     state: TaskState
     epoch: int
-    deadline: int
+    deadline: int  # of the epoch or the assignment window; the finish time once over
     submitted: int
     active: int
     flags: int
+    full_epochs: int
     spent: int
 
     @property
@@ -129,35 +164,82 @@ class Clock:
         """Whether the first epoch has closed (data owners are then paid)."""
         return bool(self.flags & 1)
 
+    @property
+    def relayed(self) -> bool:
+        """Whether every active processor's root of this epoch was relayed on time."""
+        return bool(self.flags & 2)
+
 
 @dataclass(frozen=True)
 class BidView:
-    """One bid, decoded (``Market.get_bid``). ``amount == 0`` means withdrawn."""
+    """One bid, decoded (``Market.get_bid``). ``amount == 0`` means an empty slot."""
 
     bidder: ChecksumAddress
     amount: int
     price: int
+    stake_price: int
     winner: bool
     fill: int
+    committed: bool
     slashed: bool
-    earned: int
+    undelivered: int
+    epoch_pay: int
     last_submitted_epoch: int
-    last_late: bool
-    data_root: bytes
+    open_disputes: int
+
+
+class Outcome(IntEnum):
+    """How a dispute ended (``DisputeResolved.outcome``)."""
+
+    UNOPENED = 1  # the accused's leaf was never shown: slashed (objective fault)
+    DISMISSED = 2  # an undelivered block it reported, or no panel could be drawn
+    CONVICTED = 3  # every drawn auditor agreed on another digest: slashed to the reserve
+    CLEARED = 4  # most drawn auditors agreed with its leaf: the bond goes to it
+    NO_VERDICT = 5  # neither: the bond returns to the accuser
+
+
+class DisputeState(IntEnum):
+    NONE = 0
+    OPEN = 1
+    DRAWN = 2
+    RESOLVED = 3
+
+
+@dataclass(frozen=True)
+class DisputeView:
+    """One dispute, decoded (``Market.dispute_of``)."""
+
+    task: int
+    accuser: ChecksumAddress
+    accused: int
+    owner_bid: int
+    block_index: int
+    epoch: int
+    entry_index: int
+    state: DisputeState
+    open_block: int
+    panel: tuple[int, ...]
+    vote_deadline: int
+    show_deadline: int
+    bond: int
+    fee: int
+    accused_root: bytes
+    shown: bytes
 
 
 @dataclass(frozen=True)
 class Solvency:
-    """The market's token balance against what it owes: equal unless someone sent tokens to
-    the contract directly."""
+    """The market's token balance against what it owes and holds in its reserve: equal
+    unless someone sent tokens to the contract directly."""
 
     balance: int
     liabilities: int
     total_claimable: int
+    reserve: int = 0
 
     @property
     def holds(self) -> bool:
-        return self.balance == self.liabilities + self.total_claimable
+        return self.balance == self.liabilities + self.total_claimable + self.reserve
 
 
 @dataclass(frozen=True)
@@ -471,8 +553,8 @@ class _Transactor:
     def deploy(
         self, account: LocalAccount, compiled: CompiledContract, args: Sequence[Any]
     ) -> ChecksumAddress:
-        constructor = next(e for e in compiled.abi if e.get("type") == "constructor")
-        types = [abi_type(i) for i in constructor["inputs"]]
+        constructor = next((e for e in compiled.abi if e.get("type") == "constructor"), None)
+        types = [abi_type(i) for i in constructor["inputs"]] if constructor else []
         data = compiled.bytecode + abi_encode(types, list(args))
         receipt, _ = self.transact(account, None, data, contract=compiled.name, function="deploy")
         return to_checksum_address(receipt["contractAddress"])
@@ -595,12 +677,48 @@ class TokenClient(_Client):
 
 # ---------------------------------------------------------------- market
 
+MARKET_PARTS = ("Market", "MarketSetup", "MarketCourt")
+
+
+def compile_market() -> CompiledContract:
+    """Market.vy with the functions and events of the two contracts it delegates to
+    (MarketSetup, MarketCourt) in one ABI: what a client of the market's address sees."""
+    parts = [compile_contract(name) for name in MARKET_PARTS]
+    abi: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for part in parts:
+        for entry in part.abi:
+            if entry.get("type") in ("constructor", "fallback") and part is not parts[0]:
+                continue
+            key = (str(entry.get("type")), str(entry.get("name", "")))
+            if key in seen:
+                continue
+            seen.add(key)
+            abi.append(entry)
+    return CompiledContract(
+        name="Market",
+        abi=abi,
+        bytecode=parts[0].bytecode,
+        vyper_version=parts[0].vyper_version,
+        source_sha256=parts[0].source_sha256,
+        from_cache=parts[0].from_cache,
+    )
+
+
+def _task_topic_position(decoder: EventDecoder, kind: type[Event]) -> int | None:
+    """Which topic (1-based) of ``kind`` holds the task id, if the task is indexed."""
+    for names in (decoder.indexed_names(kind),):
+        if "task" in names:
+            return names.index("task") + 1
+    return None
+
 
 class MarketClient(_Client):
-    """Market.vy as one party sees it: ``market.as_(owner).bid_data(...)``.
+    """The market as one party sees it: ``market.as_(owner).bid_data(...)``.
 
-    Transactions return a :class:`Receipt`; views return ints, bools, addresses or frozen
-    dataclasses. A revert raises :class:`ContractRevert` with the contract's reason.
+    One address, three contracts' functions (``compile_market``). Transactions return a
+    :class:`Receipt`; views return ints, bools, bytes, addresses or frozen dataclasses. A
+    revert raises :class:`ContractRevert` with the contract's reason.
     """
 
     @classmethod
@@ -614,10 +732,12 @@ class MarketClient(_Client):
 
     @classmethod
     def _attach(cls, tx: _Transactor, address: str, account: LocalAccount) -> MarketClient:
-        compiled = compile_contract("Market")
-        _check_struct(compiled, "tasks", Task)
+        compiled = compile_market()
+        _check_struct(compiled, "terms", Terms)
         _check_struct(compiled, "clock_of", Clock)
         _check_struct(compiled, "get_bid", BidView)
+        _check_struct(compiled, "dispute_of", DisputeView)
+        _check_struct(compiled, "floors_of", Floors)
         client = cls(tx, compiled, address, account)
         tx.register(client.address, EventDecoder("Market", compiled.abi, MARKET_EVENTS))
         try:
@@ -647,18 +767,21 @@ class MarketClient(_Client):
         block = self._tx._rpc(lambda: self._tx.w3.eth.get_block("latest"), "eth_getBlock")
         return int(block["timestamp"])
 
+    def chain_id(self) -> int:
+        return self._tx.chain_id()
+
     # ------------------------------------------------------------ logs
 
     def logs(self, kind: type[E], *, task: int | None = None, from_block: int = 0) -> list[E]:
         """Every ``kind`` event this market emitted (for ``task``, if given), oldest first.
 
-        The first indexed field of every market event is the task id, so the filter runs on
-        the node, not here.
+        When the event indexes its task the filter runs on the node, else here.
         """
         decoder = self._tx.decoders[self.address.lower()]
         topics: list[Any] = ["0x" + decoder.topic_of(kind).hex()]
-        if task is not None:
-            topics.append("0x" + task.to_bytes(32, "big").hex())
+        position = _task_topic_position(decoder, kind) if task is not None else None
+        if task is not None and position is not None:
+            topics += [None] * (position - 1) + ["0x" + task.to_bytes(32, "big").hex()]
         try:
             raw = self._tx.w3.eth.get_logs(
                 {
@@ -670,10 +793,12 @@ class MarketClient(_Client):
             )
         except (Web3Exception, OSError, ValueError) as exc:
             raise ChainError(f"cannot read {kind.__name__} logs on {self._tx.name}: {exc}") from exc
-        out = [decoder.decode(log) for log in raw]
-        return [e for e in out if isinstance(e, kind)]
+        out = [e for e in (decoder.decode(log) for log in raw) if isinstance(e, kind)]
+        if task is not None and position is None:
+            out = [e for e in out if getattr(e, "task", task) == task]
+        return out
 
-    # ------------------------------------------------------------ transactions
+    # ------------------------------------------------------------ tasks and bids
 
     def create_task(
         self,
@@ -686,6 +811,10 @@ class MarketClient(_Client):
         processing_budget: int,
         bidding_seconds: int,
         late_penalty_bps: int,
+        dispute_bond_bps: int = 2_500,
+        audit_fee: int = 0,
+        min_fill: int = 64,
+        floors: Floors = NO_FLOORS,
     ) -> Receipt[int]:
         """Announce a task and escrow both budgets (approve the market for their sum first).
         ``value`` is the new task's id."""
@@ -700,39 +829,49 @@ class MarketClient(_Client):
             _uint(processing_budget, "processing_budget"),
             _uint(bidding_seconds, "bidding_seconds"),
             _uint(late_penalty_bps, "late_penalty_bps"),
+            _uint(dispute_bond_bps, "dispute_bond_bps"),
+            _uint(audit_fee, "audit_fee"),
+            _uint(min_fill, "min_fill"),
+            tuple(_uint(v, "floor") for v in floors.as_tuple()),
             value=_first(TaskCreated, "task"),
         )
 
-    def bid_data(self, task: int, points: int, price_per_point: int) -> Receipt[int]:
-        """Offer ``points`` data points; ``value`` is the bid's index on the data side."""
+    def bid_data(
+        self, task: int, points: int, price_per_point: int, evict: int = 0
+    ) -> Receipt[int]:
+        """Offer ``points`` data points; ``value`` is the bid's index on the data side.
+        ``evict`` (index + 1) names a pricier bid to replace when the side is full."""
         return self._receipt(
             "bid_data",
             _uint(task, "task"),
             _uint(points, "points"),
             _uint(price_per_point, "price_per_point"),
+            _uint(evict, "evict"),
             value=_first(BidPlaced, "bid"),
         )
 
     def bid_processing(
-        self, task: int, capacity_per_epoch: int, price_per_point: int
+        self, task: int, capacity_per_epoch: int, price_per_point: int, evict: int = 0
     ) -> Receipt[int]:
-        """Offer processing capacity, staking capacity x price x max_epochs (approve it
-        first); ``value`` is the bid's index on the processing side."""
+        """Offer processing capacity, staking capacity x max(price, stake floor) x max_epochs
+        (approve it first); ``value`` is the bid's index on the processing side."""
         return self._receipt(
             "bid_processing",
             _uint(task, "task"),
             _uint(capacity_per_epoch, "capacity_per_epoch"),
             _uint(price_per_point, "price_per_point"),
+            _uint(evict, "evict"),
             value=_first(BidPlaced, "bid"),
         )
 
-    def withdraw_data_bid(self, task: int) -> Receipt[None]:
-        return self._receipt("withdraw_data_bid", _uint(task, "task"), value=_none)
-
-    def withdraw_processing_bid(self, task: int) -> Receipt[int]:
+    def withdraw_bid(self, task: int, side: Side | int, index: int) -> Receipt[int]:
         """``value`` is the stake credited back (withdrawable at once)."""
         return self._receipt(
-            "withdraw_processing_bid", _uint(task, "task"), value=_first(BidWithdrawn, "refunded")
+            "withdraw_bid",
+            _uint(task, "task"),
+            int(side),
+            _uint(index, "index"),
+            value=_first(BidWithdrawn, "refunded"),
         )
 
     def resolve(
@@ -747,68 +886,214 @@ class MarketClient(_Client):
             value=_none,
         )
 
-    def cancel(self, task: int) -> Receipt[None]:
-        return self._receipt("cancel", _uint(task, "task"), value=_none)
-
-    def commit_assignment(self, task: int, assignment_hash: bytes) -> Receipt[None]:
+    def reopen(self, task: int, floors: Floors, bidding_seconds: int) -> Receipt[None]:
+        """Reopen bidding with floors no lower than before (bids below them are refunded)."""
         return self._receipt(
-            "commit_assignment",
+            "reopen",
             _uint(task, "task"),
-            _bytes32(assignment_hash, "assignment_hash"),
+            tuple(_uint(v, "floor") for v in floors.as_tuple()),
+            _uint(bidding_seconds, "bidding_seconds"),
             value=_none,
         )
 
-    def commit_data(self, task: int, root: bytes) -> Receipt[None]:
+    def cancel(self, task: int) -> Receipt[None]:
+        return self._receipt("cancel", _uint(task, "task"), value=_none)
+
+    # ------------------------------------------------------------ assignment and data
+
+    def commit_data(
+        self, task: int, owner_bid: int, block_sizes: Sequence[int], digests: Sequence[bytes]
+    ) -> Receipt[None]:
+        """Publish an owner's manifest (block sizes and digests) in the event log."""
         return self._receipt(
-            "commit_data", _uint(task, "task"), _bytes32(root, "root"), value=_none
+            "commit_data",
+            _uint(task, "task"),
+            _uint(owner_bid, "owner_bid"),
+            [_uint(s, "block size") for s in block_sizes],
+            [_bytes32(d, "block digest") for d in digests],
+            value=_none,
         )
 
-    def submit_result(self, task: int, epoch: int, digest: bytes) -> Receipt[None]:
+    def commit_assignment(
+        self, task: int, records: Sequence[merkle.Record], model_digest: bytes
+    ) -> Receipt[None]:
+        """Commit the assignment's records and epoch 0's model digest (starts epoch 0)."""
         return self._receipt(
-            "submit_result",
+            "commit_assignment",
+            _uint(task, "task"),
+            [r.as_tuple() for r in records],
+            _bytes32(model_digest, "model_digest"),
+            value=_none,
+        )
+
+    def report_undelivered(
+        self, task: int, processor: int, blocks: Sequence[tuple[int, int, merkle.EntryProof]]
+    ) -> Receipt[None]:
+        """Report blocks (owner bid, block index, entry proof) this processor never received."""
+        return self._receipt(
+            "report_undelivered",
+            _uint(task, "task"),
+            _uint(processor, "processor"),
+            [(o, i, e.as_tuple()) for o, i, e in blocks],
+            value=_none,
+        )
+
+    # ------------------------------------------------------------ epochs
+
+    def relay_epoch(self, task: int, epoch: int, signed: Sequence[SignedRoot]) -> Receipt[None]:
+        """Record every active processor's signed root, in bid order, on time."""
+        return self._receipt(
+            "relay_epoch",
             _uint(task, "task"),
             _uint(epoch, "epoch"),
-            _bytes32(digest, "digest"),
+            [s.as_tuple() for s in signed],
+            value=_none,
+        )
+
+    def submit_root(
+        self, task: int, epoch: int, processor: int, signed: SignedRoot
+    ) -> Receipt[None]:
+        """Record one processor's root (its own, or relayed with its signature)."""
+        return self._receipt(
+            "submit_root",
+            _uint(task, "task"),
+            _uint(epoch, "epoch"),
+            _uint(processor, "processor"),
+            signed.as_tuple(),
             value=_none,
         )
 
     def close_epoch(
-        self, task: int, epoch: int, flagged: Sequence[str] = (), go_on: bool = True
+        self,
+        task: int,
+        epoch: int,
+        next_model_digest: bytes,
+        go_on: bool = True,
+        not_received: int = 0,
     ) -> Receipt[None]:
-        """Close ``epoch``, slashing ``flagged`` processors; the task ends unless ``go_on``."""
+        """Close ``epoch`` and release the next model (its digest); ``not_received`` is a
+        bitmap of processors whose results never arrived (their pay goes to the reserve)."""
         return self._receipt(
             "close_epoch",
             _uint(task, "task"),
             _uint(epoch, "epoch"),
-            [_address(a, "flagged processor") for a in flagged],
+            _bytes32(next_model_digest, "next_model_digest"),
             bool(go_on),
+            _uint(not_received, "not_received"),
             value=_none,
         )
 
-    def claim_timeout(self, task: int) -> Receipt[None]:
-        return self._receipt("claim_timeout", _uint(task, "task"), value=_none)
+    def claim_timeout(self, task: int, side: Side | int, index: int) -> Receipt[None]:
+        return self._receipt(
+            "claim_timeout", _uint(task, "task"), int(side), _uint(index, "index"), value=_none
+        )
 
-    def claim(self, task: int, account: str | None = None) -> Receipt[int]:
-        """Credit ``account`` (default: the acting party) with what ``task`` owes it;
-        ``value`` is the amount newly credited."""
-        who = self.account.address if account is None else _address(account, "account")
-        return self._receipt("claim", _uint(task, "task"), who, value=_sum(Claimed, "amount"))
+    # ------------------------------------------------------------ disputes
+
+    def open_dispute(
+        self,
+        task: int,
+        epoch: int,
+        accused: int,
+        owner_bid: int,
+        block_index: int,
+        entry: merkle.EntryProof,
+        where: merkle.EpochProof,
+    ) -> Receipt[int]:
+        """Accuse processor ``accused`` of a wrong result for one block in a closed epoch,
+        posting the bond (approve it first); ``value`` is the dispute's id."""
+        return self._receipt(
+            "open_dispute",
+            _uint(task, "task"),
+            _uint(epoch, "epoch"),
+            _uint(accused, "accused"),
+            _uint(owner_bid, "owner_bid"),
+            _uint(block_index, "block_index"),
+            entry.as_tuple(),
+            where.as_tuple(),
+            value=_first(DisputeOpened, "dispute"),
+        )
+
+    def draw(self, dispute: int) -> Receipt[None]:
+        return self._receipt("draw", _uint(dispute, "dispute"), value=_none)
+
+    def commit_vote(self, dispute: int, commitment: bytes) -> Receipt[None]:
+        return self._receipt(
+            "commit_vote",
+            _uint(dispute, "dispute"),
+            _bytes32(commitment, "commitment"),
+            value=_none,
+        )
+
+    def show_leaf(self, dispute: int, digest: bytes, proof: Sequence[bytes]) -> Receipt[None]:
+        return self._receipt(
+            "show_leaf",
+            _uint(dispute, "dispute"),
+            _bytes32(digest, "digest"),
+            [_bytes32(p, "proof node") for p in proof],
+            value=_none,
+        )
+
+    def resolve_dispute(self, dispute: int, value: bytes) -> Receipt[Outcome]:
+        """``value``: the digest the panel agreed on (the leaf's, or another)."""
+        receipt = self._receipt(
+            "resolve_dispute",
+            _uint(dispute, "dispute"),
+            _bytes32(value, "value"),
+            value=_first(DisputeResolved, "outcome"),
+        )
+        return Receipt(
+            receipt.function,
+            receipt.tx_hash,
+            receipt.block_number,
+            receipt.gas_used,
+            receipt.events,
+            Outcome(receipt.value),
+        )
+
+    # ------------------------------------------------------------ payments
+
+    def collect(self, task: int, side: Side | int, index: int) -> Receipt[int]:
+        """Transfer what one of the acting party's bids can collect now."""
+        return self._receipt(
+            "collect",
+            _uint(task, "task"),
+            int(side),
+            _uint(index, "index"),
+            value=_first(Collected, "amount"),
+        )
+
+    def claim(self, task: int, side: Side | int, index: int) -> Receipt[int]:
+        """Credit a bid's bidder (anyone may call it); ``value`` is the amount credited."""
+        return self._receipt(
+            "claim",
+            _uint(task, "task"),
+            int(side),
+            _uint(index, "index"),
+            value=_sum(Claimed, "amount"),
+        )
+
+    def collect_requester(self, task: int) -> Receipt[int]:
+        return self._receipt(
+            "collect_requester", _uint(task, "task"), value=_first(Collected, "amount")
+        )
 
     def withdraw(self) -> Receipt[int]:
         """Transfer everything credited to the acting party; ``value`` is the amount."""
         return self._receipt("withdraw", value=_first(Withdrawn, "amount"))
 
-    def collect(self, task: int) -> Receipt[int]:
-        """Claim what ``task`` owes the acting party and withdraw everything credited, in one
-        transaction; ``value`` is the amount transferred."""
-        return self._receipt("collect", _uint(task, "task"), value=_first(Withdrawn, "amount"))
+    def withdraw_reserve(self) -> Receipt[int]:
+        return self._receipt("withdraw_reserve", value=_first(ReserveWithdrawn, "amount"))
 
     # ------------------------------------------------------------ views
 
-    def tasks(self, task: int) -> Task:
-        return _from_tuple(Task, self._view("tasks", _uint(task, "task")))
+    def terms(self, task: int) -> Terms:
+        return _from_tuple(Terms, self._view("terms", _uint(task, "task")))
 
-    get_task = tasks
+    tasks = terms
+
+    def floors_of(self, task: int) -> Floors:
+        return _from_tuple(Floors, self._view("floors_of", _uint(task, "task")))
 
     def clock_of(self, task: int) -> Clock:
         values = list(self._view("clock_of", _uint(task, "task")))
@@ -820,29 +1105,106 @@ class MarketClient(_Client):
             BidView, self._view("get_bid", _uint(task, "task"), int(side), _uint(index, "index"))
         )
 
-    def bids(self, task: int, side: Side | int) -> list[BidView]:
-        """Every bid on one side, in index order (withdrawn ones have ``amount == 0``)."""
-        return [self.get_bid(task, side, i) for i in range(self.num_bids(task, side))]
+    def book_of(self, task: int) -> tuple[int, int]:
+        """(data, processing) bitmaps: the open bids while bidding, the winners after."""
+        data, processing = self._view("book_of", _uint(task, "task"))
+        return int(data), int(processing)
 
-    def bid_index(self, task: int, side: Side | int, account: str) -> int:
-        """The index + 1 of ``account``'s open bid on ``side``, or 0."""
-        return int(
-            self._view("bid_index", _uint(task, "task"), int(side), _address(account, "account"))
-        )
+    def active_of(self, task: int) -> tuple[int, int]:
+        """(active processors bitmap, their pay per full epoch)."""
+        bitmap, cost = self._view("active_of", _uint(task, "task"))
+        return int(bitmap), int(cost)
 
-    def has_submitted(self, task: int, epoch: int, account: str) -> bool:
+    def epoch_commitments(self, task: int) -> tuple[bytes, bytes]:
+        acc, history = self._view("epoch_commitments", _uint(task, "task"))
+        return bytes(acc), bytes(history)
+
+    def dispute_of(self, dispute: int) -> DisputeView:
+        values = list(self._view("dispute_of", _uint(dispute, "dispute")))
+        values[7] = DisputeState(values[7])
+        values[9] = tuple(values[9])
+        return _from_tuple(DisputeView, values)
+
+    def vote_of(self, dispute: int, slot: int) -> bytes:
+        return bytes(self._view("vote_of", _uint(dispute, "dispute"), _uint(slot, "slot")))
+
+    def is_reported(self, task: int, processor: int, block: int) -> bool:
         return bool(
             self._view(
-                "has_submitted",
+                "is_reported",
                 _uint(task, "task"),
-                _uint(epoch, "epoch"),
-                _address(account, "account"),
+                _uint(processor, "processor"),
+                _uint(block, "block"),
             )
         )
 
-    def owed(self, task: int, account: str) -> int:
-        """What ``claim(task, account)`` would credit now."""
-        return int(self._view("owed", _uint(task, "task"), _address(account, "account")))
+    def num_disputes(self) -> int:
+        return int(self._view("num_disputes"))
+
+    def is_disputed(self, task: int, block: int, accused: int, epoch: int) -> bool:
+        return bool(
+            self._view(
+                "is_disputed",
+                _uint(task, "task"),
+                _uint(block, "block"),
+                _uint(accused, "accused"),
+                _uint(epoch, "epoch"),
+            )
+        )
+
+    def data_money_of(self, task: int) -> tuple[int, int]:
+        """(cost of the committed owners' fills, of the points reported undelivered)."""
+        committed, undelivered = self._view("data_money_of", _uint(task, "task"))
+        return int(committed), int(undelivered)
+
+    def bids(self, task: int, side: Side | int) -> list[tuple[int, BidView]]:
+        """(index, bid) of every open bid on one side while bidding, every winner after."""
+        bitmap = self.book_of(task)[int(side)]
+        return [(i, self.get_bid(task, side, i)) for i in range(128) if bitmap >> i & 1]
+
+    def all_bids(self, task: int, side: Side | int) -> list[tuple[int, BidView]]:
+        """(index, bid) of every non-empty slot (losers included, once resolved)."""
+        seen = {e.bid for e in self.logs(BidPlaced, task=task) if e.side == int(side)}
+        out = [(i, self.get_bid(task, side, i)) for i in sorted(seen)]
+        return [(i, b) for i, b in out if b.amount > 0]
+
+    def bid_index(self, task: int, side: Side | int, account: str) -> int:
+        """The index + 1 of ``account``'s latest bid on ``side`` that still holds its slot,
+        or 0 (read from its BidPlaced events)."""
+        who = _address(account, "account")
+        placed = [
+            e for e in self.logs(BidPlaced, task=task) if e.side == int(side) and e.bidder == who
+        ]
+        for e in reversed(placed):
+            bid = self.get_bid(task, side, e.bid)
+            if bid.bidder == who and bid.amount > 0:
+                return e.bid + 1
+        return 0
+
+    def owed(self, task: int, side: Side | int | str, index: int | None = None) -> int:
+        """What ``collect(task, side, index)`` would transfer now; given an address instead
+        of a side, everything that account can collect from ``task`` (its bids and, for the
+        requester, what is left of the budgets)."""
+        if isinstance(side, str):
+            who = _address(side, "account")
+            total = 0
+            for s in Side:
+                placed = {
+                    e.bid
+                    for e in self.logs(BidPlaced, task=task)
+                    if e.side == s and e.bidder == who
+                }
+                for i in placed:
+                    if self.get_bid(task, s, i).bidder == who:
+                        total += self.owed(task, s, i)
+            if self.terms(task).requester == who:
+                total += self.requester_owed(task)
+            return total
+        assert index is not None
+        return int(self._view("owed", _uint(task, "task"), int(side), _uint(index, "index")))
+
+    def requester_owed(self, task: int) -> int:
+        return int(self._view("requester_owed", _uint(task, "task")))
 
     def claimable(self, account: str) -> int:
         return int(self._view("claimable", _address(account, "account")))
@@ -850,26 +1212,41 @@ class MarketClient(_Client):
     def liabilities(self, task: int) -> int:
         return int(self._view("liabilities", _uint(task, "task")))
 
-    def credited(self, task: int, account: str) -> int:
-        return int(self._view("credited", _uint(task, "task"), _address(account, "account")))
-
     def total_claimable(self) -> int:
         return int(self._view("total_claimable"))
 
+    def reserve_balance(self) -> int:
+        return int(self._view("reserve_balance"))
+
+    def reserve(self) -> ChecksumAddress:
+        return to_checksum_address(self._view("reserve"))
+
+    def reserved(self, task: int) -> int:
+        """What ``task`` has put in the reserve (late penalties, marks, undelivered data,
+        slashes), from its ReserveCredited events."""
+        return sum(e.amount for e in self.logs(ReserveCredited, task=task))
+
     def dust(self, task: int) -> int:
-        return int(self._view("dust", _uint(task, "task")))
-
-    def slash_acc(self, task: int) -> int:
-        return int(self._view("slash_acc", _uint(task, "task")))
-
-    def num_bids(self, task: int, side: Side | int) -> int:
-        return int(self._view("num_bids", _uint(task, "task"), int(side)))
+        """What ``task`` took from its parties for good: nothing is left as dust any more,
+        so this is what it put in the reserve (:meth:`reserved`)."""
+        return self.reserved(task)
 
     def num_tasks(self) -> int:
         return int(self._view("num_tasks"))
 
     def grace_seconds(self) -> int:
         return int(self._view("grace_seconds"))
+
+    def draw_delay_blocks(self) -> int:
+        return int(self._view("draw_delay_blocks"))
+
+    def domain_separator(self) -> bytes:
+        """The EIP-712 domain of signed roots (cached: it never changes)."""
+        if not hasattr(self, "_domain"):
+            self._domain = bytes(self._view("DOMAIN_SEPARATOR"))
+        return self._domain
+
+    DOMAIN_SEPARATOR = domain_separator
 
     def token(self) -> ChecksumAddress:
         return to_checksum_address(self._view("token"))
@@ -880,10 +1257,9 @@ class MarketClient(_Client):
         """Read the bid book, compute the allocation the contract accepts
         (:func:`fedmarket.chain.allocation.allocate`) and submit it. ``value`` is the
         allocation; :class:`InfeasibleAllocation` says why none fits."""
-        terms = self.tasks(task)
+        terms = self.terms(task)
         offers = {
-            side: [Offer(i, b.amount, b.price) for i, b in enumerate(self.bids(task, side))]
-            for side in Side
+            side: [Offer(i, b.amount, b.price) for i, b in self.bids(task, side)] for side in Side
         }
         chosen = allocation.allocate(
             offers[Side.DATA],
@@ -892,6 +1268,7 @@ class MarketClient(_Client):
             max_epochs=terms.max_epochs,
             data_budget=terms.data_budget,
             processing_budget=terms.processing_budget,
+            min_fill=terms.min_fill,
         )
         receipt = self.resolve(task, chosen.data, chosen.processing)
         return Receipt(
@@ -903,14 +1280,43 @@ class MarketClient(_Client):
             value=chosen,
         )
 
+    def epoch_book(self, task: int, *, from_block: int = 0) -> merkle.EpochBook:
+        """The task's epochs as the chain recorded them (model digests, roots in order,
+        epochs closed), from which a closed epoch's :class:`~merkle.EpochProof` follows."""
+        return epoch_book_from_logs(self, task, from_block=from_block)
+
     def solvency(self) -> Solvency:
-        """The market's token balance against Σ liabilities of all tasks + total claimable."""
+        """The market's token balance against Σ liabilities + total claimable + reserve."""
         token = TokenClient(self._tx, compile_contract("DevToken"), self.token(), self.account)
         return Solvency(
             balance=token.balance_of(self.address),
             liabilities=sum(self.liabilities(t) for t in range(self.num_tasks())),
             total_claimable=self.total_claimable(),
+            reserve=self.reserve_balance(),
         )
+
+
+def epoch_book_from_logs(market: Any, task: int, *, from_block: int = 0) -> merkle.EpochBook:
+    """An :class:`~merkle.EpochBook` rebuilt from a market's logs (client or in memory)."""
+    book = merkle.EpochBook(task)
+    events: list[tuple[int, int, int, Event]] = []
+    # the model of an epoch is released before its roots, which come before its close
+    for rank, kinds in enumerate(((ModelReleased,), (EpochRoots, RootSubmitted), (EpochClosed,))):
+        for kind in kinds:
+            for i, e in enumerate(market.logs(kind, task=task, from_block=from_block)):
+                events.append((int(getattr(e, "epoch")), rank, i, e))  # noqa: B009
+    for _, _, _, e in sorted(events, key=lambda x: x[:3]):
+        if isinstance(e, ModelReleased):
+            book.release(e.epoch, e.model_digest)
+        elif isinstance(e, EpochRoots):
+            bits = [i for i in range(128) if e.processors >> i & 1]
+            for p, root in zip(bits, e.roots, strict=True):
+                book.record(e.epoch, p, root)
+        elif isinstance(e, RootSubmitted):
+            book.record(e.epoch, e.processor, e.root)
+        elif isinstance(e, EpochClosed):
+            book.closed = max(book.closed, e.epoch + 1)
+    return book
 
 
 def deploy(
@@ -918,20 +1324,34 @@ def deploy(
     account: LocalAccount,
     grace_seconds: int,
     *,
+    reserve: str | None = None,
+    draw_delay_blocks: int = 1,
     token_address: str | None = None,
     gas_log: GasLog | None = None,
     token_name: str = "fedmarket dev token",
     token_symbol: str = "FMDEV",
 ) -> tuple[MarketClient, TokenClient]:
-    """Deploy a Market paid in ``token_address`` (by default a fresh DevToken whose minter is
-    ``account``), both acting as ``account`` and logging gas to ``gas_log``."""
+    """Deploy a market paid in ``token_address`` (by default a fresh DevToken whose minter is
+    ``account``): MarketCourt, then MarketSetup on it, then Market on that. Both clients act
+    as ``account`` and log gas to ``gas_log``. ``reserve`` (default ``account``) may withdraw
+    the reserve; ``draw_delay_blocks`` is 1 on a development chain, >= 128 on Ethereum L1."""
     tx = _Transactor(w3, gas_log if gas_log is not None else GasLog())
     if token_address is None:
         token_address = tx.deploy(
             account, compile_contract("DevToken"), [token_name, token_symbol, 18]
         )
     token = TokenClient._attach(tx, token_address, account)
+    court = tx.deploy(account, compile_contract("MarketCourt"), [])
+    setup = tx.deploy(account, compile_contract("MarketSetup"), [court])
     market_address = tx.deploy(
-        account, compile_contract("Market"), [token.address, _uint(grace_seconds, "grace_seconds")]
+        account,
+        compile_contract("Market"),
+        [
+            token.address,
+            _uint(grace_seconds, "grace_seconds"),
+            _address(reserve or account.address, "reserve"),
+            _uint(draw_delay_blocks, "draw_delay_blocks"),
+            setup,
+        ],
     )
     return MarketClient._attach(tx, market_address, account), token

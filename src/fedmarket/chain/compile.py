@@ -138,10 +138,21 @@ def _write_cache(path: Path, compiled: CompiledContract) -> None:
         log.info("contract cache %s is not writable (%s); compiling without a cache", path, exc)
 
 
+def _modules() -> str:
+    """The shipped modules' sources (lower-case ``.vy`` files a contract may import), in
+    name order: part of every cache key, so that editing a module recompiles its users."""
+    return "".join(
+        f"{p.name}\0{p.read_text(encoding='utf-8')}\0"
+        for p in sorted(CONTRACTS_DIR.glob("*.vy"))
+        if p.stem.islower()
+    )
+
+
 def compile_source(source: str, name: str, *, use_cache: bool = True) -> CompiledContract:
-    """Compile Vyper ``source`` (the contract called ``name``) to ABI and init bytecode."""
+    """Compile Vyper ``source`` (the contract called ``name``) to ABI and init bytecode; it
+    may import the modules shipped in ``contracts/`` (``import market_state``)."""
     version = vyper_version()
-    key = _cache_key(source, version)
+    key = _cache_key(source + "\0" + _modules(), version)
     source_sha = hashlib.sha256(source.encode()).hexdigest()
     path = cache_dir() / f"{name}-{key}.json"
     if use_cache:
@@ -151,10 +162,16 @@ def compile_source(source: str, name: str, *, use_cache: bool = True) -> Compile
 
     # Imported here: importing the compiler costs about a second, which a cache hit avoids.
     from vyper.compiler import compile_code
+    from vyper.compiler.input_bundle import FilesystemInputBundle
     from vyper.exceptions import VyperException
 
     try:
-        out = compile_code(source, contract_path=f"{name}.vy", output_formats=["abi", "bytecode"])
+        out = compile_code(
+            source,
+            contract_path=f"{name}.vy",
+            input_bundle=FilesystemInputBundle([CONTRACTS_DIR]),
+            output_formats=["abi", "bytecode"],
+        )
     except VyperException as exc:
         raise CompilerError(
             f"vyper {version} rejected {name}.vy: {exc}",
@@ -173,7 +190,8 @@ def compile_source(source: str, name: str, *, use_cache: bool = True) -> Compile
 
 
 def compile_contract(name: str, *, use_cache: bool = True) -> CompiledContract:
-    """Compile ``contracts/<name>.vy`` shipped with fedmarket (``"Market"`` or ``"DevToken"``)."""
+    """Compile ``contracts/<name>.vy`` shipped with fedmarket (``"Market"``, ``"MarketSetup"``,
+    ``"MarketCourt"`` or ``"DevToken"``)."""
     path = CONTRACTS_DIR / f"{name}.vy"
     try:
         source = path.read_text(encoding="utf-8")

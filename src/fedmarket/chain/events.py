@@ -23,22 +23,37 @@ __all__ = [
     "TOKEN_EVENTS",
     "Approval",
     "AssignmentCommitted",
+    "BidEvicted",
     "BidPlaced",
     "BidWithdrawn",
+    "BlockUndelivered",
     "Claimed",
+    "Collected",
     "DataCommitted",
+    "DisputeOpened",
+    "DisputeResolved",
+    "DrawRetargeted",
     "EpochClosed",
+    "EpochRoots",
     "Event",
     "EventDecoder",
+    "LeafShown",
     "MinterChanged",
+    "ModelReleased",
+    "PanelDrawn",
     "ProcessorSlashed",
-    "ResultSubmitted",
+    "ReserveCredited",
+    "ReserveWithdrawn",
+    "RootSubmitted",
+    "ShareCredited",
     "TaskCancelled",
     "TaskCreated",
     "TaskFinished",
+    "TaskReopened",
     "TaskResolved",
     "TimeoutClaimed",
     "Transfer",
+    "VoteCommitted",
     "Withdrawn",
     "abi_type",
 ]
@@ -51,7 +66,7 @@ class Event:
     contract: ClassVar[str] = ""
 
 
-# ---------------------------------------------------------------- Market.vy
+# ------------------------------------------------- Market.vy, MarketSetup.vy, MarketCourt.vy
 
 
 @dataclass(frozen=True)
@@ -62,9 +77,16 @@ class TaskCreated(Event):
     spec_hash: bytes
     public_context_hash: bytes
     num_points: int
+    epoch_seconds: int
+    max_epochs: int
     data_budget: int
     processing_budget: int
     bidding_deadline: int
+    late_penalty_bps: int
+    dispute_bond_bps: int
+    audit_fee: int
+    min_fill: int
+    floors: tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,16 @@ class BidPlaced(Event):
 
 
 @dataclass(frozen=True)
+class BidEvicted(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    side: int
+    bidder: ChecksumAddress
+    bid: int
+    refunded: int
+
+
+@dataclass(frozen=True)
 class BidWithdrawn(Event):
     contract: ClassVar[str] = "Market"
     task: int
@@ -90,11 +122,21 @@ class BidWithdrawn(Event):
 
 
 @dataclass(frozen=True)
+class TaskReopened(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    bidding_deadline: int
+    floors: tuple[int, int, int]
+    refunded_bids: int
+
+
+@dataclass(frozen=True)
 class TaskResolved(Event):
     contract: ClassVar[str] = "Market"
     task: int
     data_cost: int
     processing_cost_per_epoch: int
+    data_points: int
     data_winners: int
     processing_winners: int
     assignment_deadline: int
@@ -108,41 +150,63 @@ class TaskCancelled(Event):
 
 
 @dataclass(frozen=True)
-class AssignmentCommitted(Event):
-    contract: ClassVar[str] = "Market"
-    task: int
-    assignment_hash: bytes
-    epoch_deadline: int
-
-
-@dataclass(frozen=True)
 class DataCommitted(Event):
     contract: ClassVar[str] = "Market"
     task: int
     owner: ChecksumAddress
-    root: bytes
+    bid: int
+    block_sizes: list[int]
+    digests: list[bytes]
 
 
 @dataclass(frozen=True)
-class ResultSubmitted(Event):
+class AssignmentCommitted(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    root: bytes
+    processors: list[int]
+    counts: list[int]
+    points: list[int]
+    subroots: list[bytes]
+
+
+@dataclass(frozen=True)
+class ModelReleased(Event):
     contract: ClassVar[str] = "Market"
     task: int
     epoch: int
-    processor: ChecksumAddress
-    digest: bytes
+    model_digest: bytes
+    deadline: int
+
+
+@dataclass(frozen=True)
+class BlockUndelivered(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    processor: int
+    owner_bid: int
+    block_index: int
+    points: int
+
+
+@dataclass(frozen=True)
+class EpochRoots(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    epoch: int
+    processors: int
+    roots: list[bytes]
+
+
+@dataclass(frozen=True)
+class RootSubmitted(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    epoch: int
+    processor: int
+    root: bytes
     on_time: bool
     pay: int
-
-
-@dataclass(frozen=True)
-class ProcessorSlashed(Event):
-    contract: ClassVar[str] = "Market"
-    task: int
-    epoch: int
-    processor: ChecksumAddress
-    forfeited_pay: int
-    forfeited_stake: int
-    share_per_participant: int
 
 
 @dataclass(frozen=True)
@@ -151,7 +215,7 @@ class EpochClosed(Event):
     task: int
     epoch: int
     go_on: bool
-    flagged: int
+    not_received: int
     next_deadline: int
 
 
@@ -169,6 +233,106 @@ class TimeoutClaimed(Event):
     task: int
     state: int
     by: ChecksumAddress
+
+
+@dataclass(frozen=True)
+class DisputeOpened(Event):
+    contract: ClassVar[str] = "Market"
+    dispute: int
+    task: int
+    accuser: ChecksumAddress
+    accused: int
+    epoch: int
+    owner_bid: int
+    block_index: int
+    entry_index: int
+    bond: int
+
+
+@dataclass(frozen=True)
+class PanelDrawn(Event):
+    contract: ClassVar[str] = "Market"
+    dispute: int
+    task: int
+    panel: list[int]
+    vote_deadline: int
+
+
+@dataclass(frozen=True)
+class DrawRetargeted(Event):
+    contract: ClassVar[str] = "Market"
+    dispute: int
+    open_block: int
+
+
+@dataclass(frozen=True)
+class VoteCommitted(Event):
+    contract: ClassVar[str] = "Market"
+    dispute: int
+    voter: ChecksumAddress
+    commitment: bytes
+
+
+@dataclass(frozen=True)
+class LeafShown(Event):
+    contract: ClassVar[str] = "Market"
+    dispute: int
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class DisputeResolved(Event):
+    contract: ClassVar[str] = "Market"
+    dispute: int
+    task: int
+    outcome: int
+    value: bytes
+    to_accuser: int
+    to_accused: int
+    fees: int
+
+
+@dataclass(frozen=True)
+class ProcessorSlashed(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    processor: int
+    fault: int
+    forfeited: int
+    to_reserve: int
+    to_participants: int
+
+
+@dataclass(frozen=True)
+class ShareCredited(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    side: int
+    bid: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class ReserveCredited(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    amount: int
+    reason: int
+
+
+@dataclass(frozen=True)
+class ReserveWithdrawn(Event):
+    contract: ClassVar[str] = "Market"
+    to: ChecksumAddress
+    amount: int
+
+
+@dataclass(frozen=True)
+class Collected(Event):
+    contract: ClassVar[str] = "Market"
+    task: int
+    account: ChecksumAddress
+    amount: int
 
 
 @dataclass(frozen=True)
@@ -214,16 +378,31 @@ class MinterChanged(Event):
 MARKET_EVENTS: tuple[type[Event], ...] = (
     TaskCreated,
     BidPlaced,
+    BidEvicted,
     BidWithdrawn,
+    TaskReopened,
     TaskResolved,
     TaskCancelled,
-    AssignmentCommitted,
     DataCommitted,
-    ResultSubmitted,
-    ProcessorSlashed,
+    AssignmentCommitted,
+    ModelReleased,
+    BlockUndelivered,
+    EpochRoots,
+    RootSubmitted,
     EpochClosed,
     TaskFinished,
     TimeoutClaimed,
+    DisputeOpened,
+    PanelDrawn,
+    DrawRetargeted,
+    VoteCommitted,
+    LeafShown,
+    DisputeResolved,
+    ProcessorSlashed,
+    ShareCredited,
+    ReserveCredited,
+    ReserveWithdrawn,
+    Collected,
     Claimed,
     Withdrawn,
 )
@@ -242,6 +421,10 @@ def abi_type(param: Mapping[str, Any]) -> str:
 def _normalize(kind: str, value: Any) -> Any:
     if kind == "address":
         return to_checksum_address(value)
+    if kind.endswith("[]"):
+        return [_normalize(kind[:-2], v) for v in value]
+    if kind.startswith("(") and isinstance(value, tuple):
+        return tuple(value)
     return value
 
 
@@ -287,6 +470,13 @@ class EventDecoder:
                 indexed=tuple((str(i["name"]), abi_type(i)) for i in inputs if i["indexed"]),
                 data=tuple((str(i["name"]), abi_type(i)) for i in inputs if not i["indexed"]),
             )
+
+    def indexed_names(self, kind: type[Event]) -> list[str]:
+        """The names of ``kind``'s indexed fields, in topic order."""
+        for spec in self._by_topic.values():
+            if spec.cls is kind:
+                return [name for name, _ in spec.indexed]
+        raise ChainError(f"{self.contract} emits no {kind.__name__} event")
 
     def topic_of(self, kind: type[Event]) -> bytes:
         """The topic-0 (signature hash) of event ``kind``, for log filters."""

@@ -3,97 +3,89 @@
 ``MemoryMarket`` and ``MemoryToken`` answer the same calls as ``MarketClient`` and
 ``TokenClient`` (same arguments, same receipts and typed events, same ``ContractRevert``
 reasons), but every rule comes from the contract's reference model
-(``fedmarket.chain.reference.TaskModel``), which the contract's stateful test checks Market.vy
-against after every step of random call sequences. So a task played on this ledger makes the
-decisions it would make on chain, without an EVM: the plaintext twin of the integrity
-benchmark settles here. ``tests/chain/test_memory.py`` plays whole tasks on both and compares.
+(``fedmarket.chain.reference.MarketModel``), which the contract's stateful test checks the
+market's contracts against after every step of random call sequences. So a task played on
+this ledger makes the decisions it would make on chain, without an EVM: the plaintext twin of
+the integrity benchmark settles here. ``tests/chain/test_memory.py`` plays whole tasks on
+both and compares. Block hashes (what dispute panels are drawn from) come from a seeded hash
+chain; signatures are checked (``trust_signatures`` skips that, for speed, when every
+signer is simulated honestly).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
-from fedmarket.chain import allocation
-from fedmarket.chain.allocation import Allocation, Fill, Offer
+from fedmarket.chain import allocation, merkle
+from fedmarket.chain.allocation import Allocation, Fill
 from fedmarket.chain.client import (
+    NO_FLOORS,
     BidView,
     Clock,
+    DisputeState,
+    DisputeView,
+    Floors,
     GasLog,
+    Outcome,
     Receipt,
     Side,
     Solvency,
-    Task,
     TaskState,
+    Terms,
+    epoch_book_from_logs,
 )
 from fedmarket.chain.events import (
-    AssignmentCommitted,
     BidPlaced,
-    BidWithdrawn,
-    Claimed,
-    DataCommitted,
-    EpochClosed,
     Event,
-    ProcessorSlashed,
-    ResultSubmitted,
-    TaskCancelled,
-    TaskCreated,
-    TaskFinished,
-    TaskResolved,
-    TimeoutClaimed,
+    ReserveCredited,
     Transfer,
-    Withdrawn,
 )
 from fedmarket.chain.reference import (
-    ASSIGNING,
-    CANCELLED,
     DATA,
-    FINISHED,
     PROCESSING,
     TRAINING,
-    BidModel,
-    TaskModel,
+    MarketModel,
+    Result,
+    Revert,
 )
+from fedmarket.chain.signing import SignedRoot, domain_separator
 from fedmarket.errors import ChainError, ContractRevert
 
 E = TypeVar("E", bound=Event)
-MAX_FLAGGED = 16
 GENESIS = 1_700_000_000
-
-
-@dataclass
-class _Extra:
-    """What the reference model leaves out because the money does not depend on it."""
-
-    spec_hash: bytes
-    context_hash: bytes
-    assignment_hash: bytes = bytes(32)
-    data_roots: dict[int, bytes] = field(default_factory=dict)
+CHAIN_ID = 31_337
+ZERO = "0x" + "00" * 20
 
 
 @dataclass
 class Ledger:
-    """The shared state: a clock, token balances, the market's tasks, and the event log."""
+    """The shared state: a clock and block numbers, token balances, the market, the log."""
 
     grace: int
     now: int = GENESIS
     block: int = 1
+    seed: bytes = b"fedmarket/memory-chain"
     balances: dict[str, int] = field(default_factory=dict)
     allowances: dict[tuple[str, str], int] = field(default_factory=dict)
-    tasks: list[TaskModel] = field(default_factory=list)
-    extra: list[_Extra] = field(default_factory=list)
-    credited: dict[tuple[int, str], int] = field(default_factory=dict)
-    claimable: dict[str, int] = field(default_factory=dict)
+    model: MarketModel | None = None
     log: list[tuple[int, Event]] = field(default_factory=list)
     gas_log: GasLog = field(default_factory=GasLog)
     _hashes: itertools.count[int] = field(default_factory=itertools.count)
+
+    def blockhash(self, number: int) -> bytes:
+        """The hash of block ``number`` (a seeded chain of hashes; zero outside the window the
+        EVM's BLOCKHASH serves, as a revert would be)."""
+        if not self.block - 256 <= number < self.block:
+            raise ContractRevert("", function="draw", hint="block hash outside the last 256 blocks")
+        return bytes(keccak(self.seed + number.to_bytes(32, "big")))
 
     def mine(self, events: Sequence[Event], function: str, value: Any) -> Receipt[Any]:
         """One transaction: a block one second after the last, its events logged."""
@@ -127,8 +119,7 @@ class MemoryToken:
     def mint(self, receiver: str, amount: int) -> Receipt[None]:
         b = self.ledger.balances
         b[_key(receiver)] = b.get(_key(receiver), 0) + amount
-        event = Transfer(to_checksum_address("0x" + "00" * 20), to_checksum_address(receiver),
-                         amount)  # fmt: skip
+        event = Transfer(to_checksum_address(ZERO), to_checksum_address(receiver), amount)
         return self.ledger.mine([event], "mint", None)
 
     def approve(self, spender: str, amount: int) -> Receipt[None]:
@@ -157,7 +148,7 @@ class MemoryToken:
 
 
 class MemoryMarket:
-    """Market.vy in memory (``MarketClient``'s interface), its rules from ``TaskModel``."""
+    """The market in memory (``MarketClient``'s interface), its rules from ``MarketModel``."""
 
     def __init__(
         self, ledger: Ledger, address: str, token: MemoryToken, account: LocalAccount | None
@@ -166,6 +157,11 @@ class MemoryMarket:
         self.address = to_checksum_address(address)
         self._token = token
         self.account = account
+
+    @property
+    def model(self) -> MarketModel:
+        assert self.ledger.model is not None
+        return self.ledger.model
 
     # ------------------------------------------------------------ plumbing
 
@@ -181,30 +177,56 @@ class MemoryMarket:
         assert self.account is not None
         return to_checksum_address(str(self.account.address))
 
-    def _task(self, task: int, function: str) -> TaskModel:
-        if not 0 <= task < len(self.ledger.tasks):
-            raise ContractRevert("market: no such task", function=function)
-        return self.ledger.tasks[task]
-
-    @staticmethod
-    def _check(reason: str | None, function: str) -> None:
-        if reason:
-            raise ContractRevert(reason, function=function)
-
-    def _pull(self, sender: str, amount: int, function: str) -> None:
-        allowed = self._token.allowance(sender, self.address)
-        if allowed < amount or self._token.balance_of(sender) < amount:
-            hint = "the token transfer failed: approve and fund first"
-            raise ContractRevert("", function=function, hint=hint)
-        self.ledger.allowances[(_key(sender), _key(self.address))] = allowed - amount
-        self._token.move(sender, self.address, amount)
-
     def block_number(self) -> int:
         return self.ledger.block
 
     def now(self) -> int:
         """The timestamp the next transaction sees."""
         return self.ledger.now + 1
+
+    def chain_id(self) -> int:
+        return CHAIN_ID
+
+    def _funds(self, pulls: list[tuple[str, int]]) -> Callable[[str, int], bool]:
+        def ok(sender: str, amount: int) -> bool:
+            enough = self._token.allowance(sender, self.address) >= amount
+            enough = enough and self._token.balance_of(sender) >= amount
+            if enough:
+                pulls.append((sender, amount))
+            return enough
+
+        return ok
+
+    def _tx(
+        self,
+        function: str,
+        action: Callable[[int, int, Callable[[str, int], bool]], Result],
+        *,
+        pay: bool = False,
+    ) -> Receipt[Any]:
+        """Run one action as the next block: the reason the contract reverts with, or its
+        effects, token pulls (and the payment, when ``pay``) and events."""
+        pulls: list[tuple[str, int]] = []
+        try:
+            result = action(self.now(), self.ledger.block + 1, self._funds(pulls))
+        except Revert as exc:
+            hint = (
+                "the token transfer failed: approve and fund first"
+                if "token" in exc.reason
+                else None
+            )
+            raise ContractRevert(exc.reason, function=function, hint=hint) from None
+        for sender, amount in pulls:
+            self.ledger.allowances[(_key(sender), _key(self.address))] -= amount
+            self._token.move(sender, self.address, amount)
+        if pay and result.value:
+            receiver = next(
+                getattr(e, "account", None) or getattr(e, "to", None)
+                for e in result.events
+                if hasattr(e, "amount")
+            )
+            self._token.move(self.address, str(receiver), int(result.value))
+        return self.ledger.mine(result.events, function, result.value)
 
     # ------------------------------------------------------------ logs
 
@@ -218,7 +240,7 @@ class MemoryMarket:
             out.append(event)
         return out
 
-    # ------------------------------------------------------------ transactions
+    # ------------------------------------------------------------ tasks and bids
 
     def create_task(
         self,
@@ -231,361 +253,442 @@ class MemoryMarket:
         processing_budget: int,
         bidding_seconds: int,
         late_penalty_bps: int,
+        dispute_bond_bps: int = 2_500,
+        audit_fee: int = 0,
+        min_fill: int = 64,
+        floors: Floors = NO_FLOORS,
     ) -> Receipt[int]:
-        f = "create_task"
-        if spec_hash == bytes(32) or public_context_hash == bytes(32):
-            raise ContractRevert("market: empty spec hash", function=f)
-        for ok, why in (
-            (num_points > 0, "market: bad num_points"),
-            (epoch_seconds > 0, "market: bad epoch_seconds"),
-            (max_epochs > 0, "market: bad max_epochs"),
-            (bidding_seconds > 0, "market: bad bidding_seconds"),
-            (late_penalty_bps <= 10_000, "market: penalty above 100%"),
-        ):
-            if not ok:
-                raise ContractRevert(why, function=f)
-        now = self.now()
-        budget = data_budget + processing_budget
-        self._pull(self._me, budget, f)
-        model = TaskModel(
-            requester=self._me,
-            num_points=num_points,
-            epoch_seconds=epoch_seconds,
-            max_epochs=max_epochs,
-            data_budget=data_budget,
-            processing_budget=processing_budget,
-            bidding_deadline=now + bidding_seconds,
-            late_penalty_bps=late_penalty_bps,
-            grace=self.ledger.grace,
+        me = self._me
+        return self._tx(
+            "create_task",
+            lambda now, _b, funds: self.model.create_task(
+                me, now, funds, bytes(spec_hash), bytes(public_context_hash), num_points,
+                epoch_seconds, max_epochs, data_budget, processing_budget, bidding_seconds,
+                late_penalty_bps, dispute_bond_bps, audit_fee, min_fill, floors.as_tuple(),
+            ),
+        )  # fmt: skip
+
+    def bid_data(
+        self, task: int, points: int, price_per_point: int, evict: int = 0
+    ) -> Receipt[int]:
+        me = self._me
+        return self._tx(
+            "bid_data",
+            lambda now, _b, funds: self.model.bid_data(
+                me, now, funds, task, points, price_per_point, evict
+            ),
         )
-        model.paid_in = budget
-        task = len(self.ledger.tasks)
-        self.ledger.tasks.append(model)
-        self.ledger.extra.append(_Extra(bytes(spec_hash), bytes(public_context_hash)))
-        event = TaskCreated(task, to_checksum_address(self._me), bytes(spec_hash),
-                            bytes(public_context_hash), num_points, data_budget,
-                            processing_budget, model.bidding_deadline)  # fmt: skip
-        return self.ledger.mine([event], f, task)
-
-    def _bid(self, task: int, side: int, amount: int, price: int) -> Receipt[int]:
-        f = "bid_data" if side == DATA else "bid_processing"
-        model = self._task(task, f)
-        if amount <= 0:
-            raise ContractRevert("market: bad amount", function=f)
-        paid_before = model.paid_in
-        self._check(model.bid(side, self._me, amount, price, self.now()), f)
-        stake = model.paid_in - paid_before
-        if stake:
-            try:
-                self._pull(self._me, stake, f)
-            except ContractRevert:
-                model.bids[side].pop()
-                model.paid_in = paid_before
-                raise
-        index = len(model.bids[side]) - 1
-        event = BidPlaced(task, side, to_checksum_address(self._me), index, amount, price, stake)
-        return self.ledger.mine([event], f, index)
-
-    def bid_data(self, task: int, points: int, price_per_point: int) -> Receipt[int]:
-        return self._bid(task, DATA, points, price_per_point)
 
     def bid_processing(
-        self, task: int, capacity_per_epoch: int, price_per_point: int
+        self, task: int, capacity_per_epoch: int, price_per_point: int, evict: int = 0
     ) -> Receipt[int]:
-        return self._bid(task, PROCESSING, capacity_per_epoch, price_per_point)
+        me = self._me
+        return self._tx(
+            "bid_processing",
+            lambda now, _b, funds: self.model.bid_processing(
+                me, now, funds, task, capacity_per_epoch, price_per_point, evict
+            ),
+        )
 
-    def _withdraw_bid(self, task: int, side: int) -> Receipt[int]:
-        f = "withdraw_data_bid" if side == DATA else "withdraw_processing_bid"
-        model = self._task(task, f)
-        index = model.open_bid(side, self._me)
-        reason, refund = model.withdraw_bid(side, self._me, self.now())
-        self._check(reason, f)
-        assert index is not None
-        if refund:
-            c = self.ledger.claimable
-            c[_key(self._me)] = c.get(_key(self._me), 0) + refund
-        event = BidWithdrawn(task, side, to_checksum_address(self._me), index, refund)
-        return self.ledger.mine([event], f, refund)
-
-    def withdraw_data_bid(self, task: int) -> Receipt[None]:
-        r = self._withdraw_bid(task, DATA)
-        return Receipt(r.function, r.tx_hash, r.block_number, 0, r.events, None)
-
-    def withdraw_processing_bid(self, task: int) -> Receipt[int]:
-        return self._withdraw_bid(task, PROCESSING)
+    def withdraw_bid(self, task: int, side: Side | int, index: int) -> Receipt[int]:
+        me = self._me
+        return self._tx(
+            "withdraw_bid",
+            lambda now, _b, _f: self.model.withdraw_bid(me, now, task, int(side), index),
+        )
 
     def resolve(
         self, task: int, data_fills: Sequence[Fill], processing_fills: Sequence[Fill]
     ) -> Receipt[None]:
-        f = "resolve"
-        model = self._task(task, f)
-        self._check(model.check_resolve(self.now()), f)
-        expected = allocation.allocate(
-            model.offers(DATA),
-            model.offers(PROCESSING),
-            num_points=model.num_points,
-            max_epochs=model.max_epochs,
-            data_budget=model.data_budget,
-            processing_budget=model.processing_budget,
+        me = self._me
+        data = [f.as_tuple() for f in data_fills]
+        processing = [f.as_tuple() for f in processing_fills]
+        return self._tx(
+            "resolve", lambda now, _b, _f: self.model.resolve(me, now, task, data, processing)
         )
-        got = ([x.as_tuple() for x in data_fills], [x.as_tuple() for x in processing_fills])
-        want = ([x.as_tuple() for x in expected.data], [x.as_tuple() for x in expected.processing])
-        if got != want:
-            raise ContractRevert("market: not the greedy allocation", function=f)
-        model.resolve(got[0], got[1], self.now())
-        event = TaskResolved(task, expected.data_cost, expected.processing_cost_per_epoch,
-                             len(got[0]), len(got[1]), model.deadline)  # fmt: skip
-        return self.ledger.mine([event], f, None)
 
     def resolve_greedy(self, task: int) -> Receipt[Allocation]:
-        model = self._task(task, "resolve")
-        self._check(model.check_resolve(self.now()), "resolve")
+        model = self.model.task(task)
+        if model is None or model.state != 1:
+            raise ContractRevert("market: task is not in bidding", function="resolve")
+        if self.now() <= model.bidding_deadline:
+            raise ContractRevert("market: bidding still open", function="resolve")
+        t = self.terms(task)
+        offers = {
+            side: self.model.tasks[task].offers(side) if task < len(self.model.tasks) else []
+            for side in (DATA, PROCESSING)
+        }
         chosen = allocation.allocate(
-            model.offers(DATA),
-            model.offers(PROCESSING),
-            num_points=model.num_points,
-            max_epochs=model.max_epochs,
-            data_budget=model.data_budget,
-            processing_budget=model.processing_budget,
+            offers[DATA],
+            offers[PROCESSING],
+            num_points=t.num_points,
+            max_epochs=t.max_epochs,
+            data_budget=t.data_budget,
+            processing_budget=t.processing_budget,
+            min_fill=t.min_fill,
         )
         r = self.resolve(task, chosen.data, chosen.processing)
         return Receipt(r.function, r.tx_hash, r.block_number, 0, r.events, chosen)
 
-    def cancel(self, task: int) -> Receipt[None]:
-        model = self._task(task, "cancel")
-        self._check(model.cancel(self._me), "cancel")
-        return self.ledger.mine(
-            [TaskCancelled(task, to_checksum_address(self._me))], "cancel", None
+    def reopen(self, task: int, floors: Floors, bidding_seconds: int) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "reopen",
+            lambda now, _b, _f: self.model.reopen(
+                me, now, task, floors.as_tuple(), bidding_seconds
+            ),
         )
 
-    def commit_assignment(self, task: int, assignment_hash: bytes) -> Receipt[None]:
-        f = "commit_assignment"
-        model = self._task(task, f)
-        self._check(model.commit_assignment(self._me, self.now()), f)
-        if assignment_hash == bytes(32):
-            raise ContractRevert("market: empty assignment hash", function=f)
-        self.ledger.extra[task].assignment_hash = bytes(assignment_hash)
-        event = AssignmentCommitted(task, bytes(assignment_hash), model.deadline)
-        return self.ledger.mine([event], f, None)
+    def cancel(self, task: int) -> Receipt[None]:
+        me = self._me
+        return self._tx("cancel", lambda _n, _b, _f: self.model.cancel(me, task))
 
-    def commit_data(self, task: int, root: bytes) -> Receipt[None]:
-        f = "commit_data"
-        model = self._task(task, f)
-        self._check(model.commit_data(self._me), f)
-        index = model.open_bid(DATA, self._me)
-        assert index is not None
-        self.ledger.extra[task].data_roots[index] = bytes(root)
-        event = DataCommitted(task, to_checksum_address(self._me), bytes(root))
-        return self.ledger.mine([event], f, None)
+    # ------------------------------------------------------------ assignment and data
 
-    def submit_result(self, task: int, epoch: int, digest: bytes) -> Receipt[None]:
-        f = "submit_result"
-        model = self._task(task, f)
-        if digest == bytes(32):
-            raise ContractRevert("market: empty digest", function=f)
-        now = self.now()
-        reason, pay = model.submit_result(self._me, epoch, now)
-        self._check(reason, f)
-        event = ResultSubmitted(task, epoch, to_checksum_address(self._me), bytes(digest),
-                                now <= model.deadline, pay)  # fmt: skip
-        return self.ledger.mine([event], f, None)
+    def commit_data(
+        self, task: int, owner_bid: int, block_sizes: Sequence[int], digests: Sequence[bytes]
+    ) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "commit_data",
+            lambda _n, _b, _f: self.model.commit_data(
+                me, task, owner_bid, list(block_sizes), [bytes(d) for d in digests]
+            ),
+        )
+
+    def commit_assignment(
+        self, task: int, records: Sequence[merkle.Record], model_digest: bytes
+    ) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "commit_assignment",
+            lambda now, _b, _f: self.model.commit_assignment(
+                me, now, task, list(records), bytes(model_digest)
+            ),
+        )
+
+    def report_undelivered(
+        self, task: int, processor: int, blocks: Sequence[tuple[int, int, merkle.EntryProof]]
+    ) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "report_undelivered",
+            lambda _n, _b, _f: self.model.report_undelivered(me, task, processor, list(blocks)),
+        )
+
+    # ------------------------------------------------------------ epochs
+
+    def relay_epoch(self, task: int, epoch: int, signed: Sequence[SignedRoot]) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "relay_epoch",
+            lambda now, _b, _f: self.model.relay_epoch(me, now, task, epoch, list(signed)),
+        )
+
+    def submit_root(
+        self, task: int, epoch: int, processor: int, signed: SignedRoot
+    ) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "submit_root",
+            lambda now, _b, _f: self.model.submit_root(me, now, task, epoch, processor, signed),
+        )
 
     def close_epoch(
-        self, task: int, epoch: int, flagged: Sequence[str], go_on: bool
+        self,
+        task: int,
+        epoch: int,
+        next_model_digest: bytes,
+        go_on: bool = True,
+        not_received: int = 0,
     ) -> Receipt[None]:
-        f = "close_epoch"
-        model = self._task(task, f)
-        flagged = [to_checksum_address(a) for a in flagged]
-        if len(flagged) > MAX_FLAGGED:
-            raise ContractRevert("", function=f, hint="at most 16 processors flagged per call")
-        splits = len(model.splits)
-        before = {i: model.pay.get((i, epoch)) for i in model.winners(PROCESSING)}
-        self._check(model.close_epoch(self._me, epoch, list(flagged), go_on, self.now()), f)
-        events: list[Event] = []
-        for split, who in zip(model.splits[splits:], flagged, strict=True):
-            index = model.open_bid(PROCESSING, who)
-            assert index is not None
-            bid = model.bids[PROCESSING][index]
-            stake = bid.fill * bid.price * model.max_epochs
-            forfeited = before.get(index) or 0
-            events.append(
-                ProcessorSlashed(
-                    task, epoch, to_checksum_address(who), forfeited, stake, split.share
-                )
-            )
-        if model.state == FINISHED:
-            events.append(TaskFinished(task, epoch + 1, False))
-        go = model.state == TRAINING
-        events.append(EpochClosed(task, epoch, go, len(flagged), model.deadline if go else 0))
-        return self.ledger.mine(events, f, None)
+        me = self._me
+        return self._tx(
+            "close_epoch",
+            lambda now, _b, _f: self.model.close_epoch(
+                me, now, task, epoch, bytes(next_model_digest), bool(go_on), not_received
+            ),
+        )
 
-    def claim_timeout(self, task: int) -> Receipt[None]:
-        f = "claim_timeout"
-        model = self._task(task, f)
-        state, epoch = model.state, model.epoch
-        self._check(model.claim_timeout(self._me, self.now()), f)
-        events: list[Event] = []
-        if model.state == CANCELLED:
-            events.append(TaskCancelled(task, to_checksum_address(self._me)))
-        else:
-            if state == TRAINING:
-                events.append(EpochClosed(task, epoch, False, 0, 0))
-            events.append(TaskFinished(task, epoch + int(state == TRAINING), True))
-        events.append(TimeoutClaimed(task, model.state, to_checksum_address(self._me)))
-        return self.ledger.mine(events, f, None)
+    def claim_timeout(self, task: int, side: Side | int, index: int) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "claim_timeout",
+            lambda now, _b, _f: self.model.claim_timeout(me, now, task, int(side), index),
+        )
 
-    def _claim(self, task: int, account: str) -> tuple[int, list[Event]]:
-        owed = self.owed(task, account)
-        if owed <= 0:
-            return 0, []
-        key = (task, _key(account))
-        self.ledger.credited[key] = self.ledger.credited.get(key, 0) + owed
-        c = self.ledger.claimable
-        c[_key(account)] = c.get(_key(account), 0) + owed
-        return owed, [Claimed(task, to_checksum_address(account), owed)]
+    # ------------------------------------------------------------ disputes
 
-    def _withdraw(self, function: str) -> tuple[int, list[Event]]:
-        amount = self.ledger.claimable.get(_key(self._me), 0)
-        if amount <= 0:
-            raise ContractRevert("market: nothing to withdraw", function=function)
-        self.ledger.claimable[_key(self._me)] = 0
-        self._token.move(self.address, self._me, amount)
-        return amount, [Withdrawn(to_checksum_address(self._me), amount)]
+    def open_dispute(
+        self,
+        task: int,
+        epoch: int,
+        accused: int,
+        owner_bid: int,
+        block_index: int,
+        entry: merkle.EntryProof,
+        where: merkle.EpochProof,
+    ) -> Receipt[int]:
+        me = self._me
+        return self._tx(
+            "open_dispute",
+            lambda now, block, funds: self.model.open_dispute(
+                me, now, block, funds, task, epoch, accused, owner_bid, block_index, entry, where
+            ),
+        )
 
-    def claim(self, task: int, account: str | None = None) -> Receipt[int]:
-        self._task(task, "claim")
-        owed, events = self._claim(task, to_checksum_address(account or self._me))
-        return self.ledger.mine(events, "claim", owed)
+    def draw(self, dispute: int) -> Receipt[None]:
+        me = self._me
+        return self._tx("draw", lambda now, block, _f: self.model.draw(me, now, block, dispute))
+
+    def commit_vote(self, dispute: int, commitment: bytes) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "commit_vote",
+            lambda now, _b, _f: self.model.commit_vote(me, now, dispute, bytes(commitment)),
+        )
+
+    def show_leaf(self, dispute: int, digest: bytes, proof: Sequence[bytes]) -> Receipt[None]:
+        me = self._me
+        return self._tx(
+            "show_leaf",
+            lambda now, _b, _f: self.model.show_leaf(
+                me, now, dispute, bytes(digest), [bytes(p) for p in proof]
+            ),
+        )
+
+    def resolve_dispute(self, dispute: int, value: bytes) -> Receipt[Outcome]:
+        me = self._me
+        r = self._tx(
+            "resolve_dispute",
+            lambda now, _b, _f: self.model.resolve_dispute(me, now, dispute, bytes(value)),
+        )
+        return Receipt(r.function, r.tx_hash, r.block_number, 0, r.events, Outcome(r.value))
+
+    # ------------------------------------------------------------ payments
+
+    def collect(self, task: int, side: Side | int, index: int) -> Receipt[int]:
+        me = self._me
+        return self._tx(
+            "collect",
+            lambda now, _b, _f: self.model.collect(me, now, task, int(side), index),
+            pay=True,
+        )
+
+    def claim(self, task: int, side: Side | int, index: int) -> Receipt[int]:
+        me = self._me
+        return self._tx(
+            "claim", lambda now, _b, _f: self.model.claim(me, now, task, int(side), index)
+        )
+
+    def collect_requester(self, task: int) -> Receipt[int]:
+        me = self._me
+        return self._tx(
+            "collect_requester", lambda _n, _b, _f: self.model.collect_requester(me, task), pay=True
+        )
 
     def withdraw(self) -> Receipt[int]:
-        amount, events = self._withdraw("withdraw")
-        return self.ledger.mine(events, "withdraw", amount)
+        me = self._me
+        return self._tx("withdraw", lambda _n, _b, _f: self.model.withdraw(me), pay=True)
 
-    def collect(self, task: int) -> Receipt[int]:
-        self._task(task, "collect")
-        _, claimed = self._claim(task, self._me)
-        amount, events = self._withdraw("collect")
-        return self.ledger.mine(claimed + events, "collect", amount)
+    def withdraw_reserve(self) -> Receipt[int]:
+        me = self._me
+        return self._tx(
+            "withdraw_reserve", lambda _n, _b, _f: self.model.withdraw_reserve(me), pay=True
+        )
 
     # ------------------------------------------------------------ views
 
-    def tasks(self, task: int) -> Task:
-        model = self._task(task, "tasks")
-        extra = self.ledger.extra[task]
-        committed = sum(model.bids[DATA][i].fill * model.bids[DATA][i].price
-                        for i in model.committed)  # fmt: skip
-        shares = len([i for i in model.winners(DATA) if model.bids[DATA][i].bidder !=
-                      model.requester]) + len(model.active())  # fmt: skip
-        return Task(
-            to_checksum_address(model.requester), extra.spec_hash, extra.context_hash,
-            model.num_points, model.epoch_seconds, model.max_epochs, model.data_budget,
-            model.processing_budget, model.bidding_deadline, model.late_penalty_bps,
-            extra.assignment_hash, committed, shares,
+    def terms(self, task: int) -> Terms:
+        t = self.model.task(task)
+        if t is None:
+            return Terms(
+                to_checksum_address(ZERO), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, bytes(32), bytes(32)
+            )
+        return Terms(
+            to_checksum_address(t.requester), t.num_points, t.epoch_seconds, t.max_epochs,
+            t.data_budget, t.processing_budget, t.bidding_deadline, t.bidding_seconds,
+            t.late_penalty_bps, t.dispute_bond_bps, t.audit_fee, t.min_fill, t.terms_hash,
+            t.assignment_root,
         )  # fmt: skip
 
-    def clock_of(self, task: int) -> Clock:
-        model = self._task(task, "clock_of")
-        training = model.state == TRAINING
-        return Clock(
-            TaskState(model.state),
-            model.epoch,
-            model.deadline,
-            len(model.submitted()) if training else 0,
-            len(model.active()) if model.state >= ASSIGNING else 0,
-            int(model.first_closed),
-            model.spent(),
-        )
+    tasks = terms
 
-    def _view(self, task: int, side: int, index: int, bid: BidModel) -> BidView:
-        model = self.ledger.tasks[task]
-        earned = 0
-        last = 0
-        late = False
-        if side == PROCESSING:
-            for (i, epoch), amount in sorted(model.pay.items(), key=lambda kv: kv[0][1]):
-                if i == index:
-                    if (i, epoch) not in model.forfeited:
-                        earned += amount
-                    last = epoch + 1
-                    late = amount < model.pay_for(i, late=False)
-        return BidView(
-            bidder=to_checksum_address(bid.bidder),
-            amount=0 if bid.withdrawn else bid.amount,
-            price=0 if bid.withdrawn else bid.price,
-            winner=bid.fill > 0,
-            fill=bid.fill,
-            slashed=side == PROCESSING and index in model.slashed,
-            earned=earned,
-            last_submitted_epoch=last,
-            last_late=late,
-            data_root=self.ledger.extra[task].data_roots.get(index, bytes(32))
-            if side == DATA
-            else bytes(32),
-        )
+    def floors_of(self, task: int) -> Floors:
+        t = self.model.task(task)
+        return Floors(*(t.floors if t else (0, 0, 0)))
+
+    def clock_of(self, task: int) -> Clock:
+        t = self.model.task(task)
+        if t is None:
+            return Clock(TaskState.NO_TASK, 0, 0, 0, 0, 0, 0, 0)
+        flags = int(t.first_closed) | (2 if t.full else 0) | (4 if t.requester_paid else 0)
+        submitted = self.model._submitted(t) if t.state >= TRAINING else 0
+        return Clock(
+            TaskState(t.state), t.epoch, t.deadline, submitted, len(t.active), flags,
+            t.full_epochs, t.spent(),
+        )  # fmt: skip
 
     def get_bid(self, task: int, side: Side | int, index: int) -> BidView:
-        model = self._task(task, "get_bid")
-        return self._view(task, int(side), index, model.bids[int(side)][index])
+        t = self.model.task(task)
+        side = int(side)
+        bid = t.bids[side].get(index) if t else None
+        bidder, floor = t.slots.get((side, index), (ZERO, 0)) if t else (ZERO, 0)
+        if bid is None:
+            return BidView(to_checksum_address(bidder), 0, 0, floor if side else 0, False, 0,
+                           False, False, 0, 0, 0, 0)  # fmt: skip
+        return BidView(
+            bidder=to_checksum_address(bid.bidder),
+            amount=bid.amount,
+            price=bid.price,
+            stake_price=bid.stake_price if side == PROCESSING else 0,
+            winner=bid.winner,
+            fill=bid.fill,
+            committed=bid.committed,
+            slashed=bid.slashed,
+            undelivered=bid.undelivered,
+            epoch_pay=bid.epoch_pay if side == PROCESSING and bid.winner else 0,
+            last_submitted_epoch=bid.last_submitted if side == PROCESSING else 0,
+            open_disputes=bid.open_disputes if side == PROCESSING else 0,
+        )
 
-    def bids(self, task: int, side: Side | int) -> list[BidView]:
-        model = self._task(task, "bids")
-        return [self._view(task, int(side), i, b) for i, b in enumerate(model.bids[int(side)])]
+    def book_of(self, task: int) -> tuple[int, int]:
+        t = self.model.task(task)
+        if t is None:
+            return 0, 0
+        if t.state <= 1:  # bidding (or none): the open bids
+            return tuple(sum(1 << i for i in t.bids[s]) for s in (DATA, PROCESSING))  # type: ignore[return-value]
+        return tuple(sum(1 << i for i in t.winners[s]) for s in (DATA, PROCESSING))  # type: ignore[return-value]
+
+    def active_of(self, task: int) -> tuple[int, int]:
+        t = self.model.task(task)
+        if t is None:
+            return 0, 0
+        bitmap = sum(1 << i for i in t.active)
+        return bitmap, sum(t.bids[PROCESSING][i].epoch_pay for i in t.active)
+
+    def epoch_commitments(self, task: int) -> tuple[bytes, bytes]:
+        t = self.model.task(task)
+        if t is None or t.book is None or t.state < TRAINING:
+            return bytes(32), bytes(32)
+        book = t.book
+        acc = book.acc(book.closed) if book.closed in book.models else book.acc(book.closed - 1)
+        return acc, book.history()
+
+    def dispute_of(self, dispute: int) -> DisputeView:
+        if not 0 <= dispute < len(self.model.disputes):
+            return DisputeView(0, to_checksum_address(ZERO), 0, 0, 0, 0, 0, DisputeState.NONE, 0,
+                               (), 0, 0, 0, 0, bytes(32), bytes(32))  # fmt: skip
+        d = self.model.disputes[dispute]
+        show = d.vote_deadline + self.model.grace if d.vote_deadline else 0
+        return DisputeView(
+            d.task, to_checksum_address(d.accuser), d.accused, d.owner_bid, d.block_index,
+            d.epoch, d.entry_index, DisputeState(d.state), d.open_block, tuple(d.panel),
+            d.vote_deadline, show, d.bond, d.fee, d.root, d.shown,
+        )  # fmt: skip
+
+    def vote_of(self, dispute: int, slot: int) -> bytes:
+        return self.model.disputes[dispute].votes.get(slot, bytes(32))
+
+    def is_reported(self, task: int, processor: int, block: int) -> bool:
+        t = self.model.task(task)
+        return t is not None and (processor, block) in t.reported
+
+    def num_disputes(self) -> int:
+        return len(self.model.disputes)
+
+    def bids(self, task: int, side: Side | int) -> list[tuple[int, BidView]]:
+        bitmap = self.book_of(task)[int(side)]
+        return [(i, self.get_bid(task, side, i)) for i in range(128) if bitmap >> i & 1]
+
+    def all_bids(self, task: int, side: Side | int) -> list[tuple[int, BidView]]:
+        t = self.model.task(task)
+        return [(i, self.get_bid(task, side, i)) for i in sorted(t.bids[int(side)])] if t else []
 
     def bid_index(self, task: int, side: Side | int, account: str) -> int:
-        model = self._task(task, "bid_index")
-        index = model.open_bid(int(side), to_checksum_address(account))
-        return 0 if index is None else index + 1
+        who = to_checksum_address(account)
+        placed = [
+            e for e in self.logs(BidPlaced, task=task) if e.side == int(side) and e.bidder == who
+        ]
+        for e in reversed(placed):
+            bid = self.get_bid(task, side, e.bid)
+            if bid.bidder == who and bid.amount > 0:
+                return e.bid + 1
+        return 0
 
-    def has_submitted(self, task: int, epoch: int, account: str) -> bool:
-        model = self._task(task, "has_submitted")
-        index = model.open_bid(PROCESSING, to_checksum_address(account))
-        return index is not None and (index, epoch) in model.pay
+    def owed(self, task: int, side: Side | int | str, index: int | None = None) -> int:
+        if isinstance(side, str):
+            who = to_checksum_address(side)
+            t = self.model.task(task)
+            if t is None:
+                return 0
+            total = sum(
+                self.model.owed(task, s, i, self.now())
+                for s in (DATA, PROCESSING)
+                for i, b in t.bids[s].items()
+                if b.bidder == who
+            )
+            if t.requester == who:
+                total += self.model.requester_owed(task)
+            return total
+        assert index is not None
+        return self.model.owed(task, int(side), index, self.now())
 
-    def owed(self, task: int, account: str) -> int:
-        model = self._task(task, "owed")
-        entitled = model.entitlement(to_checksum_address(account))
-        return entitled - self.ledger.credited.get((task, _key(account)), 0)
+    def requester_owed(self, task: int) -> int:
+        return self.model.requester_owed(task)
 
     def claimable(self, account: str) -> int:
-        return self.ledger.claimable.get(_key(account), 0)
+        return self.model.claimable.get(to_checksum_address(account), 0)
 
     def liabilities(self, task: int) -> int:
-        model = self._task(task, "liabilities")
-        paid_out = sum(v for (t, _), v in self.ledger.credited.items() if t == task)
-        return model.paid_in - model.refunded - paid_out
-
-    def credited(self, task: int, account: str) -> int:
-        return self.ledger.credited.get((task, _key(account)), 0)
+        t = self.model.task(task)
+        return t.liabilities if t else 0
 
     def total_claimable(self) -> int:
-        return sum(self.ledger.claimable.values())
+        return self.model.total_claimable
+
+    def reserve_balance(self) -> int:
+        return self.model.reserve_balance
+
+    def reserve(self) -> str:
+        return self.model.reserve
+
+    def reserved(self, task: int) -> int:
+        return sum(e.amount for e in self.logs(ReserveCredited, task=task))
 
     def dust(self, task: int) -> int:
-        return self._task(task, "dust").dust
-
-    def num_bids(self, task: int, side: Side | int) -> int:
-        return len(self._task(task, "num_bids").bids[int(side)])
+        return self.reserved(task)
 
     def num_tasks(self) -> int:
-        return len(self.ledger.tasks)
+        return len(self.model.tasks)
 
     def grace_seconds(self) -> int:
         return self.ledger.grace
 
+    def draw_delay_blocks(self) -> int:
+        return self.model.draw_delay
+
+    def domain_separator(self) -> bytes:
+        return self.model.domain
+
     def token(self) -> str:
         return self._token.address
+
+    def epoch_book(self, task: int, *, from_block: int = 0) -> merkle.EpochBook:
+        return epoch_book_from_logs(self, task, from_block=from_block)
 
     def solvency(self) -> Solvency:
         return Solvency(
             balance=self._token.balance_of(self.address),
             liabilities=sum(self.liabilities(t) for t in range(self.num_tasks())),
             total_claimable=self.total_claimable(),
+            reserve=self.reserve_balance(),
         )
 
 
 @dataclass
 class MemoryChain:
-    """A chain in memory: accounts (anvil's dev keys), a clock that moves on request."""
+    """A chain in memory: accounts (anvil's dev keys), a clock and blocks that move on request."""
 
     accounts: list[LocalAccount]
     ledger: Ledger
@@ -599,16 +702,39 @@ class MemoryChain:
             raise ChainError("cannot travel back in time")
         self.ledger.now += seconds
 
+    def mine(self, blocks: int) -> None:
+        """Empty blocks, a second apart (what a dispute's draw waits for)."""
+        self.ledger.block += blocks
+        self.ledger.now += blocks
+
+
+MARKET_ADDRESS = "0x" + "3a" * 20
+
 
 def memory_chain(
-    keys: Sequence[str], *, grace_seconds: int
+    keys: Sequence[str],
+    *,
+    grace_seconds: int,
+    reserve: str | None = None,
+    draw_delay_blocks: int = 1,
+    trust_signatures: bool = False,
+    seed: int = 0,
 ) -> tuple[MemoryChain, MemoryMarket, MemoryToken]:
-    """A fresh ledger with a market and its token, acting as the first account."""
+    """A fresh ledger with a market and its token, acting as the first account (also the
+    reserve, by default, as ``fedmarket chain deploy`` makes the deployer)."""
     accounts = [Account.from_key(k) for k in keys]
-    ledger = Ledger(grace=grace_seconds)
+    ledger = Ledger(grace=grace_seconds, seed=b"fedmarket/memory-chain/" + str(seed).encode())
+    ledger.model = MarketModel(
+        grace=grace_seconds,
+        reserve=reserve or accounts[0].address,
+        draw_delay=draw_delay_blocks,
+        domain=domain_separator(CHAIN_ID, MARKET_ADDRESS),
+        beacon=ledger.blockhash,
+        trust_signatures=trust_signatures,
+    )
     token = MemoryToken(ledger, "0x" + "70" * 20, accounts[0])
-    market = MemoryMarket(ledger, "0x" + "3a" * 20, token, accounts[0])
+    market = MemoryMarket(ledger, MARKET_ADDRESS, token, accounts[0])
     return MemoryChain(accounts, ledger), market, token
 
 
-__all__ = ["Ledger", "MemoryChain", "MemoryMarket", "MemoryToken", "Offer", "memory_chain"]
+__all__ = ["Ledger", "MemoryChain", "MemoryMarket", "MemoryToken", "memory_chain"]

@@ -19,31 +19,43 @@ from eth_account import Account
 from eth_utils import function_abi_to_4byte_selector, is_address, to_checksum_address
 from web3.exceptions import Web3Exception
 
+from fedmarket.chain import merkle
 from fedmarket.chain.backends import rpc
-from fedmarket.chain.client import MarketClient, Side, TaskState
-from fedmarket.chain.compile import compile_contract
+from fedmarket.chain.client import MarketClient, Outcome, Side, TaskState, compile_market
 from fedmarket.chain.events import (
     MARKET_EVENTS,
-    AssignmentCommitted,
+    BidEvicted,
     BidPlaced,
     BidWithdrawn,
+    Claimed,
+    Collected,
     DataCommitted,
+    DisputeOpened,
+    DisputeResolved,
     EpochClosed,
+    EpochRoots,
     Event,
     EventDecoder,
+    LeafShown,
+    ModelReleased,
+    PanelDrawn,
     ProcessorSlashed,
-    ResultSubmitted,
+    ReserveCredited,
+    RootSubmitted,
+    ShareCredited,
     TaskCancelled,
     TaskCreated,
     TaskFinished,
     TaskResolved,
     TimeoutClaimed,
+    VoteCommitted,
     Withdrawn,
 )
 from fedmarket.errors import ChainError, ConfigError
 
 __all__ = [
     "BidRow",
+    "DisputeRow",
     "EpochRow",
     "GasRow",
     "MarketInfo",
@@ -124,9 +136,12 @@ class TaskSummary:
     deadline: int  # of the open epoch (or the assignment window); 0 when none
     epochs_closed: int
     spent: int  # processing pay accrued so far
-    open_bids: dict[str, int]  # side -> bids not withdrawn
+    open_bids: dict[str, int]  # side -> bids not withdrawn or evicted
     created: Stamp
     timed_out: bool = False
+    dispute_bond_bps: int = 0  # an accuser's bond, as a share of the accused's stake
+    audit_fee: int = 0  # each auditor on the winning side of a dispute, from the bond
+    min_fill: int = 0  # the fewest points of any data fill (the privacy floor)
 
     @property
     def budget(self) -> int:
@@ -146,29 +161,59 @@ class BidRow:
     winner: bool
     fill: int  # points won (data) or per epoch (processing)
     slashed: bool
-    earned: int  # processing pay accrued (the contract's view)
-    data_committed: bool  # a winning owner committed its blocks' root
+    earned: int  # processing pay its recorded roots earned (0 for results not received)
+    data_committed: bool  # a winning owner committed its manifest (block sizes and digests)
     placed: Stamp
 
 
 @dataclass(frozen=True)
 class ResultRow:
+    """One processor's result root for one epoch, as recorded on chain (relayed with the
+    others on time, or sent by itself). ``pay`` is what it earns for the epoch: the late
+    penalty taken, 0 when the requester marked the results not received."""
+
     epoch: int
     processor: str
     on_time: bool
     pay: int
-    digest: str
+    digest: str  # the root over its per-block result digests
     at: Stamp
+    received: bool = True
 
 
 @dataclass(frozen=True)
 class SlashRow:
+    """A processor slashed by a dispute over its result for ``epoch``: everything it had not
+    been paid and its stake are forfeited, to the reserve (a panel's conviction) or shared
+    with the other participants by what they are paid (a leaf nobody opened)."""
+
     epoch: int
     processor: str
-    forfeited_pay: int
-    forfeited_stake: int
-    share_per_participant: int
+    forfeited: int
+    to_reserve: int
+    to_participants: int
+    fault: str  # panel | unopened
+    dispute: int
     at: Stamp
+
+
+@dataclass(frozen=True)
+class DisputeRow:
+    """One accusation: a block of the accused's assignment in a closed epoch, bonded."""
+
+    dispute: int
+    epoch: int
+    accuser: str
+    accused: str
+    block: str  # owner bid / block index
+    bond: int
+    panel: tuple[str, ...]  # the auditors drawn after the accusation
+    outcome: str  # open | drawn | unopened | dismissed | convicted | cleared | no_verdict
+    to_accuser: int
+    to_accused: int
+    fees: int
+    opened: Stamp
+    resolved: Stamp | None
 
 
 @dataclass(frozen=True)
@@ -182,6 +227,8 @@ class EpochRow:
     waiting: tuple[str, ...]  # the same, for the open epoch
     slashes: tuple[SlashRow, ...]
     by_timeout: bool = False
+    model_digest: str = ""  # sha256 of the encrypted model released for it (0x hex)
+    not_received: tuple[str, ...] = ()  # roots on chain whose results the requester never got
 
     @property
     def on_time(self) -> tuple[str, ...]:
@@ -200,9 +247,10 @@ class EpochRow:
 class PartyFlow:
     """One account's tokens in one task, in base units.
 
-    ``paid_in`` went to the market (escrow, stakes); ``refunded`` came back at once (a
-    withdrawn processing bid's stake); ``credited`` the task has already credited it (claimed),
-    ``owed`` it would credit now. ``net`` is what the task leaves the account with, so far.
+    ``paid_in`` went to the market (escrow, stakes, dispute bonds); ``refunded`` came back at
+    once (a withdrawn or evicted processing bid's stake); ``credited`` the task has already
+    paid or credited it (collected, claimed, bonds returned, audit fees, shares of a slash);
+    ``owed`` it could collect now. ``net`` is what the task leaves the account with, so far.
     """
 
     address: str
@@ -211,8 +259,8 @@ class PartyFlow:
     refunded: int
     credited: int
     owed: int
-    data_pay: int  # an owner's fill x price, once the first epoch closed and its data was committed
-    processing_pay: int  # a processor's results, less what a slash forfeited
+    data_pay: int  # an owner's delivered points x price, once the first epoch closed
+    processing_pay: int  # what its recorded results earned
     slashed: int  # forfeited pay and stake
 
     @property
@@ -243,12 +291,13 @@ class TaskDetail:
     epochs: tuple[EpochRow, ...]
     flows: tuple[PartyFlow, ...]
     gas: tuple[GasRow, ...]
-    assignment_hash: str  # 0x hex, zero before the assignment
+    assignment_hash: str  # the assignment's Merkle root (0x hex), zero before it
     liabilities: int  # what the task still holds for anyone
-    dust: int
+    dust: int  # what the task put in the market's reserve (penalties, marks, slashes)
     cancelled_by: str | None
     finished: Stamp | None
     fingerprint: str  # changes whenever anything on this page could
+    disputes: tuple[DisputeRow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -291,6 +340,7 @@ class _Scan:
     next_block: int = 0
     logs: list[_Log] = field(default_factory=list)
     by_task: dict[int, list[_Log]] = field(default_factory=lambda: defaultdict(list))
+    task_of_dispute: dict[int, int] = field(default_factory=dict)
 
 
 class MarketReader:
@@ -335,7 +385,7 @@ class MarketReader:
                 hint="check --market: pass the market's address, not its token's",
             ) from None
         self.address = self.client.address
-        compiled = compile_contract("Market")
+        compiled = compile_market()  # the market's address answers for its three contracts
         self._decoder = EventDecoder("Market", compiled.abi, MARKET_EVENTS)
         functions: list[Any] = [e for e in compiled.abi if e.get("type") == "function"]
         # which function a transaction called, from its selector (for gas per function)
@@ -403,6 +453,11 @@ class MarketReader:
                     )
                     scan.logs.append(entry)
                     task = getattr(event, "task", None)
+                    dispute = getattr(event, "dispute", None)
+                    if task is not None and dispute is not None:
+                        scan.task_of_dispute[int(dispute)] = int(task)
+                    elif task is None and dispute is not None:
+                        task = scan.task_of_dispute.get(int(dispute))  # votes, shown leaves
                     if task is not None:
                         scan.by_task[int(task)].append(entry)
                 scan.next_block = head + 1
@@ -447,7 +502,7 @@ class MarketReader:
         return [(x.event, x) for x in self._scan.by_task.get(task, []) if isinstance(x.event, kind)]
 
     def _summary(self, task: int) -> TaskSummary:
-        terms = self.client.tasks(task)
+        terms = self.client.terms(task)
         clock = self.client.clock_of(task)
         created = self._of(task, TaskCreated)
         if not created:
@@ -455,19 +510,29 @@ class MarketReader:
                 f"task {task} exists on {self.address} but its TaskCreated event was not found",
                 hint="the node may have pruned old logs; use an archive node",
             )
+        announced = created[0][0]
         closed = self._of(task, EpochClosed)
         finished = self._of(task, TaskFinished)
+        book = self.client.book_of(task)
         open_bids: dict[str, int] = {}
         for side, name in SIDE_NAMES.items():
-            placed = sum(1 for e, _ in self._of(task, BidPlaced) if e.side == side)
-            gone = sum(1 for e, _ in self._of(task, BidWithdrawn) if e.side == side)
-            open_bids[name] = placed - gone
+            if clock.state == TaskState.BIDDING:
+                open_bids[name] = bin(book[int(side)]).count("1")
+            else:
+                placed = sum(1 for e, _ in self._of(task, BidPlaced) if e.side == side)
+                gone = sum(
+                    1
+                    for kind in (BidWithdrawn, BidEvicted)
+                    for e, _ in self._of(task, kind)
+                    if e.side == side
+                )
+                open_bids[name] = placed - gone
         return TaskSummary(
             id=task,
             state=STATE_NAMES.get(clock.state, clock.state.name.lower()),
             requester=str(terms.requester),
-            spec_hash="0x" + terms.spec_hash.hex(),
-            public_context_hash="0x" + terms.public_context_hash.hex(),
+            spec_hash="0x" + bytes(announced.spec_hash).hex(),
+            public_context_hash="0x" + bytes(announced.public_context_hash).hex(),
             num_points=terms.num_points,
             epoch_seconds=terms.epoch_seconds,
             max_epochs=terms.max_epochs,
@@ -482,6 +547,9 @@ class MarketReader:
             open_bids=open_bids,
             created=self._stamp(created[0][1]),
             timed_out=any(e.timed_out for e, _ in finished),
+            dispute_bond_bps=terms.dispute_bond_bps,
+            audit_fee=terms.audit_fee,
+            min_fill=terms.min_fill,
         )
 
     def task(self, task: int) -> TaskDetail | None:
@@ -491,153 +559,321 @@ class MarketReader:
             if not 0 <= task < self.num_tasks():
                 return None
             summary = self._summary(task)
-            bids = self._bids(task)
-            epochs = self._epochs(task, summary, bids)
+            results = self._results(task)
+            bids = self._bids(task, results)
+            disputes = self._disputes(task)
+            epochs = self._epochs(task, summary, bids, results, disputes)
             resolved = self._of(task, TaskResolved)
             cancelled = self._of(task, TaskCancelled)
             finished = self._of(task, TaskFinished)
-            terms = self.client.tasks(task)
+            terms = self.client.terms(task)
             logs = self._scan.by_task.get(task, [])
             return TaskDetail(
                 summary=summary,
                 bids=tuple(bids),
-                resolution=resolved[0][0] if resolved else None,
+                resolution=resolved[-1][0] if resolved else None,
                 epochs=tuple(epochs),
-                flows=tuple(self._flows(task, summary, bids)),
+                flows=tuple(self._flows(task, summary, bids, results, disputes)),
                 gas=tuple(self._gas_rows(logs)),
-                assignment_hash="0x" + terms.assignment_hash.hex(),
+                assignment_hash="0x" + bytes(terms.assignment_root).hex(),
                 liabilities=int(self.client.liabilities(task)),
-                dust=int(self.client.dust(task)),
+                dust=sum(int(e.amount) for e, _ in self._of(task, ReserveCredited)),
                 cancelled_by=str(cancelled[0][0].by) if cancelled else None,
                 finished=self._stamp(finished[0][1]) if finished else None,
                 fingerprint=f"{len(logs)}:{summary.state}:{summary.epoch}",
+                disputes=tuple(disputes),
             )
 
-    def _bids(self, task: int) -> list[BidRow]:
+    def _bidder(self, task: int, side: Side, index: int) -> str:
+        return str(self.client.get_bid(task, side, index).bidder)
+
+    def _results(self, task: int) -> list[ResultRow]:
+        """Every recorded root: relayed epochs (one event, every processor on time) and roots
+        sent one by one; results marked not received earn nothing."""
+        marked: dict[int, int] = {
+            int(e.epoch): int(e.not_received) for e, _ in self._of(task, EpochClosed)
+        }
+        rows: list[ResultRow] = []
+        for kind_log in self._scan.by_task.get(task, []):
+            e = kind_log.event
+            if isinstance(e, EpochRoots):
+                bits = [i for i in range(128) if int(e.processors) >> i & 1]
+                for i, root in zip(bits, e.roots, strict=True):
+                    view = self.client.get_bid(task, Side.PROCESSING, i)
+                    pay = view.epoch_pay or view.fill * view.price
+                    rows.append(
+                        self._result(task, int(e.epoch), i, True, pay, root, kind_log, marked)
+                    )
+            elif isinstance(e, RootSubmitted):
+                rows.append(
+                    self._result(
+                        task,
+                        int(e.epoch),
+                        int(e.processor),
+                        bool(e.on_time),
+                        int(e.pay),
+                        e.root,
+                        kind_log,
+                        marked,
+                    )
+                )
+        return rows
+
+    def _result(
+        self,
+        task: int,
+        epoch: int,
+        index: int,
+        on_time: bool,
+        pay: int,
+        root: bytes,
+        log: _Log,
+        marked: dict[int, int],
+    ) -> ResultRow:
+        received = not marked.get(epoch, 0) >> index & 1
+        return ResultRow(
+            epoch,
+            self._bidder(task, Side.PROCESSING, index),
+            on_time,
+            pay if received else 0,
+            "0x" + bytes(root).hex(),
+            self._stamp(log),
+            received,
+        )
+
+    def _bids(self, task: int, results: list[ResultRow]) -> list[BidRow]:
         rows: list[BidRow] = []
-        committed = {e.owner.lower() for e, _ in self._of(task, DataCommitted)}
-        for placed, log in self._of(task, BidPlaced):
+        committed = {int(e.bid) for e, _ in self._of(task, DataCommitted)}
+        # a slot is reused after a withdrawal or an eviction: each placement is its own row
+        placements = self._of(task, BidPlaced)
+        for n, (placed, log) in enumerate(placements):
             side = Side(placed.side)
-            view = self.client.get_bid(task, side, int(placed.bid))
+            index = int(placed.bid)
+            reused = any(
+                int(later.bid) == index and later.side == placed.side
+                for later, _ in placements[n + 1 :]
+            )
+            view = self.client.get_bid(task, side, index)
+            gone = reused or view.amount == 0 or str(view.bidder) != str(placed.bidder)
+            earned = sum(
+                r.pay
+                for r in results
+                if side == Side.PROCESSING and not gone and r.processor == str(placed.bidder)
+            )
             rows.append(
                 BidRow(
                     task=task,
                     side=SIDE_NAMES[side],
-                    index=int(placed.bid),
+                    index=index,
                     bidder=str(placed.bidder),
                     amount=int(placed.amount),
                     price=int(placed.price),
                     stake=int(placed.stake),
-                    withdrawn=view.amount == 0,
-                    winner=view.winner,
-                    fill=int(view.fill),
-                    slashed=view.slashed,
-                    earned=int(view.earned),
-                    data_committed=side == Side.DATA and placed.bidder.lower() in committed,
+                    withdrawn=gone,
+                    winner=view.winner and not gone,
+                    fill=int(view.fill) if not gone else 0,
+                    slashed=view.slashed and not gone,
+                    earned=earned,
+                    data_committed=side == Side.DATA and not gone and index in committed,
                     placed=self._stamp(log),
                 )
             )
         return rows
 
-    def _epochs(self, task: int, summary: TaskSummary, bids: list[BidRow]) -> list[EpochRow]:
-        assigned = self._of(task, AssignmentCommitted)
-        if not assigned:
+    def _disputes(self, task: int) -> list[DisputeRow]:
+        drawn = {int(e.dispute): e for e, _ in self._of(task, PanelDrawn)}
+        resolved = {int(e.dispute): (e, log) for e, log in self._of(task, DisputeResolved)}
+        rows = []
+        for e, log in self._of(task, DisputeOpened):
+            d = int(e.dispute)
+            panel = drawn.get(d)
+            verdict = resolved.get(d)
+            outcome = "open" if panel is None else "drawn"
+            if verdict is not None:
+                outcome = Outcome(int(verdict[0].outcome)).name.lower()
+            rows.append(
+                DisputeRow(
+                    dispute=d,
+                    epoch=int(e.epoch),
+                    accuser=str(e.accuser),
+                    accused=self._bidder(task, Side.PROCESSING, int(e.accused)),
+                    block=f"{int(e.owner_bid)}/{int(e.block_index)}",
+                    bond=int(e.bond),
+                    panel=tuple(
+                        self._bidder(task, Side.PROCESSING, int(i))
+                        for i in (panel.panel if panel is not None else [])
+                    ),
+                    outcome=outcome,
+                    to_accuser=int(verdict[0].to_accuser) if verdict else 0,
+                    to_accused=int(verdict[0].to_accused) if verdict else 0,
+                    fees=int(verdict[0].fees) if verdict else 0,
+                    opened=self._stamp(log),
+                    resolved=self._stamp(verdict[1]) if verdict else None,
+                )
+            )
+        return rows
+
+    def _slashes(self, task: int, disputes: list[DisputeRow]) -> list[SlashRow]:
+        by_tx = {d.resolved.tx: d for d in disputes if d.resolved is not None}
+        rows = []
+        for s, log in self._of(task, ProcessorSlashed):
+            d = by_tx.get(log.tx)
+            rows.append(
+                SlashRow(
+                    epoch=d.epoch if d is not None else -1,
+                    processor=self._bidder(task, Side.PROCESSING, int(s.processor)),
+                    forfeited=int(s.forfeited),
+                    to_reserve=int(s.to_reserve),
+                    to_participants=int(s.to_participants),
+                    fault="unopened" if int(s.fault) == 1 else "panel",
+                    dispute=d.dispute if d is not None else -1,
+                    at=self._stamp(log),
+                )
+            )
+        return rows
+
+    def _epochs(
+        self,
+        task: int,
+        summary: TaskSummary,
+        bids: list[BidRow],
+        results: list[ResultRow],
+        disputes: list[DisputeRow],
+    ) -> list[EpochRow]:
+        released = {int(e.epoch): e for e, _ in self._of(task, ModelReleased)}
+        if not released:
             return []
         winners = [b.bidder for b in bids if b.side == "processing" and b.winner]
-        results: dict[int, list[ResultRow]] = defaultdict(list)
-        for r, log in self._of(task, ResultSubmitted):
-            results[int(r.epoch)].append(
-                ResultRow(
-                    int(r.epoch),
-                    str(r.processor),
-                    bool(r.on_time),
-                    int(r.pay),
-                    "0x" + r.digest.hex(),
-                    self._stamp(log),
-                )
-            )
-        slashes: dict[int, list[SlashRow]] = defaultdict(list)
-        for s, log in self._of(task, ProcessorSlashed):
-            slashes[int(s.epoch)].append(
-                SlashRow(
-                    int(s.epoch),
-                    str(s.processor),
-                    int(s.forfeited_pay),
-                    int(s.forfeited_stake),
-                    int(s.share_per_participant),
-                    self._stamp(log),
-                )
-            )
+        by_epoch: dict[int, list[ResultRow]] = defaultdict(list)
+        for r in results:
+            by_epoch[r.epoch].append(r)
+        slashes = self._slashes(task, disputes)
         closes = {int(e.epoch): (e, log) for e, log in self._of(task, EpochClosed)}
         # claim_timeout closes an unclosed epoch in its own transaction
         timeouts = {log.tx for _, log in self._of(task, TimeoutClaimed)}
-        deadline = int(assigned[0][0].epoch_deadline)
         out: list[EpochRow] = []
-        gone: set[str] = set()  # slashed in an earlier epoch
         last = max(closes) if closes else -1
         open_epoch = summary.state == "training"
         for epoch in range(last + 1 + (1 if open_epoch else 0)):
             close = closes.get(epoch)
-            done = {r.processor.lower() for r in results[epoch]}
+            until = close[1].block if close else None
+            gone = {s.processor.lower() for s in slashes if until is None or s.at.block <= until}
+            done = {r.processor.lower() for r in by_epoch[epoch]}
             expected = tuple(w for w in winners if w.lower() not in gone and w.lower() not in done)
+            release = released.get(epoch)
             out.append(
                 EpochRow(
                     epoch=epoch,
-                    deadline=deadline,
+                    deadline=int(release.deadline) if release is not None else 0,
                     closed=self._stamp(close[1]) if close else None,
                     go_on=bool(close[0].go_on) if close else None,
-                    results=tuple(results[epoch]),
+                    results=tuple(by_epoch[epoch]),
                     missing=expected if close else (),
                     waiting=() if close else expected,
-                    slashes=tuple(slashes[epoch]),
+                    slashes=tuple(s for s in slashes if s.epoch == epoch),
                     by_timeout=close is not None and close[1].tx in timeouts,
+                    model_digest="0x" + bytes(release.model_digest).hex() if release else "",
+                    not_received=tuple(r.processor for r in by_epoch[epoch] if not r.received),
                 )
             )
-            gone |= {s.processor.lower() for s in slashes[epoch]}
-            if close is not None:
-                deadline = int(close[0].next_deadline)
         return out
 
-    def _flows(self, task: int, summary: TaskSummary, bids: list[BidRow]) -> list[PartyFlow]:
+    def _flows(
+        self,
+        task: int,
+        summary: TaskSummary,
+        bids: list[BidRow],
+        results: list[ResultRow],
+        disputes: list[DisputeRow],
+    ) -> list[PartyFlow]:
         roles: dict[str, list[str]] = defaultdict(list)
         roles[summary.requester].append("requester")
         for b in bids:
             role = "owner" if b.side == "data" else "processor"
             if role not in roles[b.bidder]:
                 roles[b.bidder].append(role)
-        return [self._flow(task, summary, bids, a, tuple(r)) for a, r in roles.items()]
+        for d in disputes:
+            for who in (d.accuser, *d.panel):
+                roles.setdefault(who, [])
+        slashes = self._slashes(task, disputes)
+        credits = self._dispute_credits(task, disputes)
+        return [
+            self._flow(task, summary, bids, results, slashes, credits, disputes, a, tuple(r))
+            for a, r in roles.items()
+        ]
+
+    def _dispute_credits(self, task: int, disputes: list[DisputeRow]) -> dict[str, int]:
+        """What resolved disputes credited each account: the bond back or to the accused,
+        and the auditors' fees (to each drawn auditor who committed the winning digest)."""
+        out: dict[str, int] = defaultdict(int)
+        resolved = {int(e.dispute): e for e, _ in self._of(task, DisputeResolved)}
+        shown = {int(e.dispute): bytes(e.digest) for e, _ in self._of(task, LeafShown)}
+        votes: dict[int, dict[str, bytes]] = defaultdict(dict)
+        for e, _ in self._of(task, VoteCommitted):
+            votes[int(e.dispute)][str(e.voter).lower()] = bytes(e.commitment)
+        fee = self._summary(task).audit_fee
+        for d in disputes:
+            verdict = resolved.get(d.dispute)
+            if verdict is None:
+                continue
+            out[d.accuser.lower()] += int(verdict.to_accuser)
+            out[d.accused.lower()] += int(verdict.to_accused)
+            outcome = int(verdict.outcome)
+            if outcome == Outcome.CONVICTED:
+                paid_for = bytes(verdict.value)
+            elif outcome == Outcome.CLEARED:
+                paid_for = shown.get(d.dispute, b"")
+            else:
+                continue
+            for auditor in d.panel:
+                commitment = votes[d.dispute].get(auditor.lower())
+                if commitment == merkle.vote_commitment(d.dispute, auditor, paid_for):
+                    out[auditor.lower()] += fee
+        return out
 
     def _flow(
         self,
         task: int,
         summary: TaskSummary,
         bids: list[BidRow],
+        results: list[ResultRow],
+        slashes: list[SlashRow],
+        credits: dict[str, int],
+        disputes: list[DisputeRow],
         address: str,
         roles: tuple[str, ...],
     ) -> PartyFlow:
         me = address.lower()
         paid_in = summary.budget if me == summary.requester.lower() else 0
-        paid_in += sum(b.stake for b in bids if b.bidder.lower() == me)
+        paid_in += sum(int(e.stake) for e, _ in self._of(task, BidPlaced) if e.bidder.lower() == me)
+        paid_in += sum(d.bond for d in disputes if d.accuser.lower() == me)
         refunded = sum(
-            int(e.refunded) for e, _ in self._of(task, BidWithdrawn) if e.bidder.lower() == me
+            int(e.refunded)
+            for kind in (BidWithdrawn, BidEvicted)
+            for e, _ in self._of(task, kind)
+            if e.bidder.lower() == me
         )
-        credited = int(self.client.credited(task, address))
+        credited = sum(
+            int(e.amount)
+            for kind in (Collected, Claimed)
+            for e, _ in self._of(task, kind)
+            if e.account.lower() == me
+        )
+        credited += credits.get(me, 0)
+        # an owner's share of a leaf nobody opened is credited at once (a processor's joins its pay)
+        credited += sum(
+            int(e.amount)
+            for e, _ in self._of(task, ShareCredited)
+            if e.side == Side.DATA and self._bidder(task, Side.DATA, int(e.bid)).lower() == me
+        )
         owed = int(self.client.owed(task, address))
         first_closed = bool(self._of(task, EpochClosed))
-        data_pay = sum(
-            b.fill * b.price
-            for b in bids
-            if b.side == "data"
-            and b.bidder.lower() == me
-            and b.winner
-            and b.data_committed
-            and first_closed
-        )
-        pay = sum(
-            int(e.pay) for e, _ in self._of(task, ResultSubmitted) if e.processor.lower() == me
-        )
-        slashes = [e for e, _ in self._of(task, ProcessorSlashed) if e.processor.lower() == me]
-        forfeited_pay = sum(int(e.forfeited_pay) for e in slashes)
+        data_pay = 0
+        if first_closed:
+            for b in bids:
+                if b.side == "data" and b.bidder.lower() == me and b.winner and b.data_committed:
+                    view = self.client.get_bid(task, Side.DATA, b.index)
+                    data_pay += (b.fill - view.undelivered) * b.price
         return PartyFlow(
             address=address,
             roles=roles,
@@ -646,8 +882,8 @@ class MarketReader:
             credited=credited,
             owed=owed,
             data_pay=data_pay,
-            processing_pay=pay - forfeited_pay,
-            slashed=sum(int(e.forfeited_pay) + int(e.forfeited_stake) for e in slashes),
+            processing_pay=sum(r.pay for r in results if r.processor.lower() == me),
+            slashed=sum(s.forfeited for s in slashes if s.processor.lower() == me),
         )
 
     def _gas_rows(self, logs: Iterable[_Log]) -> list[GasRow]:
@@ -680,12 +916,17 @@ class MarketReader:
                 involved = any(
                     (isinstance(x.event, TaskCreated) and x.event.requester.lower() == me)
                     or (isinstance(x.event, BidPlaced) and x.event.bidder.lower() == me)
+                    or (isinstance(x.event, DisputeOpened) and x.event.accuser.lower() == me)
                     for x in self._scan.by_task.get(task, [])
                 )
                 if not involved:
                     continue
                 summary = self._summary(task)
-                bids = self._bids(task)
+                all_results = self._results(task)
+                bids = self._bids(task, all_results)
+                disputes = self._disputes(task)
+                slashes_all = self._slashes(task, disputes)
+                credits = self._dispute_credits(task, disputes)
                 roles = [] if summary.requester.lower() != me else ["requester"]
                 mine = tuple(b for b in bids if b.bidder.lower() == me)
                 roles += [
@@ -693,36 +934,24 @@ class MarketReader:
                     for r, side in (("owner", "data"), ("processor", "processing"))
                     if any(b.side == side for b in mine)
                 ]
-                results = tuple(
-                    ResultRow(
-                        int(r.epoch),
-                        str(r.processor),
-                        bool(r.on_time),
-                        int(r.pay),
-                        "0x" + r.digest.hex(),
-                        self._stamp(log),
-                    )
-                    for r, log in self._of(task, ResultSubmitted)
-                    if r.processor.lower() == me
-                )
-                slashes = tuple(
-                    SlashRow(
-                        int(s.epoch),
-                        str(s.processor),
-                        int(s.forfeited_pay),
-                        int(s.forfeited_stake),
-                        int(s.share_per_participant),
-                        self._stamp(log),
-                    )
-                    for s, log in self._of(task, ProcessorSlashed)
-                    if s.processor.lower() == me
-                )
+                results = tuple(r for r in all_results if r.processor.lower() == me)
+                slashes = tuple(s for s in slashes_all if s.processor.lower() == me)
                 tasks.append(
                     PartyTask(
                         summary=summary,
                         roles=tuple(roles),
                         bids=mine,
-                        flow=self._flow(task, summary, bids, who, tuple(roles)),
+                        flow=self._flow(
+                            task,
+                            summary,
+                            bids,
+                            all_results,
+                            slashes_all,
+                            credits,
+                            disputes,
+                            who,
+                            tuple(roles),
+                        ),
                         results=results,
                         slashes=slashes,
                     )

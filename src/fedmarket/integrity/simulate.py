@@ -4,9 +4,11 @@ Encrypted training decrypts to the block totals ``ModelKind.gradient_sums`` comp
 plaintext (CKKS noise, ~2^-20 of a total, aside) and the HE program is deterministic, so a run
 with the plaintext crypto (``fedmarket.protocol.plaintext``) makes the same decisions the
 encrypted run makes: the same assignment and replication, disputes settled by the owners, the
-same monitors, audits, flags and slashes on chain. ``simulate`` is only a way to write such a
-task down (a data set, so many owners and processors, who attacks and how) and to read the
-answers back (accuracy on held-out rows, alarms, flags); the run itself is ``fedmarket.run``,
+same monitors and audits, the same disputes on chain, drawn and judged by the contract's rules
+(the in-memory ledger is the contract's reference model), the same slashes. ``simulate`` is
+only a way to write such a task down (a data set, so many owners and processors, who attacks
+and how) and to read the answers back (accuracy on held-out rows, alarms, convictions on
+chain, refusals to pay); the run itself is ``fedmarket.run``,
 the code users run, with ``fedmarket.protocol.plaintext.Plaintext`` as its crypto.
 ``benchmarks/integrity.py`` runs its attack x defence matrix on it.
 """
@@ -57,8 +59,10 @@ class SimResult:
     backdoor_success: float | None  # triggered test points (not of the target) -> target
     trigger_rate: float  # the same measured on this run's model whatever the attack (baseline)
     adversaries: list[str]  # party names
-    flagged: dict[str, int]  # processor -> epoch flagged
+    flagged: dict[str, int]  # processor -> epoch it was convicted (slashed on chain)
     flag_evidence: dict[str, list[dict[str, object]]]
+    # processor -> first epoch the requester stopped paying it (proven wrong, or statistical
+    # alarms no audit cleared): what it gets where nobody can convict it (no auditor)
     alarms: list[tuple[int, str, bool]]  # (epoch, processor, adversarial) for every alarm
     processor_epochs: dict[str, int]  # processor -> epochs it was active (judged)
     stakes_slashed: int
@@ -66,6 +70,8 @@ class SimResult:
     check_seconds: float
     audits: int = 0  # blocks recomputed by their owners over the whole run
     evidence: list[Evidence] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=dict)
+    disputes: int = 0  # opened on chain
 
     def rates(self) -> dict[str, float]:
         """Alarm TPR/FPR per processor-epoch, and false slashes per honest processor-epoch."""
@@ -78,6 +84,7 @@ class SimResult:
             "tpr": len(hits) / adv_epochs if adv_epochs else math.nan,
             "fpr": len(false) / honest_epochs if honest_epochs else math.nan,
             "false_slashes": float(sum(1 for p in self.flagged if p not in adv)),
+            "false_refusals": float(sum(1 for p in self.refused if p not in adv)),
             "honest_processor_epochs": float(honest_epochs),
         }
 
@@ -137,11 +144,15 @@ def simulate(cfg: SimConfig, *, chain_url: str | None = "memory") -> SimResult:
         return by_address.get(address.lower(), address)
 
     flagged: dict[str, int] = {}
+    refused: dict[str, int] = {}
     evidence_of: dict[str, list[dict[str, object]]] = {}
     for o in outcomes:
+        for p in o.flagged:
+            flagged.setdefault(name(p), o.epoch)
+        for p in o.not_received:
+            refused.setdefault(name(p), o.epoch)
         for f in o.flags:
-            flagged.setdefault(name(f.party), o.epoch)
-            evidence_of[name(f.party)] = [e.to_json() for e in f.evidence]
+            evidence_of.setdefault(name(f.party), [e.to_json() for e in f.evidence])
     judged = {
         p: sum(1 for o in outcomes if p not in flagged or o.epoch <= flagged[p]) for p in processors
     }
@@ -185,6 +196,8 @@ def simulate(cfg: SimConfig, *, chain_url: str | None = "memory") -> SimResult:
         check_seconds=sum(o.check_seconds for o in outcomes) / epochs,
         audits=sum(len(o.audited) for o in outcomes),
         evidence=[e for o in outcomes for e in o.evidence],
+        refused=refused,
+        disputes=sum(1 for o in outcomes for d in o.disputes if d.dispute is not None),
     )
 
 

@@ -1,7 +1,10 @@
 """The protocol, written once: the requester's side of a task, over a transport.
 
-announce -> bid -> resolve -> channel keys -> manifests -> assign -> seal and relay -> epochs
-(model out, results back, disputes and audits through the owners, close on chain) -> settle.
+announce -> bid -> resolve -> channel keys -> manifests -> assign (each processor its own share,
+each owner its routing) -> seal and relay -> epochs (model out, signed results back, roots
+relayed, replicas and audits through the owners, close on chain with the next model's digest)
+-> disputes on what is proven wrong (open, draw, the block to the auditors, votes, the
+accused's leaf, resolve) -> settle once the dispute window has passed.
 
 Every runtime runs this: ``fedmarket run`` (in process, ``fedmarket.runtime.local``), the
 Flower ServerApp (``fedmarket.runtime.flower``) and the plaintext twin of the integrity
@@ -13,32 +16,38 @@ fails, refuses or stays silent is noted and left out, and the task goes on witho
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fedmarket.chain.allocation import InfeasibleAllocation
-from fedmarket.errors import UntrustedInputError
+from fedmarket.chain.client import TaskState
+from fedmarket.errors import ContractRevert, FedmarketError, UntrustedInputError
 from fedmarket.protocol.interrupts import Interrupts
 from fedmarket.protocol.transport import Envelope, Peer, Transport
+from fedmarket.roles.assignment import Plan
 from fedmarket.roles.messages import (
-    Assignment,
     BlockRef,
     ChannelKey,
     DataManifest,
+    DisputeBlock,
     EncryptedModel,
     EpochResult,
     SealedBlock,
+    VoteReveal,
     decode,
 )
-from fedmarket.roles.requester import Requester
+from fedmarket.roles.requester import DisputeRecord, EpochOutcome, Requester
 
 ProgressFn = Callable[[str, dict[str, object]], None]
 
 
 def _silent(event: str, data: dict[str, object]) -> None:
     return None
+
+
+def _no_blocks(blocks: int) -> None:
+    raise FedmarketError("this runtime cannot wait for blocks", hint="give the driver wait_blocks")
 
 
 @dataclass
@@ -79,12 +88,15 @@ class Driver:
     progress: ProgressFn = _silent
     stop_requested: Callable[[], bool] = lambda: False
     vanish_at: int | None = None  # simulated fault: the requester goes silent at this epoch
+    # the chain's blocks: a development chain mines empty ones, a real one is waited for
+    wait_blocks: Callable[[int], None] = _no_blocks
     interrupts: Interrupts = field(default_factory=Interrupts)  # a user's Ctrl-C (see there)
 
     def __post_init__(self) -> None:
         self.requester.wait_until = self.wait_until
         self.requester.recompute = self._recompute
         self._names: dict[str, str] = {}
+        self._keys: dict[str, ChannelKey] = {}
         self.run_: TaskRun | None = None
 
     # ---------------------------------------------------------------- helpers
@@ -165,9 +177,19 @@ class Driver:
         finally:
             if not vanished:
                 with self.interrupts.shielded(), self._phase("settle"):
+                    self._wait_for_the_dispute_window()
                     r.settle()
                     self._ask("settle", everyone)
         return run
+
+    def _wait_for_the_dispute_window(self) -> None:
+        """Stakes return once the task is over and its dispute window has passed."""
+        r = self.requester
+        if r.task_id is None:
+            return
+        clock = r.market.clock_of(r.task_id)
+        if clock.state == TaskState.FINISHED:
+            self.wait_until(clock.deadline + r.market.grace_seconds() + 1)
 
     def _stopped_now(self) -> str:
         r = self.requester
@@ -195,7 +217,7 @@ class Driver:
         r = self.requester
         assert r.task_id is not None and self.run_ is not None
         with self._phase("resolve"):
-            self.wait_until(r.market.tasks(r.task_id).bidding_deadline + 1)
+            self.wait_until(r.market.terms(r.task_id).bidding_deadline + 1)
             try:
                 r.resolve()
             except InfeasibleAllocation as exc:
@@ -225,6 +247,7 @@ class Driver:
                 self._note(f"channel key: {exc}")
                 continue
             keys[key.processor] = key
+        self._keys = keys
         return keys
 
     def _distribute(self, keys: dict[str, ChannelKey]) -> None:
@@ -247,11 +270,17 @@ class Driver:
                     self._note(f"manifest: {exc}")
             if not r.manifests:
                 raise _TaskOver(self._no_data())
-            assignment = r.assign()
+            plan = r.assign()
+            if plan.left_out:
+                self._note(f"assign: {len(plan.left_out)} blocks fit no processor's load")
             manifests = list(r.manifests.values())
             processors = sorted(p.lower() for p in r.processors)
-            self._ask("setup", {p: Envelope.of(assignment, *manifests) for p in processors})
-            sealed = self._seal(assignment, keys, processors)
+            by_lower = {p.lower(): p for p in r.processors}
+            self._ask(
+                "setup",
+                {p: Envelope.of(plan.share(by_lower[p]), *manifests) for p in processors},
+            )
+            sealed = self._seal(plan, keys, processors)
             # relayed as is (the requester cannot open them), in messages of bounded size
             budget = self.transport.max_bytes // 2
             batches = {p: _batches(frames, budget) for p, frames in sealed.items() if frames}
@@ -267,14 +296,22 @@ class Driver:
         self._stop_if_asked()
 
     def _seal(
-        self, assignment: Assignment, keys: dict[str, ChannelKey], processors: list[str]
+        self, plan: Plan, keys: dict[str, ChannelKey], processors: list[str]
     ) -> dict[str, list[bytes]]:
-        """Each owner seals its assigned blocks to their processors' channel keys, a few per
-        message (the first alone, to learn its size): the frames by processor."""
+        """Each owner seals its assigned blocks to their processors' channel keys (its routing
+        share proves each holder against the committed assignment), a few per message (the
+        first alone, to learn its size): the frames by processor."""
+        r = self.requester
         sealed: dict[str, list[bytes]] = {p: [] for p in processors}
-        to_owners = Envelope.of(assignment, *keys.values())
-        share = Counter(ref.owner.lower() for refs in assignment.blocks.values() for ref in refs)
-        left = {o: share[o] for o in self.requester.manifests if share[o]}
+        owners = {o.lower(): o for o in r.owners}
+        to_owners = {
+            o: Envelope.of(plan.routing(owners.get(o, o)), *keys.values()) for o in r.manifests
+        }
+        share = {
+            o: sum(len(b.holders) for b in plan.routing(owners.get(o, o)).blocks)
+            for o in r.manifests
+        }
+        left = {o: n for o, n in share.items() if n}
         done = dict.fromkeys(left, 0)
         size: dict[str, int] = {}  # an owner's largest sealed block so far
         budget = self.transport.max_bytes // 2
@@ -283,7 +320,7 @@ class Driver:
                 o: min(n, max(1, budget // size[o]) if o in size else 1) for o, n in left.items()
             }
             requests = {
-                o: Envelope({"first": done[o], "count": c}, to_owners.frames)
+                o: Envelope({"first": done[o], "count": c}, to_owners[o].frames)
                 for o, c in counts.items()
             }
             replies = self._ask("seal", requests)
@@ -306,7 +343,12 @@ class Driver:
                 for target, frame in zip(targets, reply.frames, strict=True):
                     try:
                         block = decode(frame, SealedBlock, party=party)
-                        if block.ref.owner.lower() != address or target not in sealed:
+                        holders = [h.lower() for h in plan.holders(block.ref)]
+                        if (
+                            block.ref.owner.lower() != address
+                            or target not in holders
+                            or target not in sealed
+                        ):
                             raise UntrustedInputError("sealed a block it may not send", party=party)
                     except UntrustedInputError as exc:
                         self._note(f"seal: {exc}")
@@ -337,6 +379,26 @@ class Driver:
                 k: v - received.get(k, 0) for k, v in traffic.sent.items() if v > received.get(k, 0)
             }
 
+    def _results(self, replies: dict[str, Envelope]) -> None:
+        r = self.requester
+        for address, reply in sorted(replies.items()):
+            party = f"processor {self.name(address)}"
+            if "deferred" in reply.fields:
+                continue  # asked to resume and did not answer
+            try:
+                result = reply.one(EpochResult, party=party)
+                if result.processor.lower() != address:
+                    raise UntrustedInputError("sent another processor's results", party=party)
+                r.on_result(result)
+            except UntrustedInputError as exc:
+                self._note(f"epoch {r.epoch}: rejected {exc}")
+
+    def _record_roots(self) -> None:
+        try:
+            self.requester.record_roots()
+        except ContractRevert as exc:
+            self._note(f"epoch {self.requester.epoch}: roots: {exc}")
+
     def _epoch_loop(self) -> None:
         r = self.requester
         with self._phase("epochs"):
@@ -347,36 +409,118 @@ class Driver:
                 model = r.model_message()
                 active = sorted(p.lower() for p in r.active)
                 replies = self._ask("model", dict.fromkeys(active, Envelope.of(model)))
+                self._results(replies)
+                self._record_roots()
                 deferred = {a: env for a, env in replies.items() if "deferred" in env.fields}
                 if deferred:
                     # Late processors answer after the deadline (on a development chain the
-                    # clock moves there at once): the contract pays them less.
+                    # clock moves there at once): they record their roots late, paid less.
                     until = max(
                         env.integer("deferred", party=self.name(a)) for a, env in deferred.items()
                     )
                     self.wait_until(until)
-                    replies.update(
+                    self._results(
                         self._ask("resume", dict.fromkeys(deferred, Envelope({"epoch": r.epoch})))
                     )
-                for address, reply in sorted(replies.items()):
-                    party = f"processor {self.name(address)}"
-                    if "deferred" in reply.fields:
-                        continue  # asked to resume and did not answer
-                    try:
-                        result = reply.one(EpochResult, party=party)
-                        if result.processor.lower() != address:
-                            raise UntrustedInputError(
-                                "sent another processor's results", party=party
-                            )
-                        r.on_result(result)
-                    except UntrustedInputError as exc:
-                        self._note(f"epoch {r.epoch}: rejected {exc}")
+                    self._record_roots()
                 outcome = r.close_epoch()
+                self._disputes(outcome)
                 self.progress("epoch", {"epoch": outcome.epoch, "metric": outcome.metric})
                 if outcome.finished:
                     assert self.run_ is not None
                     self.run_.stop_reason = outcome.stop_reason or ""
                     return
+
+    # ---------------------------------------------------------------- disputes
+
+    def _disputes(self, outcome: EpochOutcome) -> None:
+        """Run each dispute the epoch's proven faults call for, to its verdict."""
+        if not outcome.disputes:
+            return
+        r = self.requester
+        opened = []
+        for record in outcome.disputes:
+            try:
+                r.open_dispute(record)
+                opened.append(record)
+            except (ContractRevert, FedmarketError) as exc:
+                record.note = f"not opened: {exc}"
+                self._note(f"dispute on {self.name(record.processor)}: {record.note}")
+        if not opened:
+            return
+        self.wait_blocks(r.market.draw_delay_blocks() + 1)
+        for record in opened:
+            try:
+                self._dispute(record)
+            except (ContractRevert, FedmarketError) as exc:
+                record.note = str(exc)
+                self._note(f"dispute {record.dispute} on {self.name(record.processor)}: {exc}")
+            if record.processor in r.slashed and record.processor not in outcome.flagged:
+                outcome.flagged.append(record.processor)
+            self.progress(
+                "dispute",
+                {
+                    "dispute": record.dispute,
+                    "processor": self.name(record.processor),
+                    "outcome": record.outcome.name.lower() if record.outcome else record.note,
+                },
+            )
+
+    def _dispute(self, record: DisputeRecord) -> None:
+        r = self.requester
+        market = r.market
+        assert record.dispute is not None
+        d = record.dispute
+        market.draw(d)
+        view = market.dispute_of(d)
+        if view.state == 1:  # drawn too late, re-targeted: wait for the new block and draw
+            self.wait_blocks(market.draw_delay_blocks() + 1)
+            market.draw(d)
+            view = market.dispute_of(d)
+        auditors = {market.get_bid(r.task_id or 0, 1, i).bidder.lower(): i for i in view.panel}
+        record.panel = sorted(auditors)
+        model = r.models[record.epoch]
+        if auditors:
+            owner = record.block.owner.lower()
+            keys = [k for a, k in self._keys.items() if a.lower() in auditors]
+            reply = self._ask("panel", {owner: Envelope.of(model, *keys, dispute=d)}).get(owner)
+            blocks: dict[str, bytes] = {}
+            if reply is not None:
+                targets = [t.lower() for t in reply.text("auditors").split(",") if t]
+                if len(targets) == len(reply.frames):
+                    blocks = dict(zip(targets, reply.frames, strict=True))
+            asked = {}
+            for auditor in auditors:
+                frame = blocks.get(auditor)
+                if frame is None:
+                    continue
+                try:
+                    decode(frame, DisputeBlock, party=f"owner {self.name(owner)}")
+                except UntrustedInputError as exc:
+                    self._note(f"dispute {d}: {exc}")
+                    continue
+                asked[auditor] = Envelope(frames=(frame, *Envelope.of(model).frames))
+            for auditor, env in self._ask("audit", asked).items():
+                try:
+                    reveal = env.one(VoteReveal, party=f"auditor {self.name(auditor)}")
+                    if reveal.dispute == d and reveal.voter.lower() == auditor:
+                        record.reveals[auditor] = reveal.digest
+                except UntrustedInputError as exc:
+                    self._note(f"dispute {d}: {exc}")
+        view = market.dispute_of(d)
+        voted = len(record.reveals) == len(view.panel)
+        if not voted:
+            self.wait_until(view.vote_deadline + 1)
+        accused = record.processor.lower()
+        self._ask("show", {accused: Envelope({"dispute": d})})
+        if market.dispute_of(d).shown == bytes(32):
+            r.show_leaf(record)
+        try:
+            r.resolve_dispute(record)
+        except ContractRevert:
+            # no verdict yet (or nobody showed the leaf): the show deadline settles it
+            self.wait_until(market.dispute_of(d).show_deadline + 1)
+            r.resolve_dispute(record)
 
 
 def _batches(frames: list[bytes], budget: int) -> list[list[bytes]]:

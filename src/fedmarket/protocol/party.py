@@ -3,12 +3,15 @@
 A ``PartyNode`` is one chain account with the roles it plays in a task (a data owner, a
 processor, or both in the own-compute scenario). Every runtime delivers the requester's
 actions to it through ``handle(action, envelope)``; the in-process runtime calls it directly,
-the Flower runtime from a ClientApp. A handler parses what it receives as untrusted input,
-acts through its role (on chain with the party's own key), and replies with an ``Envelope``;
-a refusal is an error envelope naming the problem, and ``None`` is no answer at all (a
-simulated crash). Simulated misbehaviour lives in the roles (``attack``, ``withhold``) and in
-the two runtime-independent faults handled here: ``crash@N`` (silent from epoch N) and
-``late`` (answers after the epoch's deadline: the reply says when to ask again).
+the Flower runtime from a ClientApp. Disputes are three more actions: ``panel`` (a disputed
+block's owner seals it to the drawn auditors and votes), ``audit`` (a drawn auditor computes
+the block and commits its vote) and ``show`` (the accused opens its committed leaf). A
+handler parses what it receives as untrusted input, acts through its role (on chain with the
+party's own key), and replies with an ``Envelope``; a refusal is an error envelope naming the
+problem, and ``None`` is no answer at all (a simulated crash). Simulated misbehaviour lives in
+the roles (``attack``, ``withhold``) and in the two runtime-independent faults handled here:
+``crash@N`` (silent from epoch N) and ``late`` (answers after the epoch's deadline: the reply
+says when to ask again).
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedmarket.chain.client import TaskState
+from fedmarket.chain.client import Side, TaskState
 from fedmarket.errors import FedmarketError, UntrustedInputError
 from fedmarket.protocol.transport import Envelope
 from fedmarket.roles.channel import ChannelKeys
 from fedmarket.roles.messages import (
-    Assignment,
+    AssignmentShare,
     BlockRef,
     ChannelKey,
     DataManifest,
+    DisputeBlock,
     EncryptedModel,
     EpochResult,
+    RoutingShare,
     SealedBlock,
     TaskAnnouncement,
     decode,
@@ -52,6 +57,9 @@ ACTIONS = (
     "model",
     "resume",
     "recompute",
+    "panel",
+    "audit",
+    "show",
     "settle",
 )
 
@@ -69,6 +77,7 @@ class PartyNode:
     settled: bool = field(default=False, init=False)
     # epoch -> the computed result a late processor has not committed yet
     held: dict[int, EpochResult] = field(default_factory=dict, init=False)
+    silent: bool = field(default=False, init=False)  # a simulated crash happened
 
     def __post_init__(self) -> None:
         self.owner, self.processor = self.new_roles()
@@ -138,6 +147,7 @@ class PartyNode:
             self.close()
             self.owner, self.processor = self.new_roles()
             self.settled = False
+            self.silent = False
             self.held.clear()
         if self.owner is not None:
             self.owner.on_announcement(message)
@@ -160,22 +170,22 @@ class PartyNode:
 
     def on_setup(self, request: Envelope) -> Envelope:
         processor = self._processor()
-        assignment = request.one(Assignment, party=REQUESTER)
+        share = request.one(AssignmentShare, party=REQUESTER)
         for manifest in request.many(DataManifest, party=REQUESTER, start=1):
             processor.on_manifest(manifest)
-        processor.on_assignment(assignment)
+        processor.on_share(share)
         return Envelope({"status": "ready", "blocks": len(processor.expected)})
 
     def on_seal(self, request: Envelope) -> Envelope:
         owner = self._owner()
-        assignment = request.one(Assignment, party=REQUESTER)
+        routing = request.one(RoutingShare, party=REQUESTER)
         keys = {k.processor: k for k in request.many(ChannelKey, party=REQUESTER, start=1)}
         first = request.fields.get("first", 0)
         count = request.fields.get("count")
         if type(first) is not int or first < 0 or not (count is None or type(count) is int):
             raise UntrustedInputError("a bad range of blocks to seal", party=REQUESTER)
         sealed = owner.seal_blocks(
-            assignment, keys, first=first, count=None if count is None else max(0, count)
+            routing, keys, first=first, count=None if count is None else max(0, count)
         )
         return Envelope(
             {"processors": ",".join(p for p, _ in sealed)},
@@ -192,12 +202,13 @@ class PartyNode:
         processor = self._processor()
         message = request.one(EncryptedModel, party=REQUESTER)
         attack = processor.attack
-        if attack is not None and not attack.answers(message.epoch):
+        if self.silent or (attack is not None and not attack.answers(message.epoch)):
+            self.silent = True
             return None  # simulated crash: silent from now on
         if attack is not None and attack.submits_late:
             # simulated lateness: computed now, committed and sent after the deadline
             assert processor.task_id is not None
-            self.held[message.epoch] = processor.compute(message)
+            self.held[message.epoch] = processor.on_model(message)
             deadline = processor.market.clock_of(processor.task_id).deadline
             return Envelope({"deferred": deadline + 1})
         return Envelope.of(processor.on_model(message))
@@ -225,6 +236,31 @@ class PartyNode:
         )
         return Envelope.of(answer)
 
+    def on_panel(self, request: Envelope) -> Envelope:
+        owner = self._owner()
+        dispute = request.integer("dispute", party=REQUESTER)
+        model = request.one(EncryptedModel, party=REQUESTER)
+        keys = {k.processor: k for k in request.many(ChannelKey, party=REQUESTER, start=1)}
+        sealed = owner.panel(dispute, model, keys)
+        return Envelope(
+            {"auditors": ",".join(p for p, _ in sealed)},
+            Envelope.of(*(s for _, s in sealed)).frames,
+        )
+
+    def on_audit(self, request: Envelope) -> Envelope | None:
+        if self.silent:
+            return None
+        processor = self._processor()
+        block = request.one(DisputeBlock, party=REQUESTER)
+        model = request.one(EncryptedModel, party=REQUESTER, index=1)
+        return Envelope.of(processor.audit(block, model))
+
+    def on_show(self, request: Envelope) -> Envelope | None:
+        if self.silent:
+            return None
+        shown = self._processor().show(request.integer("dispute", party=REQUESTER))
+        return Envelope({"shown": "yes" if shown else "no"})
+
     def on_settle(self, request: Envelope) -> Envelope:
         # One account, one claim: in own-compute both roles are one address and one credit.
         amount = self.parties[0].settle()
@@ -238,6 +274,7 @@ class PartyNode:
         restart (bytes and plain values; the party's own file, never sent anywhere)."""
         out: dict[str, Any] = {
             "settled": self.settled,
+            "silent": self.silent,
             "held": {epoch: encode(result) for epoch, result in self.held.items()},
         }
         o, p = self.owner, self.processor
@@ -247,6 +284,7 @@ class PartyNode:
                 "spec": o.spec.canonical_json(),
                 "keys": o.keys.data,
                 "fill": o.fill,
+                "bid": o.bid,
                 "blocks": list(o.blocks),
             }
         if p is not None and p.task_id is not None and p.keys is not None:
@@ -255,9 +293,12 @@ class PartyNode:
                 "keys": p.keys.data,
                 "channel": (p.channel.private, p.channel.public),
                 "fill": p.fill,
+                "bid": p.bid,
                 "manifests": [encode(m) for m in p.manifests.values()],
-                "expected": [(r.owner, r.index) for r in p.expected],
+                "share": encode(p.share) if p.share is not None else None,
                 "blocks": [(r.owner, r.index, b) for r, b in p.blocks.items()],
+                "reported": [(r.owner, r.index) for r in p.reported],
+                "leaves": {e: [(b, d) for b, d in ls] for e, ls in p.leaves.items()},
                 "memory": p.memory,
             }
         return out
@@ -266,6 +307,7 @@ class PartyNode:
         """Take back what ``state`` saved (fresh roles from ``new_roles`` first)."""
         local = "local state"
         self.settled = bool(state.get("settled", False))
+        self.silent = bool(state.get("silent", False))
         self.held = {
             int(e): decode(r, EpochResult, party=local) for e, r in state.get("held", {}).items()
         }
@@ -274,6 +316,7 @@ class PartyNode:
             o.task_id = s["task_id"]
             o.learn(TaskSpec.model_validate_json(s["spec"]), s["keys"])
             o.fill = s["fill"]
+            o.bid = s.get("bid")
             o.blocks = list(s["blocks"])
         if self.processor is not None and "processor" in state:
             s, p = state["processor"], self.processor
@@ -281,10 +324,16 @@ class PartyNode:
             p.keys = p.crypto.public(s["keys"], party=local)
             p.channel = ChannelKeys(*s["channel"])
             p.fill = s["fill"]
+            p.bid = s.get("bid")
             for data in s["manifests"]:
                 manifest = decode(data, DataManifest, party=local)
                 p.manifests[manifest.owner.lower()] = manifest
-            p.expected = [BlockRef(owner=o, index=i) for o, i in s["expected"]]
+            if s.get("share") is not None:
+                p.share = decode(s["share"], AssignmentShare, party=local)
+            p.reported = {BlockRef(owner=o, index=i) for o, i in s.get("reported", [])}
+            p.leaves = {
+                int(e): [(int(b), bytes(d)) for b, d in ls] for e, ls in s.get("leaves", {}).items()
+            }
             p.memory = s["memory"]
             for owner, index, block in s["blocks"]:
                 p.restore_block(BlockRef(owner=owner, index=index), block)
@@ -305,10 +354,19 @@ class PartyNode:
             return None
         what = "the task is over"
         if clock.state in (TaskState.ASSIGNING, TaskState.TRAINING):
-            winner = any(r.won() > 0 for r in self.parties if isinstance(r, DataOwner | Processor))
-            if now <= clock.deadline + market.grace_seconds() or not winner:
+            winning = [
+                r for r in self.parties if isinstance(r, DataOwner | Processor) and r.won() > 0
+            ]
+            if now <= clock.deadline + market.grace_seconds() or not winning:
                 return None
-            market.claim_timeout(task)
-            what = f"the requester timed out at epoch {clock.epoch}: claimed the timeout"
+            role = winning[0]
+            side = Side.DATA if isinstance(role, DataOwner) else Side.PROCESSING
+            assert role.bid is not None
+            market.claim_timeout(task, side, role.bid)
+            # the task is over now; stakes return once its dispute window has passed, and we
+            # collect everything then, once
+            return f"the requester timed out at epoch {clock.epoch}: claimed the timeout"
+        if clock.state == TaskState.FINISHED and now <= clock.deadline + market.grace_seconds():
+            return None  # stakes return once the dispute window has passed
         amount = self.on_settle(Envelope()).fields["received"]
         return f"{what}; collected {amount}"

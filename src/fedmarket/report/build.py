@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedmarket.chain.client import GasEntry
-from fedmarket.chain.events import BidPlaced, TaskCreated, Withdrawn
+from fedmarket.chain.events import BidPlaced, Collected, DisputeOpened, TaskCreated, Withdrawn
 from fedmarket.chain.ledger import Market, Token
 from fedmarket.models.scaled import ScaledModel, scaling_path
 from fedmarket.protocol.driver import TaskRun
@@ -33,7 +33,8 @@ class Member:
 
 def transfers(market: Market, task: int, start_block: int) -> dict[str, list[tuple[str, int]]]:
     """Every token movement between an account and the market for this task, by address:
-    ("escrow", -budget), ("stake", -stake), ("collect", +amount), oldest first by kind."""
+    ("escrow", -budget), ("stake", -stake), ("bond", -bond), ("collect", +amount),
+    ("withdraw", +amount), oldest first by kind."""
     out: dict[str, list[tuple[str, int]]] = {}
     for created in market.logs(TaskCreated, task=task, from_block=start_block):
         budget = created.data_budget + created.processing_budget
@@ -41,8 +42,12 @@ def transfers(market: Market, task: int, start_block: int) -> dict[str, list[tup
     for bid in market.logs(BidPlaced, task=task, from_block=start_block):
         if bid.stake:
             out.setdefault(bid.bidder.lower(), []).append(("stake", -bid.stake))
+    for d in market.logs(DisputeOpened, task=task, from_block=start_block):
+        out.setdefault(d.accuser.lower(), []).append(("bond", -d.bond))
+    for c in market.logs(Collected, task=task, from_block=start_block):
+        out.setdefault(c.account.lower(), []).append(("collect", c.amount))
     for w in market.logs(Withdrawn, from_block=start_block):
-        out.setdefault(w.account.lower(), []).append(("collect", w.amount))
+        out.setdefault(w.account.lower(), []).append(("withdraw", w.amount))
     return out
 
 
@@ -119,6 +124,7 @@ def build_report(
                 missing=named(o.missing),
                 flagged=named(o.flagged),
                 seconds=o.seconds,
+                not_received=named(o.not_received),
             )
             for o in outcomes
         ],
@@ -128,7 +134,7 @@ def build_report(
         ],
         phases=dict(run.phases),
         stop_reason=run.stop_reason,
-        dust=market.dust(task_id) if requester.task_id is not None else 0,
+        dust=market.reserved(task_id) if requester.task_id is not None else 0,
         notes=list(run.notes),
         flags=[
             {**f.to_json(), "party": name_of.get(f.party.lower(), f.party)}
@@ -143,6 +149,19 @@ def build_report(
         ],
         test_metric=test_metric,
         baseline_test_metric=baseline_test_metric,
+        disputes=[
+            {
+                "epoch": d.epoch,
+                "processor": name_of.get(d.processor.lower(), d.processor),
+                "block": f"{name_of.get(d.block.owner.lower(), d.block.owner)}/{d.block.index}",
+                "dispute": d.dispute,
+                "outcome": d.outcome.name.lower() if d.outcome is not None else None,
+                "panel": [name_of.get(a.lower(), a) for a in d.panel],
+                "evidence": d.evidence.to_json(),
+                "note": d.note,
+            }
+            for d in requester.disputes
+        ],
         sklearn_metric=sklearn_metric,
         token_decimals=spec.budget.token_decimals,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,10 @@ class EpochRecord:
     on_time: list[str]
     late: list[str]
     missing: list[str]
-    flagged: list[str]
+    flagged: list[str]  # slashed on chain (convicted) for this epoch's results
     seconds: float
+    # roots on chain whose results the requester did not get or could not use (unpaid)
+    not_received: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -75,16 +77,19 @@ class RunReport:
     gas: list[GasRecord]
     phases: dict[str, float]  # wall seconds per phase, in order
     stop_reason: str
-    dust: int = 0
+    dust: int = 0  # what the task put in the market's reserve (penalties, marks, slashes)
     notes: list[str] = field(default_factory=list)
-    # Every flag (a slash on chain) with the evidence that convicted it, and the evidence
-    # that did not (yet) lead to a flag: dicts as fedmarket.integrity's to_json gives them.
+    # Every flag (what the requester acted on: a dispute for proven evidence, a refusal to
+    # pay for repeated statistical alarms) with its evidence, and the evidence that did not
+    # (yet) lead to one: dicts as fedmarket.integrity's to_json gives them.
     flags: list[dict[str, Any]] = field(default_factory=list)
     alarms: list[dict[str, Any]] = field(default_factory=list)
     # the final model's metric on rows no party saw (simulations with [run] test_fraction)
     test_metric: float | None = None
     # the same algorithm in plaintext on the same points and epochs, on those rows
     baseline_test_metric: float | None = None
+    # every dispute the requester opened, and how the contract decided it
+    disputes: list[dict[str, Any]] = field(default_factory=list)
     # scikit-learn's estimator of the kind on the same points, scored on the validation set
     sklearn_metric: float | None = None
     token_decimals: int = 18  # amounts are integers in base units; 10**decimals is one token

@@ -76,14 +76,20 @@ def render_markdown(report: RunReport, problems: Sequence[str] = ()) -> str:
         "on time",
         "late",
         "missing",
-        "flagged",
+        "convicted",
         "s",
     ]
     out.append(_table(header, rows))
-    if report.flags or report.alarms:
+    if report.flags or report.alarms or report.disputes:
         out += ["", "## Integrity", ""]
+        for d in report.disputes:
+            panel = ", ".join(d["panel"]) or "none"
+            out.append(
+                f"- **dispute {d['dispute']}**: {d['processor']} on block {d['block']}, epoch "
+                f"{d['epoch']}, panel {panel}: {d['outcome'] or d['note']}"
+            )
         for flag in report.flags:
-            how = "proven" if flag["proven"] else "statistical, repeated"
+            how = "proven: a dispute" if flag["proven"] else "statistical, repeated: not paid"
             out.append(f"- **{flag['party']} flagged in epoch {flag['epoch']}** ({how}):")
             out += [f"  - epoch {e['epoch']}, {e['kind']}: {e['detail']}" for e in flag["evidence"]]
         for alarm in report.alarms:
@@ -107,7 +113,7 @@ def render_markdown(report: RunReport, problems: Sequence[str] = ()) -> str:
     out.append(_table(["party", "role", "start", "paid in", "received", "net"], rows))
     total = sum(t.net for t in report.tokens)
     out.append("")
-    out.append(f"Sum of net changes: {total:+d} (dust left in the market: {report.dust}).")
+    out.append(f"Sum of net changes: {total:+d} (put in the market's reserve: {report.dust}).")
     out += ["", "## Gas", ""]
     rows = [
         [fn, str(calls), str(total_gas), str(total_gas // calls)]

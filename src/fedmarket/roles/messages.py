@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedmarket.chain.merkle import UNDELIVERED
 from fedmarket.errors import UntrustedInputError
 
 MAGIC = b"FMK1"
@@ -89,16 +90,69 @@ class DataManifest(Message):
     digests: list[Digest]
 
 
-class Assignment(Message):
-    """Requester to owners and processors: which processor gets which blocks.
+class RecordMsg(BaseModel):
+    """A processor's line of the committed assignment (``merkle.Record`` without its index)."""
 
-    Its hash goes on chain (``commit_assignment``). Replicated blocks appear under two
-    processors; nobody is told which ones.
-    """
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    count: Annotated[int, Field(gt=0)]
+    points: Count
+    subroot: Digest
+
+
+class EntryMsg(BaseModel):
+    """One entry of a processor's list: the block, its id on chain and its size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    ref: BlockRef
+    block: Count  # owner bid << 32 | block index
+    size: Annotated[int, Field(gt=0)]
+
+
+class AssignmentShare(Message):
+    """Requester to one processor: its own entries only, with its record's place in the
+    committed assignment (``commit_assignment``). It can check them against the chain and
+    learns nothing of anyone else's, so it cannot tell a replicated block from any other.
+    Its results go in the order of ``entries``."""
 
     kind: ClassVar[int] = 4
     task_id: Count
-    blocks: dict[Address, list[BlockRef]]
+    processor: Address
+    processor_index: Count
+    record: RecordMsg
+    position: Count
+    top_proof: list[Digest]
+    entries: list[EntryMsg]
+
+
+class Holder(BaseModel):
+    """One processor an owner's block goes to, with the proof that it is in its list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    processor: Address
+    processor_index: Count
+    record: RecordMsg
+    position: Count
+    top_proof: list[Digest]
+    entry_index: Count
+    entry_proof: list[Digest]
+
+
+class BlockRouting(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    index: Count
+    block: Count
+    size: Annotated[int, Field(gt=0)]
+    holders: list[Holder]
+
+
+class RoutingShare(Message):
+    """Requester to one owner: where each of its blocks goes, each holder proven against the
+    committed assignment. The owner sends a block to proven holders only."""
+
+    kind: ClassVar[int] = 8
+    task_id: Count
+    owner: Address
+    blocks: list[BlockRouting]
 
 
 class SealedBlock(Message):
@@ -120,10 +174,13 @@ class EncryptedModel(Message):
 
 
 class EpochResult(Message):
-    """Processor to requester: the encrypted per-block gradient sums of ``epoch``.
+    """Processor to requester: the encrypted per-block gradient sums of ``epoch``, in the order
+    of its assignment entries (an entry it reported undelivered carries an empty payload),
+    the root of the tree over their digests and its EIP-712 signature of that root (which
+    the requester relays on chain with every other processor's, in one transaction).
 
-    ``digests[i]`` is the sha256 of ``payloads[i]``; the hash of the digest list is what
-    the processor commits on chain, so identical work on a replicated block is visible.
+    ``block_digests()[i]`` is what leaf ``i`` of the root commits: the sha256 of payload
+    ``i``, or ``merkle.UNDELIVERED``; byte-identical across honest processors.
     """
 
     kind: ClassVar[int] = 7
@@ -132,25 +189,42 @@ class EpochResult(Message):
     processor: Address
     blocks: list[BlockRef]
     payloads: list[bytes]
+    root: Digest = bytes(32)
+    signature: Annotated[bytes, Field(max_length=65)] = b""
 
     def block_digests(self) -> dict[BlockRef, bytes]:
-        """sha256 of each block's result payload: equal across honest processors."""
+        """Each block's leaf digest: equal across honest processors."""
         if len(self.blocks) != len(self.payloads):
             raise ValueError(f"{len(self.blocks)} blocks but {len(self.payloads)} payloads")
-        return {
-            ref: hashlib.sha256(p).digest()
-            for ref, p in zip(self.blocks, self.payloads, strict=True)
-        }
+        return {ref: leaf_digest(p) for ref, p in zip(self.blocks, self.payloads, strict=True)}
 
-    def digest(self) -> bytes:
-        """What ``submit_result`` commits: the task, the epoch and every (block, payload hash)."""
-        h = hashlib.sha256(b"fedmarket/epoch-result/v1")
-        h.update(self.task_id.to_bytes(32, "big") + self.epoch.to_bytes(32, "big"))
-        for ref, d in sorted(
-            self.block_digests().items(), key=lambda kv: (kv[0].owner.lower(), kv[0].index)
-        ):
-            h.update(bytes.fromhex(ref.owner[2:]) + ref.index.to_bytes(8, "big") + d)
-        return h.digest()
+
+def leaf_digest(payload: bytes) -> bytes:
+    """A result leaf's digest: sha256 of the payload; an empty one is an undelivered block."""
+    if not payload:
+        return UNDELIVERED
+    return hashlib.sha256(payload).digest()
+
+
+class DisputeBlock(Message):
+    """Block owner to a drawn auditor (relayed): the disputed block, sealed to the auditor."""
+
+    kind: ClassVar[int] = 9
+    task_id: Count
+    dispute: Count
+    ref: BlockRef
+    sealed: bytes
+
+
+class VoteReveal(Message):
+    """Auditor to requester and accused: the digest it committed for the disputed block, so
+    that anyone can resolve the dispute with the agreed value."""
+
+    kind: ClassVar[int] = 10
+    task_id: Count
+    dispute: Count
+    voter: Address
+    digest: Digest
 
 
 def _split(value: Any, blobs: list[bytes]) -> Any:

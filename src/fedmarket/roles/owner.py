@@ -1,12 +1,16 @@
 """The data owner: bids points, encrypts them under the requester's key, seals them to processors.
 
 Its plaintext never leaves this object: what goes out are ciphertexts sealed to a processor's
-channel key, their digests, and block sizes. It keeps its own ciphertexts, so it can recompute
-any of its blocks when the requester settles a dispute or audits a processor.
+channel key, their digests, and block sizes. It commits its manifest (sizes and digests) on
+chain, sends each block only to processors the committed assignment proves hold it, keeps
+its own ciphertexts to recompute any of its blocks for an audit, and, when one of its blocks
+is disputed, seals it to the drawn auditors and votes the digest it computes itself (a vote
+that can veto a conviction of a processor that computed the same).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,18 +19,21 @@ import numpy as np
 
 from fedmarket.attacks.owner import NoDelivery, OwnerAttack
 from fedmarket.backbone import task_features
+from fedmarket.chain import merkle
 from fedmarket.chain.client import Side
+from fedmarket.chain.events import ModelReleased
 from fedmarket.data import scale
 from fedmarket.errors import UntrustedInputError
 from fedmarket.protocol.crypto import PublicKeys
-from fedmarket.roles.assignment import assignment_hash
-from fedmarket.roles.channel import block_digest, data_root, seal
+from fedmarket.roles.assignment import check_holder
+from fedmarket.roles.channel import block_digest, seal
 from fedmarket.roles.messages import (
-    Assignment,
     BlockRef,
     ChannelKey,
     DataManifest,
+    DisputeBlock,
     EncryptedModel,
+    RoutingShare,
     SealedBlock,
     TaskAnnouncement,
 )
@@ -37,6 +44,23 @@ from fedmarket.spec import TaskSpec
 def block_id(ref: BlockRef) -> str:
     """The id an encrypted block carries inside its envelope."""
     return f"{ref.owner.lower()}/{ref.index}"
+
+
+def check_model(party: Party, model: EncryptedModel, *, sender: str = "requester") -> None:
+    """Refuse a model unless its sha256 is the digest released on chain for its epoch."""
+    assert party.task_id is not None
+    released = [
+        e for e in party.market.logs(ModelReleased, task=party.task_id) if e.epoch == model.epoch
+    ]
+    if not released:
+        raise UntrustedInputError(
+            f"sent a model for epoch {model.epoch}, never released", party=sender
+        )
+    if bytes(released[-1].model_digest) != hashlib.sha256(model.payload).digest():
+        raise UntrustedInputError(
+            f"the epoch {model.epoch} model does not match the digest released on chain",
+            party=sender,
+        )
 
 
 @dataclass
@@ -59,6 +83,7 @@ class DataOwner(Party):
     clean: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False)
     keys: PublicKeys | None = field(default=None, init=False)
     fill: int = field(default=0, init=False)
+    bid: int | None = field(default=None, init=False)  # its data bid's index
     blocks: list[bytes] = field(default_factory=list, init=False)
 
     @property
@@ -67,11 +92,18 @@ class DataOwner(Party):
         return isinstance(self.attack, NoDelivery)
 
     def on_announcement(self, message: TaskAnnouncement) -> None:
-        """Check the task against the chain, parse the public keys, and bid."""
+        """Check the task against the chain, parse the public keys, and bid (not below the
+        task's privacy floor: such a bid would be refused)."""
         spec = self.read_announcement(message)
         self.learn(spec, message.public_context)
         points = min(self.points, len(self.y))
-        self.market.bid_data(message.task_id, points, self.price)
+        if points < spec.privacy.min_block_points:
+            raise UntrustedInputError(
+                f"has {points} points to sell, below the task's floor of "
+                f"{spec.privacy.min_block_points}: no bid",
+                party="self",
+            )
+        self.bid = self.market.bid_data(message.task_id, points, self.price).value
 
     def learn(self, spec: TaskSpec, public_keys: bytes) -> None:
         """Take the task's spec and keys (also after a restart, from disk); a poisoning attack
@@ -91,18 +123,21 @@ class DataOwner(Party):
     def won(self) -> int:
         """Points this owner sells (0 if it lost), read from the chain after resolution."""
         assert self.task_id is not None
-        index = self.market.bid_index(self.task_id, Side.DATA, self.address)
-        if index == 0:
-            return 0
-        bid = self.market.get_bid(self.task_id, Side.DATA, index - 1)
-        self.fill = bid.fill if bid.winner else 0
+        if self.bid is None:
+            index = self.market.bid_index(self.task_id, Side.DATA, self.address)
+            if index == 0:
+                return 0
+            self.bid = index - 1
+        bid = self.market.get_bid(self.task_id, Side.DATA, self.bid)
+        self.fill = bid.fill if bid.winner and bid.bidder.lower() == self.address.lower() else 0
         return self.fill
 
     def prepare(self) -> DataManifest | None:
-        """Encrypt the points sold into blocks and commit their digests on chain."""
+        """Encrypt the points sold into blocks and commit their sizes and digests on chain."""
         if self.won() == 0 or self.withhold:
             return None
         assert self.spec is not None and self.keys is not None and self.task_id is not None
+        assert self.bid is not None
         features = self.spec.features
         raw = task_features(self.spec, self.X[: self.fill], base=self.base)
         X = scale(raw, features.mean, features.std, features.spread)
@@ -119,55 +154,71 @@ class DataOwner(Party):
             for i, (a, b) in enumerate(itertools.pairwise(bounds))
         ]
         digests = [block_digest(b) for b in self.blocks]
-        self.market.commit_data(self.task_id, data_root(digests))
+        sizes = [int(b - a) for a, b in itertools.pairwise(bounds)]
+        self.market.commit_data(self.task_id, self.bid, sizes, digests)
         return DataManifest(
-            task_id=self.task_id,
-            owner=self.address,
-            block_sizes=[int(b - a) for a, b in itertools.pairwise(bounds)],
-            digests=digests,
+            task_id=self.task_id, owner=self.address, block_sizes=sizes, digests=digests
         )
 
     def seal_blocks(
         self,
-        assignment: Assignment,
+        routing: RoutingShare,
         keys: dict[str, ChannelKey],
         *,
         first: int = 0,
         count: int | None = None,
     ) -> list[tuple[str, SealedBlock]]:
-        """(processor, sealed block) for every block of ours the on-chain assignment names, in
-        the assignment's order (processor, then position); ``first``/``count`` pick a range of
-        them so a large share crosses in several messages."""
-        assert self.task_id is not None
-        if self.market.tasks(self.task_id).assignment_hash != assignment_hash(assignment):
-            raise UntrustedInputError(
-                "the assignment does not match the hash committed on chain", party="requester"
-            )
-        ours = [
-            (processor, ref)
-            for processor, refs in sorted(assignment.blocks.items())
-            for ref in refs
-            if ref.owner.lower() == self.address.lower()
-        ]
+        """(processor, sealed block) for every holder of our blocks the committed assignment
+        proves, in the routing's order (block, then holder); a block routed to anyone the
+        chain does not prove is refused. ``first``/``count`` pick a range of the pairs so a
+        large share crosses in several messages."""
+        assert self.task_id is not None and self.bid is not None
+        party = "requester"
+        if routing.task_id != self.task_id or routing.owner.lower() != self.address.lower():
+            raise UntrustedInputError("sent another task's or owner's routing", party=party)
+        root = self.market.terms(self.task_id).assignment_root
+        pairs = []
+        for b in routing.blocks:
+            if not 0 <= b.index < len(self.blocks):
+                raise UntrustedInputError(
+                    f"routes block {b.index}, we have {len(self.blocks)}", party=party
+                )
+            if b.block != merkle.block_id(self.bid, b.index) or b.size != self._size(b.index):
+                raise UntrustedInputError(
+                    f"routes block {b.index} under a wrong id or size", party=party
+                )
+            for holder in b.holders:
+                if not check_holder(self.task_id, b, holder, root):
+                    raise UntrustedInputError(
+                        f"routes block {b.index} to {holder.processor}, whom the committed "
+                        "assignment does not prove holds it",
+                        party=party,
+                    )
+                key = keys.get(holder.processor)
+                if key is None:
+                    raise UntrustedInputError(
+                        f"no channel key for assigned processor {holder.processor}", party=party
+                    )
+                pairs.append((holder.processor, b.index, key))
         out = []
-        for processor, ref in ours[first : None if count is None else first + count]:
-            key = keys.get(processor)
-            if key is None:
-                raise UntrustedInputError(
-                    f"no channel key for assigned processor {processor}", party="requester"
-                )
-            if not 0 <= ref.index < len(self.blocks):
-                raise UntrustedInputError(
-                    f"assignment names block {ref.index}, we have {len(self.blocks)}",
-                    party="requester",
-                )
-            sealed = seal(self.blocks[ref.index], key.public_key)
+        for processor, index, key in pairs[first : None if count is None else first + count]:
+            ref = BlockRef(owner=self.address, index=index)
+            sealed = seal(self.blocks[index], key.public_key)
             out.append((processor, SealedBlock(task_id=self.task_id, ref=ref, sealed=sealed)))
         return out
 
+    def _size(self, index: int) -> int:
+        assert self.spec is not None and self.keys is not None
+        size = self.keys.layout.block_size
+        if self.spec.he.block_points:
+            size = min(size, self.spec.he.block_points)
+        count = -(-self.fill // size)
+        bounds = np.linspace(0, self.fill, count + 1).round().astype(int)
+        return int(bounds[index + 1] - bounds[index])
+
     def recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes:
-        """Arbitrate a dispute or answer an audit: run the (deterministic) program on our own
-        copy of a block, so we compute exactly what an honest processor must have returned."""
+        """Answer an audit: run the (deterministic) program on our own copy of a block, so we
+        compute exactly what an honest processor must have returned."""
         assert self.keys is not None and self.task_id is not None
         if ref.owner.lower() != self.address.lower() or not 0 <= ref.index < len(self.blocks):
             raise UntrustedInputError(
@@ -178,3 +229,37 @@ class DataOwner(Party):
         return self.keys.run_program(
             model.payload, self.blocks[ref.index], model_party="requester", block_party="self"
         )
+
+    def panel(
+        self, dispute: int, model: EncryptedModel, keys: dict[str, ChannelKey]
+    ) -> list[tuple[str, DisputeBlock]]:
+        """One of our blocks is disputed: seal it to each drawn auditor (read from the chain,
+        not from the requester) and commit our own vote, the digest we compute ourselves."""
+        assert self.task_id is not None and self.bid is not None
+        d = self.market.dispute_of(dispute)
+        if d.task != self.task_id or d.owner_bid != self.bid or d.state != 2:
+            raise UntrustedInputError(
+                f"dispute {dispute} is not one on our blocks", party="requester"
+            )
+        ref = BlockRef(owner=self.address, index=d.block_index)
+        check_model(self, model)
+        if model.epoch != d.epoch:
+            raise UntrustedInputError("sent the model of another epoch", party="requester")
+        digest = hashlib.sha256(self.recompute(ref, model)).digest()
+        accused = self.market.get_bid(self.task_id, Side.PROCESSING, d.accused).bidder
+        if d.shown == bytes(32) and accused.lower() != self.address.lower():
+            self.market.commit_vote(dispute, merkle.vote_commitment(dispute, self.address, digest))
+        out: list[tuple[str, DisputeBlock]] = []
+        for i in d.panel:
+            auditor = self.market.get_bid(self.task_id, Side.PROCESSING, i).bidder
+            key = keys.get(auditor)
+            if key is None:
+                continue
+            sealed = seal(self.blocks[d.block_index], key.public_key)
+            out.append(
+                (
+                    auditor,
+                    DisputeBlock(task_id=self.task_id, dispute=dispute, ref=ref, sealed=sealed),
+                )
+            )
+        return out

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
 
+from fedmarket.chain import merkle
 from fedmarket.chain.client import Side
+from fedmarket.chain.events import DataCommitted
 from fedmarket.chain.ledger import Market, Token
 from fedmarket.errors import UntrustedInputError
 from fedmarket.protocol.crypto import Crypto, default_crypto
-from fedmarket.roles.channel import data_root
 from fedmarket.roles.messages import DataManifest, TaskAnnouncement
 from fedmarket.spec import TaskSpec
 
@@ -37,36 +38,56 @@ class Party:
         return str(self.account.address)
 
     def settle(self) -> int:
-        """Claim what the task owes this party and withdraw everything credited."""
-        if self.task_id is None or self.market.owed(self.task_id, self.address) == 0:
-            if self.market.claimable(self.address) == 0:
-                return 0
-            amount = self.market.withdraw().value
-        else:
-            amount = self.market.collect(self.task_id).value
-        self.transfers.append(("collect", amount))
-        self.received += amount
+        """Collect everything this party's bids on the task can collect now (pay, refunds,
+        stakes once the task is over and the grace period has passed) and withdraw every
+        credit (bonds, fees, shares, refunds); returns the amount received."""
+        amount = 0
+        if self.task_id is not None:
+            for side in Side:
+                index = self.market.bid_index(self.task_id, side, self.address)
+                if index and self.market.owed(self.task_id, side, index - 1) > 0:
+                    amount += self.market.collect(self.task_id, side, index - 1).value
+        if self.market.claimable(self.address) > 0:
+            amount += self.market.withdraw().value
+        if amount:
+            self.transfers.append(("collect", amount))
+            self.received += amount
         return amount
 
     def check_manifest(self, manifest: DataManifest) -> None:
-        """Refuse an owner's manifest unless it matches that owner's winning bid on chain."""
+        """Refuse an owner's manifest unless it is the one that owner committed on chain
+        (``DataCommitted``: its winning bid, block sizes and digests)."""
         assert self.task_id is not None
         party = f"owner {manifest.owner}"
         if manifest.task_id != self.task_id:
             raise UntrustedInputError(f"manifest is for task {manifest.task_id}", party=party)
-        index = self.market.bid_index(self.task_id, Side.DATA, manifest.owner)
-        bid = self.market.get_bid(self.task_id, Side.DATA, index - 1) if index else None
-        if bid is None or not bid.winner:
+        committed = [
+            e
+            for e in self.market.logs(DataCommitted, task=self.task_id)
+            if e.owner.lower() == manifest.owner.lower()
+        ]
+        if not committed:
+            raise UntrustedInputError("committed no data on chain", party=party)
+        event = committed[-1]
+        bid = self.market.get_bid(self.task_id, Side.DATA, event.bid)
+        if not bid.winner or bid.bidder.lower() != manifest.owner.lower():
             raise UntrustedInputError("is not a winning data owner of this task", party=party)
-        if len(manifest.digests) != len(manifest.block_sizes):
-            raise UntrustedInputError("manifest sizes and digests differ in number", party=party)
-        if sum(manifest.block_sizes) != bid.fill:
+        if list(manifest.block_sizes) != list(event.block_sizes) or [
+            bytes(d) for d in manifest.digests
+        ] != [bytes(d) for d in event.digests]:
             raise UntrustedInputError(
-                f"manifest has {sum(manifest.block_sizes)} points, the chain says {bid.fill}",
-                party=party,
+                "manifest does not match the one committed on chain", party=party
             )
-        if data_root(manifest.digests) != bid.data_root:
-            raise UntrustedInputError("manifest does not match the data root on chain", party=party)
+
+    def owner_bids(self) -> dict[str, int]:
+        """Winning owners (address, lower case) -> their data bid, from the chain."""
+        assert self.task_id is not None
+        data, _ = self.market.book_of(self.task_id)
+        out = {}
+        for i in range(128):
+            if data >> i & 1:
+                out[self.market.get_bid(self.task_id, Side.DATA, i).bidder.lower()] = i
+        return out
 
     def read_announcement(self, message: TaskAnnouncement) -> TaskSpec:
         """The announced spec, once it and the public keys match what is on chain."""
@@ -79,12 +100,12 @@ class Party:
             spec = TaskSpec.model_validate_json(message.spec_json)
         except ValidationError as exc:
             raise UntrustedInputError(f"announced an invalid spec: {exc}", party=party) from None
-        task = self.market.tasks(message.task_id)
-        if task.spec_hash != spec.spec_hash():
-            raise UntrustedInputError("the spec does not match the spec hash on chain", party=party)
-        if task.public_context_hash != hashlib.sha256(message.public_context).digest():
+        terms = self.market.terms(message.task_id)
+        context_hash = hashlib.sha256(message.public_context).digest()
+        if terms.terms_hash != merkle.terms_hash(spec.spec_hash(), context_hash):
             raise UntrustedInputError(
-                "the public context does not match its hash on chain", party=party
+                "the spec or the public context does not match the task's terms on chain",
+                party=party,
             )
         self.task_id = message.task_id
         return spec

@@ -1,33 +1,44 @@
 """The processor: stakes, receives sealed encrypted blocks, runs the program every epoch.
 
 It never sees plaintext data or the plaintext model. Everything it receives is checked
-against the chain before use: the owners' data roots, the requester's assignment hash.
+against the chain before use: its share of the assignment against the committed root, each
+block against its owner's committed digests, each model against the digest released on
+chain. It reports blocks it never got (before its first root), commits one Merkle root per
+epoch over its per-block result digests (signed; the requester relays it), keeps its leaves
+to open any of them if accused, and audits others' blocks when a dispute draws it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fedmarket.attacks.processor import ProcessorAttack
+from fedmarket.chain import merkle
 from fedmarket.chain.client import Side
+from fedmarket.chain.events import DataCommitted
+from fedmarket.chain.signing import SignedRoot, sign_root
 from fedmarket.errors import UntrustedInputError
 from fedmarket.protocol.crypto import Pool, PublicKeys
-from fedmarket.roles.assignment import assignment_hash
-from fedmarket.roles.channel import ChannelKeys, check_block, data_root, open_sealed
+from fedmarket.roles.assignment import check_share
+from fedmarket.roles.channel import ChannelKeys, block_digest, open_sealed
 from fedmarket.roles.messages import (
-    Assignment,
+    AssignmentShare,
     BlockRef,
     ChannelKey,
     DataManifest,
+    DisputeBlock,
     EncryptedModel,
     EpochResult,
     SealedBlock,
     TaskAnnouncement,
+    VoteReveal,
+    leaf_digest,
 )
-from fedmarket.roles.owner import block_id
+from fedmarket.roles.owner import block_id, check_model
 from fedmarket.roles.party import Party
 
 SEAL_OVERHEAD = 64  # a sealed box's ephemeral key and tag (48 bytes), rounded up
@@ -39,7 +50,9 @@ class Processor(Party):
 
     ``attack`` makes it a cheater (``fedmarket.attacks``; simulations and tests only): it then
     computes honestly only when its attack needs the honest results, and sends what the attack
-    makes of them - forged with the public keys, committed on chain like any result.
+    makes of them - forged with the public keys, committed under its signed root like any
+    result. It still audits honestly when drawn (a fee for the work; its cheating is on its
+    own blocks).
     """
 
     capacity: int = 0
@@ -52,10 +65,17 @@ class Processor(Party):
     keys: PublicKeys | None = field(default=None, init=False)
     pool: Pool | None = field(default=None, init=False)
     manifests: dict[str, DataManifest] = field(default_factory=dict, init=False)
-    expected: list[BlockRef] = field(default_factory=list, init=False)
+    share: AssignmentShare | None = field(default=None, init=False)
     delivered: set[BlockRef] = field(default_factory=set, init=False)
     blocks: dict[BlockRef, bytes] = field(default_factory=dict, init=False)  # opened, checked
+    reported: set[BlockRef] = field(default_factory=set, init=False)  # undelivered, on chain
+    leaves: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict, init=False)
     fill: int = field(default=0, init=False)
+    bid: int | None = field(default=None, init=False)
+
+    @property
+    def expected(self) -> list[BlockRef]:
+        return [e.ref for e in self.share.entries] if self.share is not None else []
 
     def on_announcement(self, message: TaskAnnouncement) -> None:
         """Check the task against the chain, approve the stake, and bid."""
@@ -63,18 +83,20 @@ class Processor(Party):
         self.keys = self.crypto.public(message.public_context, party="requester")
         stake = self.capacity * self.price * spec.task.max_epochs
         self.token.approve(self.market.address, stake)
-        self.market.bid_processing(message.task_id, self.capacity, self.price)
+        self.bid = self.market.bid_processing(message.task_id, self.capacity, self.price).value
         self.paid_in += stake
         self.transfers.append(("stake", -stake))
 
     def won(self) -> int:
         """Points per epoch this processor was allocated (0 if it lost)."""
         assert self.task_id is not None
-        index = self.market.bid_index(self.task_id, Side.PROCESSING, self.address)
-        if index == 0:
-            return 0
-        bid = self.market.get_bid(self.task_id, Side.PROCESSING, index - 1)
-        self.fill = bid.fill if bid.winner else 0
+        if self.bid is None:
+            index = self.market.bid_index(self.task_id, Side.PROCESSING, self.address)
+            if index == 0:
+                return 0
+            self.bid = index - 1
+        bid = self.market.get_bid(self.task_id, Side.PROCESSING, self.bid)
+        self.fill = bid.fill if bid.winner and bid.bidder.lower() == self.address.lower() else 0
         return self.fill
 
     def channel_key(self) -> ChannelKey:
@@ -84,18 +106,36 @@ class Processor(Party):
         )
 
     def on_manifest(self, manifest: DataManifest) -> None:
-        """Keep an owner's block digests once they match the root it committed on chain."""
+        """Keep an owner's block digests once they match what it committed on chain."""
         self.check_manifest(manifest)
         self.manifests[manifest.owner.lower()] = manifest
 
-    def on_assignment(self, assignment: Assignment) -> None:
-        """Learn which blocks to expect, once the assignment matches its on-chain hash."""
+    def on_share(self, share: AssignmentShare) -> None:
+        """Learn which blocks to expect, once the share proves against the committed root."""
         assert self.task_id is not None
-        if self.market.tasks(self.task_id).assignment_hash != assignment_hash(assignment):
+        if share.processor.lower() != self.address.lower() or share.processor_index != self.bid:
+            raise UntrustedInputError("sent another processor's share", party="requester")
+        root = self.market.terms(self.task_id).assignment_root
+        problem = check_share(self.task_id, share, root, self.owner_bids())
+        if problem:
             raise UntrustedInputError(
-                "the assignment does not match the hash committed on chain", party="requester"
+                f"sent a share of the assignment that {problem}", party="requester"
             )
-        self.expected = list(assignment.blocks.get(self.address, []))
+        self.share = share
+
+    def _digests(self, owner: str) -> list[bytes]:
+        manifest = self.manifests.get(owner.lower())
+        if manifest is not None:
+            return list(manifest.digests)
+        assert self.task_id is not None
+        committed = [
+            e
+            for e in self.market.logs(DataCommitted, task=self.task_id)
+            if e.owner.lower() == owner.lower()
+        ]
+        if not committed:
+            raise UntrustedInputError("committed no data on chain", party=f"owner {owner}")
+        return [bytes(d) for d in committed[-1].digests]
 
     def on_block(self, message: SealedBlock) -> None:
         """Open a sealed block, check it against the owner's commitment, hand it to the pool."""
@@ -109,9 +149,6 @@ class Processor(Party):
             )
         if ref in self.delivered:
             raise UntrustedInputError(f"sent block {ref.index} twice", party=party)
-        manifest = self.manifests.get(ref.owner.lower())
-        if manifest is None:
-            raise UntrustedInputError("sent a block before its manifest", party=party)
         if self.keys is None:
             raise UntrustedInputError("sent a block before the task's keys", party=party)
         block = open_sealed(
@@ -120,7 +157,12 @@ class Processor(Party):
             party=party,
             max_bytes=self.keys.max_block_bytes + SEAL_OVERHEAD,
         )
-        check_block(block, ref.index, manifest.digests, data_root(manifest.digests), party=party)
+        digests = self._digests(ref.owner)
+        if not 0 <= ref.index < len(digests) or block_digest(block) != digests[ref.index]:
+            raise UntrustedInputError(
+                f"block {ref.index} does not match its committed digest (altered in transit?)",
+                party=party,
+            )
         self.restore_block(ref, block, party=party)
 
     def restore_block(self, ref: BlockRef, block: bytes, *, party: str = "local state") -> None:
@@ -135,26 +177,57 @@ class Processor(Party):
     def missing_blocks(self) -> list[BlockRef]:
         return [r for r in self.expected if r not in self.delivered]
 
+    def report_missing(self) -> list[BlockRef]:
+        """Report on chain every block of ours never delivered (or that failed its digest),
+        before our first root: its owner is not paid for it, and neither are we."""
+        assert self.task_id is not None and self.bid is not None
+        missing = [r for r in self.missing_blocks() if r not in self.reported]
+        if not missing or self.share is None:
+            return []
+        entries = self.share.entries
+        tree = merkle.Tree([merkle.entry_leaf(self.task_id, e.block, e.size) for e in entries])
+        record = merkle.Record(
+            self.bid, self.share.record.count, self.share.record.points, self.share.record.subroot
+        )
+        report = []
+        for ref in missing:
+            i = next(n for n, e in enumerate(entries) if e.ref == ref)
+            proof = merkle.EntryProof(
+                record,
+                self.share.position,
+                tuple(self.share.top_proof),
+                i,
+                entries[i].size,
+                tuple(tree.proof(i)),
+            )
+            owner_bid, index = merkle.split_block_id(entries[i].block)
+            report.append((owner_bid, index, proof))
+        for k in range(0, len(report), 32):  # MAX_REPORT per call
+            self.market.report_undelivered(self.task_id, self.bid, report[k : k + 32])
+        self.reported.update(missing)
+        return missing
+
     def compute(self, message: EncryptedModel) -> EpochResult:
-        """Run the program on every delivered block (or what the attack makes of it)."""
-        assert self.task_id is not None
+        """Run the program on every delivered block (or what the attack makes of it); build,
+        keep and sign the root over the entries' digests."""
+        assert self.task_id is not None and self.share is not None
         if message.task_id != self.task_id:
             raise UntrustedInputError(f"sent a model for task {message.task_id}", party="requester")
-        if self.pool is None or not self.expected:
-            raise UntrustedInputError("no blocks were delivered to this processor", party="owners")
+        check_model(self, message)
         refs = [r for r in self.expected if r in self.delivered]
+        results: dict[str, bytes] | None = {}
         attack = self.attack
-        if attack is None or attack.needs_honest(message.epoch, self.memory):
-            results: dict[str, bytes] | None = self.pool.run_epoch(
-                message.payload, party="requester"
-            )
-        else:
+        if (
+            refs
+            and self.pool is not None
+            and (attack is None or attack.needs_honest(message.epoch, self.memory))
+        ):
+            results = self.pool.run_epoch(message.payload, party="requester")
+        elif refs:
             results = None  # a cheater that does not need them skips the work
-        if attack is not None:
+        if attack is not None and refs:
             assert self.keys is not None
-            sizes = {
-                block_id(r): self.manifests[r.owner.lower()].block_sizes[r.index] for r in refs
-            }
+            sizes = {block_id(e.ref): e.size for e in self.share.entries if e.ref in self.delivered}
             rng = np.random.default_rng([self.seed, message.epoch])
             results = dict(
                 attack.apply(
@@ -162,26 +235,101 @@ class Processor(Party):
                 )
             )
         assert results is not None
+        payloads = [
+            results[block_id(e.ref)] if e.ref in self.delivered else b"" for e in self.share.entries
+        ]
+        leaves = [
+            (e.block, leaf_digest(p)) for e, p in zip(self.share.entries, payloads, strict=True)
+        ]
+        self.leaves[message.epoch] = leaves
+        root = (
+            merkle.result_root(self.task_id, message.epoch, leaves)
+            if leaves
+            else _token_root(self.task_id, self.address)
+        )
+        signed = sign_root(
+            self.account, self.market.domain_separator(), self.task_id, message.epoch, root
+        )
         return EpochResult(
             task_id=self.task_id,
             epoch=message.epoch,
             processor=self.address,
-            blocks=refs,
-            payloads=[results[block_id(r)] for r in refs],
+            blocks=[e.ref for e in self.share.entries],
+            payloads=payloads,
+            root=root,
+            signature=bytes([signed.v]) + signed.r + signed.s,
         )
 
     def commit(self, result: EpochResult) -> None:
-        """Commit the result's digest on chain (the contract records whether it is on time)."""
-        assert self.task_id is not None
-        self.market.submit_result(self.task_id, result.epoch, result.digest())
+        """Record the root on chain itself (late, or when the requester did not relay it)."""
+        assert self.task_id is not None and self.bid is not None
+        self.market.submit_root(
+            self.task_id, result.epoch, self.bid, SignedRoot.unsigned(result.root)
+        )
 
     def on_model(self, message: EncryptedModel) -> EpochResult:
-        """One epoch: compute, commit the digest on chain, return the results."""
-        result = self.compute(message)
-        self.commit(result)
-        return result
+        """One epoch: compute and sign; the requester relays the root with everyone's."""
+        if message.epoch == 0 and self.share is not None:
+            self.report_missing()
+        return self.compute(message)
+
+    def show(self, dispute: int) -> bool:
+        """Accused: open our committed leaf for the disputed block (we kept every leaf)."""
+        assert self.task_id is not None
+        d = self.market.dispute_of(dispute)
+        if d.task != self.task_id or d.accused != self.bid or d.state != 2 or d.shown != bytes(32):
+            return False
+        leaves = self.leaves.get(d.epoch)
+        if leaves is None:
+            return False
+        proof = merkle.result_proof(self.task_id, d.epoch, leaves, d.entry_index)
+        self.market.show_leaf(dispute, leaves[d.entry_index][1], proof)
+        return True
+
+    def audit(self, message: DisputeBlock, model: EncryptedModel) -> VoteReveal:
+        """Drawn auditor: check the block against its owner's commitment and the model against
+        the released digest, run the program, commit the digest on chain, reveal it."""
+        assert self.task_id is not None and self.keys is not None
+        d = self.market.dispute_of(message.dispute)
+        party = f"owner {message.ref.owner}"
+        if d.task != self.task_id or self.bid not in d.panel:
+            raise UntrustedInputError(
+                f"dispute {message.dispute} did not draw us", party="requester"
+            )
+        owner = self.market.get_bid(self.task_id, Side.DATA, d.owner_bid).bidder
+        if message.ref != BlockRef(owner=owner, index=d.block_index):
+            raise UntrustedInputError("sent a block other than the disputed one", party=party)
+        check_model(self, model)
+        if model.epoch != d.epoch:
+            raise UntrustedInputError("sent the model of another epoch", party="requester")
+        block = open_sealed(
+            message.sealed,
+            self.channel,
+            party=party,
+            max_bytes=self.keys.max_block_bytes + SEAL_OVERHEAD,
+        )
+        digests = self._digests(owner)
+        if not 0 <= d.block_index < len(digests) or block_digest(block) != digests[d.block_index]:
+            raise UntrustedInputError(
+                "the disputed block does not match its committed digest", party=party
+            )
+        result = self.keys.run_program(
+            model.payload, block, model_party="requester", block_party=party
+        )
+        digest = hashlib.sha256(result).digest()
+        self.market.commit_vote(
+            message.dispute, merkle.vote_commitment(message.dispute, self.address, digest)
+        )
+        return VoteReveal(
+            task_id=self.task_id, dispute=message.dispute, voter=self.address, digest=digest
+        )
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+
+def _token_root(task: int, processor: str) -> bytes:
+    """The root of a processor with no blocks (it signs something; nothing can be disputed)."""
+    return hashlib.sha256(f"fedmarket/no-blocks/{task}/{processor.lower()}".encode()).digest()

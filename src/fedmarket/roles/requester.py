@@ -2,13 +2,15 @@
 
 It never receives data ciphertexts (they are sealed to processors) and only ever decrypts
 block-level gradient totals (``TaskKeys.decrypt_result``), so no per-sample value reaches it.
-Every result is checked against the digest its processor committed on chain, and replicated
-blocks must give byte-identical results; a disagreement is settled by the block's owner
-recomputing it (``recompute``, which the driver wires to the owner through the transport).
-The decrypted totals then go through ``fedmarket.integrity``: statistical monitors, audits
-(the owner recomputes suspicious blocks, so an outlier that is the data's and not the
-processor's is cleared), the robust aggregator and the flag policy, whose flags
-``close_epoch`` slashes on chain.
+Every result must come with its processor's signed root over the per-block digests; the
+requester relays every accepted root on chain in one transaction. Replicated blocks must give
+byte-identical results; a disagreement is settled by the block's owner recomputing it
+(``recompute``, which the driver wires to the owner through the transport). The decrypted
+totals go through ``fedmarket.integrity``: statistical monitors, audits (the owner recomputes
+suspicious blocks), the robust aggregator and the policy. Nothing the requester sees slashes
+anyone: a *proven* wrong result becomes a bonded dispute on chain (a panel of auditors drawn
+after it decides), and results it never got, proved wrong or does not trust are marked "not
+received" at the close (their pay goes to the market's reserve, never back to the requester).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from fedmarket.backbone import task_features
-from fedmarket.chain.client import Side, TaskState
-from fedmarket.chain.events import ResultSubmitted
+from fedmarket.chain import merkle
+from fedmarket.chain.client import Floors, Outcome, Side, TaskState
+from fedmarket.chain.events import RootSubmitted
+from fedmarket.chain.signing import SignedRoot
 from fedmarket.data import scale
 from fedmarket.errors import FedmarketError, UntrustedInputError
 from fedmarket.integrity.checker import EpochChecker, IntegrityConfig
@@ -36,14 +40,14 @@ from fedmarket.models.kinds import ModelKind
 from fedmarket.models.linear import Model
 from fedmarket.models.training import TrainConfig, Trainer
 from fedmarket.protocol.crypto import TaskKeys
-from fedmarket.roles.assignment import BlockInfo, Plan, assignment_hash, plan_assignment
+from fedmarket.roles.assignment import BlockInfo, Plan, own_compute_plan, plan_assignment
 from fedmarket.roles.messages import (
-    Assignment,
     BlockRef,
     DataManifest,
     EncryptedModel,
     EpochResult,
     TaskAnnouncement,
+    leaf_digest,
 )
 from fedmarket.roles.owner import block_id
 from fedmarket.roles.party import Party
@@ -62,7 +66,22 @@ class Mismatch:
     processors: tuple[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass
+class DisputeRecord:
+    """A dispute the requester opened: whom, on which block and epoch, why, how it ended."""
+
+    processor: str
+    block: BlockRef
+    epoch: int
+    evidence: Evidence
+    dispute: int | None = None  # its id on chain, once opened
+    outcome: Outcome | None = None
+    panel: list[str] = field(default_factory=list)
+    reveals: dict[str, bytes] = field(default_factory=dict)  # auditor -> digest
+    note: str = ""
+
+
+@dataclass
 class EpochOutcome:
     """What the requester saw and decided in one epoch."""
 
@@ -71,16 +90,18 @@ class EpochOutcome:
     on_time: list[str]
     late: list[str]
     missing: list[str]
-    flagged: list[str]
+    flagged: list[str]  # processors convicted (slashed on chain) by this epoch's disputes
     mismatches: list[Mismatch]
     rejected: dict[str, str]  # processor -> why its result was refused
     blocks_used: int
     stop_reason: str | None
     seconds: float
     evidence: list[Evidence] = field(default_factory=list)
-    flags: list[Flag] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)  # what the policy acted on
     check_seconds: float = 0.0  # replication, decryption checks, monitors and aggregation
     audited: dict[str, bool] = field(default_factory=dict)  # block -> the owner's recompute matched
+    disputes: list[DisputeRecord] = field(default_factory=list)  # opened after this close
+    not_received: list[str] = field(default_factory=list)  # their pay went to the reserve
 
     @property
     def finished(self) -> bool:
@@ -100,6 +121,7 @@ class Requester(Party):
     wait_until: Callable[[int], None] | None = None
     # own-compute: every owner processes its own blocks (no replication is possible)
     self_processing: bool = False
+    floors: Floors = field(default_factory=Floors)
     # Wired by the driver to the block's owner; None: no dispute can be settled, no audit run.
     recompute: Recompute | None = None
     base: Path | None = None  # where the spec's files (a backbone) are
@@ -108,19 +130,24 @@ class Requester(Party):
     optimizer: Trainer | None = field(default=None, init=False)
     owners: dict[str, int] = field(default_factory=dict, init=False)  # address -> points
     processors: dict[str, int] = field(default_factory=dict, init=False)  # address -> fill
+    data_bid: dict[str, int] = field(default_factory=dict, init=False)  # address -> bid index
+    proc_bid: dict[str, int] = field(default_factory=dict, init=False)  # address -> bid index
     epoch_cost: int = field(default=0, init=False)
     manifests: dict[str, DataManifest] = field(default_factory=dict, init=False)
     plan: Plan | None = field(default=None, init=False)
     epoch: int = field(default=0, init=False)
+    models: dict[int, EncryptedModel] = field(default_factory=dict, init=False)  # released
     results: dict[str, EpochResult] = field(default_factory=dict, init=False)
     rejected: dict[str, str] = field(default_factory=dict, init=False)
+    # (processor, epoch) -> its accepted leaves: the requester can open them if accused
+    leaves: dict[tuple[str, int], list[tuple[int, bytes]]] = field(default_factory=dict, init=False)
     history: list[float] = field(default_factory=list, init=False)
     outcomes: list[EpochOutcome] = field(default_factory=list, init=False)
     checker: EpochChecker | None = field(default=None, init=False)
-    slashed: set[str] = field(default_factory=set, init=False)
-    _model_msg: EncryptedModel | None = field(default=None, init=False)
+    slashed: set[str] = field(default_factory=set, init=False)  # convicted on chain
+    refused: set[str] = field(default_factory=set, init=False)  # distrusted: results unused, unpaid
+    disputes: list[DisputeRecord] = field(default_factory=list, init=False)
     _epoch_start: float = field(default=0.0, init=False)
-    _epoch_block: int = field(default=0, init=False)  # logs of this epoch start here
 
     # ------------------------------------------------------------ setup
 
@@ -170,6 +197,10 @@ class Requester(Party):
             spec.budget.processing,
             spec.task.bidding_seconds,
             spec.task.late_penalty_bps,
+            spec.task.dispute_bond_bps,
+            spec.budget.audit_fee,
+            spec.privacy.min_block_points,
+            self.floors,
         )
         self.paid_in += budget
         self.transfers.append(("escrow", -budget))
@@ -201,26 +232,36 @@ class Requester(Party):
         """Submit the greedy allocation (after the bidding deadline) and learn the winners."""
         assert self.task_id is not None
         allocation = self.market.resolve_greedy(self.task_id).value
-        self.owners = {
-            self.market.get_bid(self.task_id, Side.DATA, f.bid).bidder: f.amount
-            for f in allocation.data
-        }
-        self.processors = {
-            self.market.get_bid(self.task_id, Side.PROCESSING, f.bid).bidder: f.amount
-            for f in allocation.processing
-        }
+        for side, fills, points, index in (
+            (Side.DATA, allocation.data, self.owners, self.data_bid),
+            (Side.PROCESSING, allocation.processing, self.processors, self.proc_bid),
+        ):
+            for f in fills:
+                who = self.market.get_bid(self.task_id, side, f.bid).bidder
+                points[who] = f.amount
+                index[who] = f.bid
         self.epoch_cost = allocation.processing_cost_per_epoch
 
     def on_manifest(self, manifest: DataManifest) -> None:
-        """Record an owner's blocks (sizes only) once they match its on-chain data root."""
+        """Record an owner's blocks (sizes only) once they match what it committed on chain."""
         self.check_manifest(manifest)
         self.manifests[manifest.owner.lower()] = manifest
 
-    def assign(self) -> Assignment:
-        """Spread the delivered blocks over the processors and commit the assignment's hash."""
+    def _encrypt_model(self, epoch: int) -> EncryptedModel:
+        assert self.keys is not None and self.optimizer is not None and self.task_id is not None
+        payload = self.keys.encrypt_model(self.optimizer.lookahead, epoch=epoch)
+        self.models[epoch] = EncryptedModel(task_id=self.task_id, epoch=epoch, payload=payload)
+        return self.models[epoch]
+
+    def assign(self) -> Plan:
+        """Spread the delivered blocks over the processors, and commit the assignment with the
+        digest of epoch 0's model (its release starts epoch 0 on chain)."""
         assert self.spec is not None and self.task_id is not None
+        bid_of = {a.lower(): i for a, i in self.data_bid.items()}
         blocks = [
-            BlockInfo(BlockRef(owner=m.owner, index=i), size)
+            BlockInfo(
+                BlockRef(owner=m.owner, index=i), size, merkle.block_id(bid_of[m.owner.lower()], i)
+            )
             for m in self.manifests.values()
             for i, size in enumerate(m.block_sizes)
         ]
@@ -230,48 +271,44 @@ class Requester(Party):
                 hint="the task can be ended with `claim_timeout` once its deadline passes",
             )
         if self.self_processing:
-            mine: dict[str, list[BlockRef]] = {p: [] for p in self.processors}
-            for b in blocks:
-                owner = next((p for p in mine if p.lower() == b.ref.owner.lower()), None)
-                if owner is None:
-                    raise FedmarketError(
-                        f"owner {b.ref.owner} delivered data but does not process it",
-                        hint="in own-compute every winning owner must also win processing",
-                    )
-                mine[owner].append(b.ref)
-            self.plan = Plan(Assignment(task_id=self.task_id, blocks=mine), frozenset())
+            try:
+                self.plan = own_compute_plan(self.task_id, blocks, self.proc_bid)
+            except ValueError as exc:
+                raise FedmarketError(
+                    str(exc), hint="in own-compute every winning owner must also win processing"
+                ) from None
         else:
             self.plan = plan_assignment(
                 self.task_id,
                 blocks,
                 self.processors,
+                self.proc_bid,
                 replication=self.spec.integrity.replication,
                 rng=random.Random(self.seed),
             )
-        self.market.commit_assignment(self.task_id, self.plan.hash)
-        return self.plan.assignment
+        model = self._encrypt_model(0)
+        self.market.commit_assignment(
+            self.task_id, self.plan.tree.records, hashlib.sha256(model.payload).digest()
+        )
+        return self.plan
 
     # ------------------------------------------------------------ epochs
 
     def model_message(self) -> EncryptedModel:
-        """The encrypted look-ahead weights for the current epoch."""
-        assert self.keys is not None and self.optimizer is not None and self.task_id is not None
+        """The encrypted look-ahead weights of the current epoch (released on chain)."""
         self._epoch_start = time.perf_counter()
-        # Reading logs only from here keeps each query proportional to one epoch, not the chain.
-        self._epoch_block = self.market.block_number()
         self.results = {}
         self.rejected = {}
-        payload = self.keys.encrypt_model(self.optimizer.lookahead, epoch=self.epoch)
-        self._model_msg = EncryptedModel(task_id=self.task_id, epoch=self.epoch, payload=payload)
-        return self._model_msg
+        return self.models[self.epoch]
 
     @property
     def active(self) -> set[str]:
-        """Winning processors still in the task (a slashed one has left it)."""
+        """Winning processors still in the task (a convicted one has left it)."""
         return {p for p in self.processors if p not in self.slashed}
 
     def on_result(self, result: EpochResult) -> None:
-        """Accept a processor's results if they are for now, from a winner, and match the chain."""
+        """Accept a processor's results if they are for now, from a winner, in the order of
+        its entries, with the root over their digests signed by its chain account."""
         assert self.plan is not None and self.task_id is not None
         party = f"processor {result.processor}"
         who = result.processor
@@ -281,28 +318,62 @@ class Requester(Party):
             raise UntrustedInputError(
                 f"sent results for epoch {result.epoch}, not {self.epoch}", party=party
             )
-        if len(result.blocks) != len(result.payloads):
-            raise UntrustedInputError("sent a different number of blocks and results", party=party)
-        assigned = set(self.plan.assignment.blocks.get(who, []))
-        if not set(result.blocks) <= assigned or len(set(result.blocks)) != len(result.blocks):
-            raise UntrustedInputError("sent results for blocks not assigned to it", party=party)
-        committed = [e.digest for e in self._epoch_results() if e.processor.lower() == who.lower()]
-        if not committed or committed[-1] != result.digest():
-            self.rejected[who] = "results do not match the digest committed on chain"
+        entries = self.plan.entries.get(who, [])
+        if [b.ref for b in entries] != list(result.blocks) or len(result.payloads) != len(entries):
+            raise UntrustedInputError("sent results that are not its entries in order", party=party)
+        leaves = [(b.block, leaf_digest(p)) for b, p in zip(entries, result.payloads, strict=True)]
+        root = merkle.result_root(self.task_id, self.epoch, leaves) if leaves else result.root
+        signed = self._signed(result)
+        domain = self.market.domain_separator()
+        if (
+            root != result.root
+            or signed is None
+            or (signed.signer(domain, self.task_id, self.epoch) or "").lower() != who.lower()
+        ):
+            self.rejected[who] = "its root is not the tree over its results, or not signed by it"
             raise UntrustedInputError(self.rejected[who], party=party)
         self.results[who] = result
+        self.leaves[(who, self.epoch)] = leaves
 
-    def _epoch_results(self) -> list[ResultSubmitted]:
-        """This epoch's ResultSubmitted events, read from the block the epoch's model went out."""
-        assert self.task_id is not None
-        logs = self.market.logs(ResultSubmitted, task=self.task_id, from_block=self._epoch_block)
-        return [e for e in logs if e.epoch == self.epoch]
-
-    def _recomputed(self, ref: BlockRef) -> bytes | None:
-        """sha256 of the owner's own recomputation of a block for this epoch's model."""
-        if self.recompute is None or self._model_msg is None:
+    @staticmethod
+    def _signed(result: EpochResult) -> SignedRoot | None:
+        if len(result.signature) != 65:
             return None
-        answer = self.recompute(ref, self._model_msg)
+        sig = result.signature
+        return SignedRoot(result.root, sig[0], sig[1:33], sig[33:])
+
+    def record_roots(self) -> None:
+        """Put every accepted root on chain: all in one relay when every active processor's
+        came in time, else one by one (a processor may also have sent its own)."""
+        assert self.task_id is not None
+        clock = self.market.clock_of(self.task_id)
+        active = sorted(self.active, key=lambda p: self.proc_bid[p])
+        signed = {p: self._signed(self.results[p]) for p in active if p in self.results}
+        if (
+            len(signed) == len(active)
+            and active
+            and clock.submitted == 0
+            and self.market.now() <= clock.deadline
+        ):
+            self.market.relay_epoch(self.task_id, self.epoch, [s for s in signed.values() if s])
+            return
+        for p, s in signed.items():
+            if (
+                s is None
+                or self.market.get_bid(
+                    self.task_id, Side.PROCESSING, self.proc_bid[p]
+                ).last_submitted_epoch
+                == self.epoch + 1
+            ):
+                continue
+            self.market.submit_root(self.task_id, self.epoch, self.proc_bid[p], s)
+
+    def _recomputed(self, ref: BlockRef, epoch: int | None = None) -> bytes | None:
+        """sha256 of the owner's own recomputation of a block for an epoch's model."""
+        model = self.models.get(self.epoch if epoch is None else epoch)
+        if self.recompute is None or model is None:
+            return None
+        answer = self.recompute(ref, model)
         return None if answer is None else hashlib.sha256(answer).digest()
 
     def _cross_check(
@@ -320,12 +391,16 @@ class Requester(Party):
         digests: dict[str, dict[str, bytes]] = {}
         ref_of: dict[str, BlockRef] = {}
         for who, result in sorted(self.results.items()):
+            if who in self.refused:
+                continue
             digests[who] = {}
             for ref, payload in zip(result.blocks, result.payloads, strict=True):
+                ref_of[block_id(ref)] = ref
+                if not payload:
+                    continue  # reported undelivered: nothing to compare
                 chosen.setdefault(ref, (who, payload))
                 payload_of[(who, ref)] = payload
                 digests[who][block_id(ref)] = hashlib.sha256(payload).digest()
-                ref_of[block_id(ref)] = ref
         mismatches: list[Mismatch] = []
         proven: list[Evidence] = []
         for dispute in find_disputes(digests):
@@ -351,9 +426,11 @@ class Requester(Party):
         )  # fmt: skip
 
     def close_epoch(self) -> EpochOutcome:
-        """Decrypt block totals, check, audit, aggregate, update, validate, flag, close."""
+        """Decrypt block totals, check, audit, aggregate, update, validate, close on chain with
+        the next model's digest and the results not received; the proven faults become the
+        disputes the driver then runs (``outcome.disputes``)."""
         assert self.spec is not None and self.keys is not None and self.optimizer is not None
-        assert self.task_id is not None and self.checker is not None
+        assert self.task_id is not None and self.checker is not None and self.plan is not None
         check_start = time.perf_counter()
         chosen, mismatches, proven, ref_of = self._cross_check()
         sizes = {
@@ -361,6 +438,16 @@ class Requester(Party):
             for m in self.manifests.values()
             for i, s in enumerate(m.block_sizes)
         }
+        reported = {
+            (p, b.ref)
+            for p in self.results
+            for b in self.plan.entries.get(p, [])
+            if self.market.is_reported(self.task_id, self.proc_bid[p], b.block)
+        }
+        for who, result in sorted(self.results.items()):
+            for ref, payload in zip(result.blocks, result.payloads, strict=True):
+                if not payload and (who, ref) not in reported:
+                    proven.append(self._bad_result(who, ref, "no result and no undelivered report"))
         weights = self.optimizer.lookahead
         blocks: list[BlockGradient] = []
         sent: dict[str, bytes] = {}  # block id -> sha256 of the payload used
@@ -397,7 +484,7 @@ class Requester(Party):
             self.epoch,
             blocks,
             proven=proven,
-            active=self.active,
+            active=self.active - self.refused,
             reference=reference_gradient(self.kind, weights, X_val, t_val),
             loss=validation_loss(self.kind, X_val, t_val),
             weights=weights,
@@ -410,12 +497,26 @@ class Requester(Party):
         metric = self.kind.evaluate(self.model(), X_val, self.y_val, self.spec.labels)
         self.history.append(metric)
 
-        submitted = {e.processor.lower(): e.on_time for e in self._epoch_results()}
-        names = sorted(self.processors)
-        on_time = [p for p in names if submitted.get(p.lower()) is True]
-        late = [p for p in names if submitted.get(p.lower()) is False]
-        missing = [p for p in names if p.lower() not in submitted]
         clock = self.market.clock_of(self.task_id)
+        names = sorted(self.active)  # a convicted processor has left the task
+        on_time, late, missing = self._timeliness(names)
+        # Proven faults become disputes (the contract judges them); statistical flags that no
+        # audit cleared make the requester stop trusting (and paying for) a processor's results.
+        disputes = self._disputes_to_open(
+            [e for e in verdict.evidence if e.strength is Strength.PROVEN], ref_of
+        )
+        for flag in verdict.flags:
+            if not flag.proven:
+                self.refused.add(flag.party)
+        proven_now = {d.processor for d in disputes}
+        # roots on chain whose results we did not get, proved wrong, or no longer trust
+        unpaid = [
+            p
+            for p in names
+            if p in self.active
+            and p not in missing
+            and (p in self.refused or p in proven_now or p not in self.results)
+        ]
         view = EpochView(
             epoch=self.epoch,
             metrics=self.history,
@@ -425,19 +526,22 @@ class Requester(Party):
             epochs_left=self.spec.task.max_epochs - self.epoch - 1,
         )
         reason = first_reason(self.rules, view)
-        flagged = verdict.flagged
-        self.slashed.update(flagged)
+        go_on = reason is None and self.epoch + 1 < self.spec.task.max_epochs
+        next_digest = bytes(32)
+        if go_on:
+            next_digest = hashlib.sha256(self._encrypt_model(self.epoch + 1).payload).digest()
         self._wait_for_deadline_if_needed(clock.submitted, clock.active, clock.deadline)
-        self.market.close_epoch(self.task_id, self.epoch, flagged, reason is None)
+        bitmap = sum(1 << self.proc_bid[p] for p in unpaid)
+        self.market.close_epoch(self.task_id, self.epoch, next_digest, go_on, bitmap)
         if reason is None and self.market.clock_of(self.task_id).state != TaskState.TRAINING:
-            reason = "no processor left"
+            reason = "no processor left" if not self.active else "the last epoch"
         outcome = EpochOutcome(
             epoch=self.epoch,
             metric=metric,
             on_time=on_time,
             late=late,
             missing=missing,
-            flagged=flagged,
+            flagged=[],
             mismatches=mismatches,
             rejected=dict(self.rejected),
             blocks_used=verdict.used_blocks,
@@ -447,9 +551,123 @@ class Requester(Party):
             flags=verdict.flags,
             check_seconds=check_seconds,
             audited=dict(verdict.audited),
+            disputes=disputes,
+            not_received=sorted(unpaid),
         )
         self.outcomes.append(outcome)
+        self.disputes += disputes
         self.epoch += 1
+        return outcome
+
+    def _timeliness(self, names: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """(on time, late, missing) by the roots on chain for this epoch."""
+        assert self.task_id is not None
+        book_roots = dict(self.market.epoch_book(self.task_id).roots.get(self.epoch, []))
+        late_ones = {e.processor for e in self._root_events() if not e.on_time}
+        on_time, late, missing = [], [], []
+        for p in names:
+            i = self.proc_bid[p]
+            if i not in book_roots:
+                missing.append(p)
+            elif i in late_ones:
+                late.append(p)
+            else:
+                on_time.append(p)
+        return on_time, late, missing
+
+    def _root_events(self) -> list[RootSubmitted]:
+        assert self.task_id is not None
+        return [
+            e for e in self.market.logs(RootSubmitted, task=self.task_id) if e.epoch == self.epoch
+        ]
+
+    def _disputes_to_open(
+        self, proven: list[Evidence], ref_of: dict[str, BlockRef]
+    ) -> list[DisputeRecord]:
+        """One dispute per (processor, block) proven wrong this epoch, on a block of its own
+        committed entries (where the contract can check its leaf)."""
+        out: list[DisputeRecord] = []
+        seen: set[tuple[str, BlockRef]] = set()
+        for e in proven:
+            if e.role != "processor" or e.party not in self.active or e.party not in self.results:
+                continue
+            if self._eligible_auditors(e.party) < 2:
+                # No panel can be drawn: a leaf it can open would only be dismissed (and the
+                # bond paid to it). It is not paid instead.
+                self.refused.add(e.party)
+                continue
+            if any(d.processor == e.party for d in out):
+                continue  # one dispute per processor and epoch is enough to decide
+            for b in e.blocks:
+                ref = ref_of.get(b)
+                if ref is None or (e.party, ref) in seen:
+                    continue
+                seen.add((e.party, ref))
+                out.append(DisputeRecord(e.party, ref, self.epoch, e))
+                break
+        return out
+
+    def _eligible_auditors(self, accused: str) -> int:
+        """Processors a panel against ``accused`` could draw (active, paid, not the accused)."""
+        assert self.task_id is not None
+        bitmap, _ = self.market.active_of(self.task_id)
+        me = self.proc_bid[accused]
+        return sum(
+            1
+            for i in range(128)
+            if bitmap >> i & 1
+            and i != me
+            and self.market.get_bid(self.task_id, Side.PROCESSING, i).epoch_pay > 0
+        )
+
+    # ------------------------------------------------------------ disputes
+
+    def open_dispute(self, record: DisputeRecord) -> int:
+        """Accuse on chain, posting the bond (approved here)."""
+        assert self.task_id is not None and self.plan is not None
+        i = self.proc_bid[record.processor]
+        entries = self.plan.entries[record.processor]
+        k = next(n for n, b in enumerate(entries) if b.ref == record.block)
+        entry = self.plan.tree.entry_proof(i, k)
+        where = self.market.epoch_book(self.task_id).proof(record.epoch)
+        terms = self.market.terms(self.task_id)
+        stake = self.market.get_bid(self.task_id, Side.PROCESSING, i)
+        bond = max(
+            stake.fill * stake.stake_price * terms.max_epochs * terms.dispute_bond_bps // 10_000,
+            3 * terms.audit_fee,
+        )
+        self.token.approve(self.market.address, bond)
+        owner_bid, index = merkle.split_block_id(entries[k].block)
+        record.dispute = self.market.open_dispute(
+            self.task_id, record.epoch, i, owner_bid, index, entry, where
+        ).value
+        self.transfers.append(("bond", -bond))
+        self.paid_in += bond
+        return record.dispute
+
+    def show_leaf(self, record: DisputeRecord) -> bool:
+        """Open the accused's leaf from the results we received (if it does not itself)."""
+        assert self.task_id is not None and record.dispute is not None
+        d = self.market.dispute_of(record.dispute)
+        leaves = self.leaves.get((record.processor, record.epoch))
+        if d.shown != bytes(32) or leaves is None:
+            return False
+        proof = merkle.result_proof(self.task_id, record.epoch, leaves, d.entry_index)
+        self.market.show_leaf(record.dispute, leaves[d.entry_index][1], proof)
+        return True
+
+    def resolve_dispute(self, record: DisputeRecord) -> Outcome:
+        """Resolve with the digest most auditors revealed (else the owner's recomputation)."""
+        assert record.dispute is not None
+        values = list(record.reveals.values())
+        if values:
+            value = max(set(values), key=values.count)
+        else:
+            value = self._recomputed(record.block, record.epoch) or bytes(32)
+        outcome = self.market.resolve_dispute(record.dispute, value).value
+        record.outcome = outcome
+        if outcome in (Outcome.CONVICTED, Outcome.UNOPENED):
+            self.slashed.add(record.processor)
         return outcome
 
     def _wait_for_deadline_if_needed(self, submitted: int, active: int, deadline: int) -> None:
@@ -473,7 +691,7 @@ class Requester(Party):
             return "ended before training: " + self.abandon()
         if clock.state == TaskState.TRAINING:
             self._wait_for_deadline_if_needed(clock.submitted, clock.active, clock.deadline)
-            self.market.close_epoch(self.task_id, clock.epoch, [], False)
+            self.market.close_epoch(self.task_id, clock.epoch, bytes(32), False, 0)
             return f"backed off at epoch {clock.epoch}"
         return f"nothing to back off from (task is {clock.state.name.lower()})"
 
@@ -481,10 +699,17 @@ class Requester(Party):
         """Nothing to train on: commit an empty assignment and close epoch 0 without going on,
         so the budget and every stake return now instead of after a timeout."""
         assert self.task_id is not None
-        self.market.commit_assignment(
-            self.task_id, assignment_hash(Assignment(task_id=self.task_id, blocks={}))
-        )
+        self.market.commit_assignment(self.task_id, [], hashlib.sha256(b"no data").digest())
         return self.back_off()
+
+    def settle(self) -> int:
+        """What is left of the budgets once the task is over, and every credit."""
+        amount = 0
+        if self.task_id is not None and self.market.requester_owed(self.task_id) > 0:
+            amount += self.market.collect_requester(self.task_id).value
+            self.transfers.append(("collect", amount))
+            self.received += amount
+        return amount + super().settle()
 
     def model(self) -> Model:
         """The current model (plaintext weights, in the requester's hands only)."""

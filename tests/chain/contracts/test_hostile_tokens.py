@@ -1,4 +1,5 @@
-"""Market with tokens that misbehave: re-entrant, fee-taking, silent and false-returning."""
+"""Market with tokens that misbehave: re-entrant, fee-taking, silent and false-returning.
+Every market here is checked for token conservation after every test, like the others."""
 
 from __future__ import annotations
 
@@ -7,120 +8,154 @@ from typing import Any
 
 import boa
 import pytest
+from eth_account.signers.local import LocalAccount
 
-from .conftest import STANDARD, place_standard_bids
+from .conftest import register, standard
 from .helpers import (
-    ASSIGNMENT_HASH,
+    BIDDING,
+    CANCELLED,
+    DATA,
     FINISHED,
     GRACE,
     MAX_UINT,
     PROCESSING,
+    Rig,
+    Task,
     TaskParams,
     assert_conserved,
     balances,
     create_task,
-    digest,
-    resolve_greedy,
-    settle,
+    deploy_rig,
+    everyone_collects,
+    now,
+    travel_to,
 )
 
 FUNDS = 10**9
 
 
-def deploy_market(market_deployer: Any, token: Any, accounts: list[str]) -> Any:
-    """A market on `token`; each of `accounts` holds FUNDS and has approved it without limit."""
-    market = market_deployer.deploy(token.address, GRACE)
+def market_on(
+    request: pytest.FixtureRequest,
+    deployers: dict[str, Any],
+    token: Any,
+    reserve: str,
+    accounts: list[str],
+) -> Rig:
+    """A market paid in `token`; each of `accounts` holds FUNDS and has approved it."""
+    rig = deploy_rig(deployers, token, reserve)
     for account in accounts:
         token.mint(account, FUNDS)
-        token.approve(market, MAX_UINT, sender=account)
-    return market
+        token.approve(rig.address, MAX_UINT, sender=account)
+    register(request.module.__name__, rig, token)
+    return rig
 
 
 # ---------------------------------------------------------------- re-entrancy
 
 
-class Rig:
-    """A market on the re-entrant token, which itself holds a processing bid on task 0 and
-    a withdrawable stake from task 1, so each re-entrant call it tries would succeed if the
+class Reentry:
+    """A market on the re-entrant token, which itself holds a processing bid on task 0 and a
+    withdrawable stake from task 1, so each re-entrant call it tries would succeed if the
     market were not locked."""
 
-    def __init__(self, market: Any, token: Any, requester: str, alice: str) -> None:
-        self.market, self.token, self.requester, self.alice = market, token, requester, alice
-        self.task = create_task(market, requester)
-        create_task(market, requester)
+    def __init__(self, rig: Rig, token: Any, requester: str, alice: str) -> None:
+        self.rig, self.token, self.requester, self.alice = rig, token, requester, alice
+        self.task = create_task(rig, requester)
+        create_task(rig, requester)
         token.mint(token.address, FUNDS)
-        token.approve_from_self(market, MAX_UINT)
+        token.approve_from_self(rig.address, MAX_UINT)
         for task in (self.task, 1):
-            token.execute(market, market.bid_processing.prepare_calldata(task, 1, 1))
-        token.execute(market, market.withdraw_processing_bid.prepare_calldata(1))
-        assert market.claimable(token.address) == 3
-        # alice has something to withdraw too
-        market.bid_processing(1, 2, 1, sender=alice)
-        market.withdraw_processing_bid(1, sender=alice)
+            token.execute(rig.address, rig.market.bid_processing.prepare_calldata(task, 1, 1, 0))
+        token.execute(rig.address, rig._faces[0].withdraw_bid.prepare_calldata(1, PROCESSING, 0))
+        assert rig.claimable(token.address) == 3
+        rig.bid_processing(1, 2, 1, 0, sender=alice)  # alice has something to withdraw too
+        rig.withdraw_bid(1, PROCESSING, 0, sender=alice)
 
 
 @pytest.fixture(scope="module")
-def rig(
-    market_deployer: Any, mock_deployer: Callable[[str], Any], requester: str, owners: list[str]
-) -> Rig:
+def reentry(
+    request: pytest.FixtureRequest,
+    deployers: dict[str, Any],
+    mock_deployer: Callable[[str], Any],
+    reserve: str,
+    requester: str,
+    owners: list[str],
+) -> Reentry:
     token = mock_deployer("ReentrantToken").deploy()
-    market = deploy_market(market_deployer, token, [requester, owners[0]])
-    return Rig(market, token, requester, owners[0])
+    rig = market_on(request, deployers, token, reserve, [requester, owners[0]])
+    return Reentry(rig, token, requester, owners[0])
 
 
-REENTRY_PAYLOADS: dict[str, Callable[[Rig], bytes]] = {
-    "withdraw": lambda r: r.market.withdraw.prepare_calldata(),
-    "collect": lambda r: r.market.collect.prepare_calldata(1),
-    "claim": lambda r: r.market.claim.prepare_calldata(r.task, r.token.address),
-    "bid_data": lambda r: r.market.bid_data.prepare_calldata(r.task, 1, 1),
-    "withdraw_processing_bid": lambda r: r.market.withdraw_processing_bid.prepare_calldata(r.task),
+REENTRY_PAYLOADS: dict[str, Callable[[Reentry], bytes]] = {
+    "withdraw": lambda r: r.rig.market.withdraw.prepare_calldata(),
+    "collect": lambda r: r.rig.market.collect.prepare_calldata(0, PROCESSING, 0),
+    "claim": lambda r: r.rig.market.claim.prepare_calldata(0, PROCESSING, 0),
+    "bid_data": lambda r: r.rig.market.bid_data.prepare_calldata(r.task, 64, 1, 0),
+    "withdraw_bid": lambda r: r.rig.market.withdraw_bid.prepare_calldata(r.task, PROCESSING, 0),
 }
 
-OUTER_CALLS: dict[str, Callable[[Rig], Any]] = {
-    "create_task (transferFrom)": lambda r: create_task(r.market, r.requester),
-    "bid_processing (transferFrom)": lambda r: r.market.bid_processing(
-        r.task, 1, 1, sender=r.alice
+OUTER_CALLS: dict[str, Callable[[Reentry], Any]] = {
+    "create_task (transferFrom)": lambda r: create_task(r.rig, r.requester),
+    "bid_processing (transferFrom)": lambda r: r.rig.bid_processing(
+        r.task, 1, 1, 0, sender=r.alice
     ),
-    "withdraw (transfer)": lambda r: r.market.withdraw(sender=r.alice),
+    "withdraw (transfer)": lambda r: r.rig.withdraw(sender=r.alice),
 }
 
 
 @pytest.mark.parametrize("outer", OUTER_CALLS)
 @pytest.mark.parametrize("payload", REENTRY_PAYLOADS)
 def test_reentry_from_the_token_fails_and_balances_stay_conserved(
-    rig: Rig, outer: str, payload: str
+    reentry: Reentry, outer: str, payload: str
 ) -> None:
-    market, token = rig.market, rig.token
-    data = REENTRY_PAYLOADS[payload](rig)
-    claimable_before = market.claimable(token.address)
-    bids_before = market.num_bids(rig.task, 0)
-    token.arm(market, data)
-    OUTER_CALLS[outer](rig)
+    rig, token = reentry.rig, reentry.token
+    data = REENTRY_PAYLOADS[payload](reentry)
+    claimable_before = rig.claimable(token.address)
+    book_before = rig.book_of(reentry.task)
+    token.arm(rig.address, data)
+    OUTER_CALLS[outer](reentry)
     assert (token.attempts(), token.successes()) == (1, 0)
     assert not token.armed()
-    assert market.claimable(token.address) == claimable_before
-    assert market.num_bids(rig.task, 0) == bids_before
-    assert market.bid_index(rig.task, PROCESSING, token.address) == 1
-    assert_conserved(token, market, [rig.requester, rig.alice, token.address])
-    # the same call made outside a transfer goes through: only the lock stopped it
-    token.execute(market, data)
-    assert_conserved(token, market, [rig.requester, rig.alice, token.address])
+    assert rig.claimable(token.address) == claimable_before
+    assert rig.book_of(reentry.task)[DATA] == book_before[DATA]
+    assert_conserved(token, rig)
 
 
-def test_unarmed_reentrant_token_runs_a_whole_task(rig: Rig) -> None:
-    market, token = rig.market, rig.token
-    task = create_task(market, rig.requester, TaskParams(num_points=1, max_epochs=1))
-    market.bid_data(task, 1, 2, sender=rig.alice)
-    market.bid_processing(task, 1, 3, sender=rig.alice)
-    resolve_greedy(market, task, rig.requester)
-    market.commit_assignment(task, ASSIGNMENT_HASH, sender=rig.requester)
-    market.commit_data(task, digest(0), sender=rig.alice)
-    market.submit_result(task, 0, digest(1), sender=rig.alice)
-    market.close_epoch(task, 0, [], False, sender=rig.requester)
-    before = token.balanceOf(rig.alice)
-    settle(market, task, [rig.requester, rig.alice])
-    # data 2, pay 3, stake 3, and the stake of 6 she withdrew from task 1 earlier
-    assert token.balanceOf(rig.alice) == before + 2 + 3 + 3 + 6
+def test_reentry_into_a_delegated_function_fails_too(reentry: Reentry) -> None:
+    """The lock is the market's (transient storage, shared by delegatecall): a call that runs
+    in MarketSetup is locked out like one in Market, and goes through outside a transfer."""
+    rig, token = reentry.rig, reentry.token
+    task = create_task(rig, reentry.requester)
+    travel_to(rig.terms(task).bidding_deadline + GRACE + 1)
+    payload = rig._faces[1].claim_timeout.prepare_calldata(task, DATA, 0)
+    token.arm(rig.address, payload)
+    rig.withdraw(sender=reentry.alice)
+    assert (token.attempts(), token.successes()) == (1, 0)
+    assert rig.clock_of(task).state == BIDDING
+    token.execute(rig.address, payload)
+    assert rig.clock_of(task).state == CANCELLED
+
+
+def test_an_unarmed_reentrant_token_runs_a_whole_task(
+    reentry: Reentry, processors: list[LocalAccount]
+) -> None:
+    rig, token = reentry.rig, reentry.token
+    p = processors[0]
+    token.mint(p.address, FUNDS)
+    token.approve(rig.address, MAX_UINT, sender=p.address)
+    t = Task(
+        rig,
+        token,
+        reentry.requester,
+        [(reentry.alice, 64, 2)],
+        [(p, 64, 3)],
+        TaskParams(num_points=64, max_epochs=1),
+    ).start()
+    t.run_epoch(0, go_on=False)
+    travel_to(now() + GRACE + 1)
+    got = everyone_collects(rig, t)
+    assert got[reentry.alice] == 64 * 2 + 6  # its data, and the stake withdrawn earlier
+    assert got[p.address] == 64 * 3 + 64 * 3
     assert token.attempts() == 0
 
 
@@ -128,139 +163,125 @@ def test_unarmed_reentrant_token_runs_a_whole_task(rig: Rig) -> None:
 
 
 @pytest.fixture(scope="module")
-def fee_token(mock_deployer: Callable[[str], Any]) -> Any:
-    return mock_deployer("FeeOnTransferToken").deploy(100)
+def fee(
+    request: pytest.FixtureRequest,
+    deployers: dict[str, Any],
+    mock_deployer: Callable[[str], Any],
+    reserve: str,
+    requester: str,
+    processors: list[LocalAccount],
+) -> tuple[Rig, Any]:
+    token = mock_deployer("FeeOnTransferToken").deploy(100)
+    return market_on(
+        request, deployers, token, reserve, [requester, *(p.address for p in processors)]
+    ), token
 
 
-@pytest.fixture(scope="module")
-def fee_market(market_deployer: Any, fee_token: Any, requester: str, processors: list[str]) -> Any:
-    return deploy_market(market_deployer, fee_token, [requester, *processors])
-
-
-def test_fee_on_transfer_token_is_rejected_at_create_task(
-    fee_market: Any, fee_token: Any, requester: str
+def test_a_fee_on_transfer_token_is_rejected_where_it_takes_a_fee(
+    fee: tuple[Rig, Any], requester: str, processors: list[LocalAccount]
 ) -> None:
+    rig, token = fee
     with boa.reverts("market: token took a fee on transfer"):
-        create_task(fee_market, requester)
-    assert fee_token.balanceOf(fee_market) == 0
-
-
-def test_fee_on_transfer_token_is_rejected_at_bid_processing(
-    fee_market: Any, fee_token: Any, requester: str, processors: list[str]
-) -> None:
-    fee_token.set_fee(0)
-    task = create_task(fee_market, requester)
-    fee_token.set_fee(100)
+        create_task(rig, requester)
+    token.set_fee(0)
+    task = create_task(rig, requester)
+    token.set_fee(100)
     with boa.reverts("market: token took a fee on transfer"):
-        fee_market.bid_processing(task, 100, 1, sender=processors[0])
-    # data bids move no tokens, so they still work
-    fee_market.bid_data(task, 1, 1, sender=processors[0])
-    assert_conserved(fee_token, fee_market)
-
-
-def test_fee_on_transfer_token_passes_when_nothing_moves(
-    fee_market: Any, fee_token: Any, requester: str
-) -> None:
-    # budgets of zero are never pulled, so the fee never shows
-    create_task(fee_market, requester, TaskParams(data_budget=0, processing_budget=0))
-    assert fee_market.num_tasks() == 1
+        rig.bid_processing(task, 100, 1, 0, sender=processors[0].address)
+    rig.bid_data(task, 64, 1, 0, sender=processors[0].address)  # data bids move no tokens
+    create_task(
+        rig, requester, TaskParams(data_budget=0, processing_budget=0)
+    )  # nor do zero budgets
 
 
 # ---------------------------------------------------------------- no return value
 
 
 @pytest.fixture(scope="module")
-def silent_token(mock_deployer: Callable[[str], Any]) -> Any:
-    return mock_deployer("NoReturnToken").deploy()
+def silent(
+    request: pytest.FixtureRequest,
+    deployers: dict[str, Any],
+    mock_deployer: Callable[[str], Any],
+    reserve: str,
+    everyone: list[str],
+) -> tuple[Rig, Any]:
+    token = mock_deployer("NoReturnToken").deploy()
+    return market_on(request, deployers, token, reserve, everyone), token
 
 
-@pytest.fixture(scope="module")
-def silent_market(market_deployer: Any, silent_token: Any, everyone: list[str]) -> Any:
-    return deploy_market(market_deployer, silent_token, everyone)
-
-
-def test_token_without_return_values_runs_the_whole_lifecycle(
-    silent_market: Any,
-    silent_token: Any,
+def test_a_token_without_return_values_runs_the_whole_lifecycle(
+    silent: tuple[Rig, Any],
     requester: str,
     owners: list[str],
-    processors: list[str],
+    processors: list[LocalAccount],
     everyone: list[str],
 ) -> None:
-    market, token = silent_market, silent_token
+    rig, token = silent
     start = balances(token, everyone)
-    task = create_task(market, requester, STANDARD)
-    place_standard_bids(market, task, owners, processors)
-    assert_conserved(token, market)
-    resolve_greedy(market, task, requester)
-    market.commit_assignment(task, ASSIGNMENT_HASH, sender=requester)
-    market.commit_data(task, digest(0), sender=owners[0])
-    for epoch in range(STANDARD.max_epochs):
-        for processor in processors[:2]:
-            market.submit_result(task, epoch, digest(epoch), sender=processor)
-        market.close_epoch(task, epoch, [], True, sender=requester)
-    assert market.clock_of(task).state == FINISHED
-    settle(market, task, everyone)
-    assert_conserved(token, market, everyone)
+    t = standard(rig, token, requester, owners, processors).start()
+    for epoch in range(3):
+        t.run_epoch(epoch)
+    assert rig.clock_of(t.task).state == FINISHED
+    travel_to(now() + GRACE + 1)
+    everyone_collects(rig, t)
     nets = {a: token.balanceOf(a) - start[a] for a in everyone}
-    assert nets[processors[0]] == 3 * 4 * 2
-    assert nets[processors[1]] == 3 * 6 * 3
-    assert nets[owners[0]] == 6 * 3
-    assert nets[requester] == -(18 + 3 * 26)
-    assert sum(nets.values()) == 0
-    assert token.balanceOf(market) == 0
+    assert nets[processors[0].address] == 3 * 128 * 2
+    assert nets[processors[1].address] == 3 * 128 * 3
+    assert (nets[owners[0]], nets[owners[1]]) == (128 * 3, 128 * 5)
+    assert sum(nets.values()) == 0 and token.balanceOf(rig.address) == 0
 
 
-def test_token_without_return_values_still_fails_a_reverting_pull(
-    silent_market: Any, silent_token: Any, requester: str
+def test_a_token_without_return_values_still_fails_a_reverting_pull(
+    silent: tuple[Rig, Any], requester: str
 ) -> None:
-    silent_token.approve(silent_market, 0, sender=requester)
+    rig, token = silent
+    token.approve(rig.address, 0, sender=requester)
     with boa.reverts("market: token transfer failed"):
-        create_task(silent_market, requester)
+        create_task(rig, requester)
 
 
 # ---------------------------------------------------------------- returns false
 
 
 @pytest.fixture(scope="module")
-def false_token(mock_deployer: Callable[[str], Any]) -> Any:
-    return mock_deployer("FalseReturnToken").deploy()
+def false(
+    request: pytest.FixtureRequest,
+    deployers: dict[str, Any],
+    mock_deployer: Callable[[str], Any],
+    reserve: str,
+    requester: str,
+    processors: list[LocalAccount],
+) -> tuple[Rig, Any]:
+    token = mock_deployer("FalseReturnToken").deploy()
+    return market_on(
+        request, deployers, token, reserve, [requester, *(p.address for p in processors)]
+    ), token
 
 
-@pytest.fixture(scope="module")
-def false_market(
-    market_deployer: Any, false_token: Any, requester: str, processors: list[str]
-) -> Any:
-    return deploy_market(market_deployer, false_token, [requester, *processors])
-
-
-def test_false_returning_pull_reverts_as_a_failed_transfer(
-    false_market: Any, false_token: Any, requester: str
+def test_false_returning_pulls_revert_as_failed_transfers(
+    false: tuple[Rig, Any], requester: str, processors: list[LocalAccount]
 ) -> None:
-    false_token.approve(false_market, 1, sender=requester)
+    rig, token = false
+    task = create_task(rig, requester)
     with boa.reverts("market: token transfer failed"):
-        create_task(false_market, requester)
+        rig.bid_processing(task, 2**40, 1, 0, sender=processors[0].address)
+    token.approve(rig.address, 1, sender=requester)
+    with boa.reverts("market: token transfer failed"):
+        create_task(rig, requester)
 
 
-def test_false_returning_stake_pull_reverts_as_a_failed_transfer(
-    false_market: Any, false_token: Any, requester: str, processors: list[str]
+def test_a_false_returning_withdraw_reverts_and_keeps_the_credit(
+    false: tuple[Rig, Any], requester: str, processors: list[LocalAccount]
 ) -> None:
-    task = create_task(false_market, requester)
+    rig, token = false
+    p = processors[0].address
+    task = create_task(rig, requester)
+    rig.bid_processing(task, 5, 1, 0, sender=p)
+    rig.withdraw_bid(task, PROCESSING, 0, sender=p)
+    token.set_failing(True)
     with boa.reverts("market: token transfer failed"):
-        false_market.bid_processing(task, FUNDS, 1, sender=processors[0])
-
-
-def test_false_returning_withdraw_reverts_and_keeps_the_credit(
-    false_market: Any, false_token: Any, requester: str, processors: list[str]
-) -> None:
-    task = create_task(false_market, requester)
-    false_market.bid_processing(task, 5, 1, sender=processors[0])
-    false_market.withdraw_processing_bid(task, sender=processors[0])
-    false_token.set_failing(True)
-    with boa.reverts("market: token transfer failed"):
-        false_market.withdraw(sender=processors[0])
-    assert false_market.claimable(processors[0]) == 15
-    assert_conserved(false_token, false_market)
-    false_token.set_failing(False)
-    assert false_market.withdraw(sender=processors[0]) == 15
-    assert false_token.balanceOf(processors[0]) == FUNDS
+        rig.withdraw(sender=p)
+    assert rig.claimable(p) == 15
+    token.set_failing(False)
+    assert rig.withdraw(sender=p) == 15
+    assert token.balanceOf(p) == FUNDS

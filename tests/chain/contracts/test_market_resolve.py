@@ -1,4 +1,5 @@
-"""Market: resolve verifies the greedy allocation; examples of each way to get it wrong."""
+"""Market: verified resolution (the greedy allocation, data fills >= min_fill) and reopening
+with stricter floors."""
 
 from __future__ import annotations
 
@@ -6,242 +7,284 @@ from typing import Any
 
 import boa
 import pytest
+from eth_account.signers.local import LocalAccount
 
-from fedmarket.chain.allocation import InfeasibleAllocation
+from fedmarket.chain.allocation import greedy_fills
 
-from .conftest import Standard, place_standard_bids
+from .conftest import standard
 from .helpers import (
     ASSIGNING,
+    BIDDING,
     DATA,
     MAX_BIDS,
     PROCESSING,
+    Rig,
     TaskParams,
     as_tuples,
-    assert_conserved,
-    bidding_deadline,
     create_task,
-    events,
     greedy,
-    now,
     offers,
     resolve_greedy,
     travel_to,
 )
 from .mutations import mutants
 
-# the greedy allocation of conftest's standard book
-DATA_FILLS = [(0, 6), (1, 4)]
-PROCESSING_FILLS = [(0, 4), (1, 6)]
+
+def standard_task(
+    rig: Rig, token: Any, requester: str, owners: list[str], processors: list[LocalAccount]
+) -> Any:
+    return standard(rig, token, requester, owners, processors).create().bid()
 
 
-@pytest.fixture
-def closed(market: Any, bidding: Standard) -> Standard:
-    """The standard book one second after its bidding deadline."""
-    travel_to(bidding_deadline(market, bidding.task) + 1)
-    return bidding
-
-
-def test_allocation_module_proposes_the_standard_fills(market: Any, closed: Standard) -> None:
-    allocation = greedy(market, closed.task)
-    assert as_tuples(allocation.data) == DATA_FILLS
-    assert as_tuples(allocation.processing) == PROCESSING_FILLS
-    assert (allocation.data_cost, allocation.processing_cost_per_epoch) == (38, 26)
+def test_allocation_module_proposes_the_standard_fills(
+    rig: Rig, token: Any, requester: str, owners: list[str], processors: list[LocalAccount]
+) -> None:
+    t = standard_task(rig, token, requester, owners, processors)
+    allocation = greedy(rig, t.task)
+    assert as_tuples(allocation.data) == [(0, 128), (1, 128)]
+    assert as_tuples(allocation.processing) == [(0, 128), (1, 128)]
+    assert (allocation.data_cost, allocation.processing_cost_per_epoch) == (
+        128 * 3 + 128 * 5,
+        128 * 2 + 128 * 3,
+    )
 
 
 def test_resolve_at_the_deadline_is_refused_and_one_second_later_accepted(
-    market: Any, bidding: Standard
+    rig: Rig, token: Any, requester: str, owners: list[str], processors: list[LocalAccount]
 ) -> None:
-    deadline = bidding_deadline(market, bidding.task)
-    travel_to(deadline)
+    t = standard_task(rig, token, requester, owners, processors)
+    a = greedy(rig, t.task)
+    travel_to(rig.terms(t.task).bidding_deadline)
     with boa.reverts("market: bidding still open"):
-        market.resolve(bidding.task, DATA_FILLS, PROCESSING_FILLS)
-    travel_to(deadline + 1)
-    market.resolve(bidding.task, DATA_FILLS, PROCESSING_FILLS)
-    assert market.clock_of(bidding.task).state == ASSIGNING
+        rig.resolve(t.task, as_tuples(a.data), as_tuples(a.processing), sender=requester)
+    travel_to(rig.terms(t.task).bidding_deadline + 1)
+    rig.resolve(t.task, as_tuples(a.data), as_tuples(a.processing), sender=requester)
 
 
 def test_resolve_marks_winners_and_starts_the_assignment_window(
-    market: Any, token: Any, closed: Standard, outsider: str
+    rig: Rig,
+    token: Any,
+    requester: str,
+    owners: list[str],
+    processors: list[LocalAccount],
+    outsider: str,
 ) -> None:
-    resolved_at = now()
-    market.resolve(closed.task, DATA_FILLS, PROCESSING_FILLS, sender=outsider)
-    (resolved,) = events(market, "TaskResolved")
-    assert (resolved.data_cost, resolved.processing_cost_per_epoch) == (38, 26)
-    assert (resolved.data_winners, resolved.processing_winners) == (2, 2)
-    assert resolved.assignment_deadline == resolved_at + TaskParams().epoch_seconds
-
-    clock = market.clock_of(closed.task)
-    assert (clock.state, clock.active, clock.deadline) == (
-        ASSIGNING,
-        2,
-        resolved.assignment_deadline,
+    t = standard_task(rig, token, requester, owners, processors)
+    travel_to(rig.terms(t.task).bidding_deadline + 1)
+    a = greedy(rig, t.task)
+    rig.resolve(t.task, as_tuples(a.data), as_tuples(a.processing), sender=outsider)  # anyone
+    (resolved,) = rig.logs("TaskResolved")
+    assert (resolved.data_cost, resolved.processing_cost_per_epoch, resolved.data_points) == (
+        1024,
+        640,
+        256,
     )
-    assert market.tasks(closed.task).shares == 4  # two owners, two processors
-    data = [market.get_bid(closed.task, DATA, i) for i in range(3)]
-    assert [(b.winner, b.fill) for b in data] == [(True, 6), (True, 4), (False, 0)]
-    processing = [market.get_bid(closed.task, PROCESSING, i) for i in range(3)]
-    assert [(b.winner, b.fill) for b in processing] == [(True, 4), (True, 6), (False, 0)]
-    assert_conserved(token, market)
+    assert (resolved.data_winners, resolved.processing_winners) == (2, 2)
+    clock = rig.clock_of(t.task)
+    assert (clock.state, clock.active) == (ASSIGNING, 2)
+    assert resolved.assignment_deadline == clock.deadline
+    assert rig.book_of(t.task) == (0b11, 0b11)  # winners now
+    assert rig.active_of(t.task) == (0b11, 640)
+    bids = [rig.get_bid(t.task, PROCESSING, i) for i in range(3)]
+    assert [(b.winner, b.fill, b.epoch_pay) for b in bids] == [
+        (True, 128, 256),
+        (True, 128, 384),
+        (False, 0, 0),
+    ]
 
 
-def test_losers_stake_and_excess_stake_become_withdrawable_only_after_resolve(
-    market: Any, token: Any, closed: Standard
+def test_loser_and_excess_stakes_return_once_training_starts(
+    rig: Rig, token: Any, requester: str, owners: list[str], processors: list[LocalAccount]
 ) -> None:
-    p1, p2 = closed.processors[1:]
-    assert [market.owed(closed.task, p) for p in closed.processors] == [0, 0, 0]
-    market.resolve(closed.task, DATA_FILLS, PROCESSING_FILLS)
-    # p0 is filled to capacity; p1 keeps (8 - 6) x 3 x 3 epochs; p2 lost its whole 270
-    assert [market.owed(closed.task, p) for p in closed.processors] == [0, 18, 270]
-    assert [market.owed(closed.task, o) for o in closed.owners] == [0, 0, 0]
-    assert market.owed(closed.task, closed.requester) == 0
-    before = token.balanceOf(p2)
-    assert market.claim(closed.task, p2) == 270
-    assert market.withdraw(sender=p2) == 270
-    assert token.balanceOf(p2) == before + 270
-    assert market.claim(closed.task, p1) == 18
-    assert market.claim(closed.task, p1) == 0
-    assert_conserved(token, market, closed.processors)
+    """Not before: `reopen` may still change who wins."""
+    t = standard_task(rig, token, requester, owners, processors).resolve()
+    assert rig.owed(t.task, PROCESSING, 2) == 0
+    with boa.reverts("market: nothing owed"):
+        rig.collect(t.task, PROCESSING, 2, sender=processors[2].address)
+    t.commit_data().assign()
+    assert rig.owed(t.task, PROCESSING, 2) == 300 * 9 * 3
+    assert rig.owed(t.task, PROCESSING, 1) == (192 - 128) * 3 * 3
+    assert rig.collect(t.task, PROCESSING, 2, sender=processors[2].address) == 300 * 9 * 3
+    with boa.reverts("market: not this bid's bidder"):
+        rig.collect(t.task, PROCESSING, 1, sender=processors[2].address)
 
 
-def test_resolve_twice_is_refused(market: Any, closed: Standard) -> None:
-    market.resolve(closed.task, DATA_FILLS, PROCESSING_FILLS)
+def test_resolve_twice_of_a_cancelled_or_unknown_task_is_refused(
+    rig: Rig, token: Any, requester: str, owners: list[str], processors: list[LocalAccount]
+) -> None:
+    t = standard_task(rig, token, requester, owners, processors).resolve()
     with boa.reverts("market: task is not in bidding"):
-        market.resolve(closed.task, DATA_FILLS, PROCESSING_FILLS)
-
-
-def test_resolve_of_a_cancelled_task_is_refused(market: Any, closed: Standard) -> None:
-    market.cancel(closed.task, sender=closed.requester)
+        resolve_greedy(rig, t.task, requester)
     with boa.reverts("market: task is not in bidding"):
-        market.resolve(closed.task, DATA_FILLS, PROCESSING_FILLS)
+        rig.resolve(42, [], [], sender=requester)
 
 
-def test_resolve_of_an_unknown_task_is_refused(market: Any) -> None:
-    with boa.reverts("market: task is not in bidding"):
-        market.resolve(9, DATA_FILLS, PROCESSING_FILLS)
+def test_every_mutant_of_the_standard_allocation_is_rejected(
+    rig: Rig, token: Any, requester: str, owners: list[str], processors: list[LocalAccount]
+) -> None:
+    t = standard_task(rig, token, requester, owners, processors)
+    travel_to(rig.terms(t.task).bidding_deadline + 1)
+    a = greedy(rig, t.task)
+    for side, right in ((DATA, a.processing), (PROCESSING, a.data)):
+        found = mutants(offers(rig, t.task, side), 256, side, 64)
+        assert len(found) >= 8
+        for m in found:
+            data, processing = (
+                (m.fills, as_tuples(right)) if side == DATA else (as_tuples(right), m.fills)
+            )
+            with boa.reverts(m.reason):
+                rig.resolve(t.task, data, processing, sender=requester)
+
+
+def test_the_marginal_data_bid_is_dropped_rather_than_cut_below_min_fill(
+    rig: Rig, requester: str, owners: list[str], processors: list[LocalAccount]
+) -> None:
+    """The privacy floor: no data fill below min_fill. 200 of 256 points leave 56 < 64, so
+    the next bid is not filled at all and data sums to 200; processing still buys 256."""
+    task = create_task(rig, requester)
+    rig.bid_data(task, 200, 1, 0, sender=owners[0])
+    rig.bid_data(task, 100, 2, 0, sender=owners[1])
+    rig.bid_processing(task, 256, 1, 0, sender=processors[0].address)
+    travel_to(rig.terms(task).bidding_deadline + 1)
+    with boa.reverts("market: fill below min_fill"):
+        rig.resolve(task, [(0, 200), (1, 56)], [(0, 256)], sender=requester)
+    a = greedy(rig, task)
+    assert as_tuples(a.data) == [(0, 200)]
+    rig.resolve(task, [(0, 200)], [(0, 256)], sender=requester)
+    assert rig.logs("TaskResolved")[0].data_points == 200
+
+
+def test_a_partial_last_fill_must_complete_the_points(
+    rig: Rig, requester: str, owners: list[str], processors: list[LocalAccount]
+) -> None:
+    task = create_task(rig, requester)
+    rig.bid_data(task, 100, 1, 0, sender=owners[0])
+    rig.bid_data(task, 200, 2, 0, sender=owners[1])
+    rig.bid_processing(task, 256, 1, 0, sender=processors[0].address)
+    travel_to(rig.terms(task).bidding_deadline + 1)
+    with boa.reverts("market: fills must sum to num_points"):
+        rig.resolve(task, [(0, 100), (1, 100)], [(0, 256)], sender=requester)
+    rig.resolve(task, [(0, 100), (1, 156)], [(0, 256)], sender=requester)
 
 
 @pytest.mark.parametrize(
-    ("data", "processing", "reason"),
+    ("data_budget", "processing_budget", "reason"),
     [
-        ([], PROCESSING_FILLS, "fills must sum to num_points"),
-        (DATA_FILLS, [], "fills must sum to num_points"),
-        ([(0, 6), (1, 3)], PROCESSING_FILLS, "fills must sum to num_points"),
-        ([(0, 6), (1, 5)], PROCESSING_FILLS, "fills must sum to num_points"),
-        ([(0, 6), (3, 4)], PROCESSING_FILLS, "no such bid"),
-        ([(0, 6), (1, 0), (1, 4)], PROCESSING_FILLS, "empty fill"),
-        ([(0, 7), (1, 3)], PROCESSING_FILLS, "fill exceeds bid"),
-        ([(1, 4), (0, 6)], PROCESSING_FILLS, "fills not in (price, bid) order"),
-        ([(0, 6), (0, 4)], PROCESSING_FILLS, "fills not in (price, bid) order"),
-        ([(0, 5), (1, 5)], PROCESSING_FILLS, "only the last fill may be partial"),
-        ([(0, 6), (2, 4)], PROCESSING_FILLS, "a cheaper bid was left out"),
-        ([(1, 6), (2, 4)], PROCESSING_FILLS, "a cheaper bid was left out"),
-        (DATA_FILLS, [(0, 4), (2, 6)], "a cheaper bid was left out"),
-        (DATA_FILLS, [(0, 3), (1, 7)], "only the last fill may be partial"),
-        (DATA_FILLS, [(1, 8), (2, 2)], "a cheaper bid was left out"),
-        (DATA_FILLS, [(0, 5), (1, 5)], "fill exceeds bid"),
+        (1_023, 10**6, "market: over data budget"),
+        (10**6, 1_919, "market: over processing budget"),
+        (1_024, 1_920, None),
     ],
 )
-def test_resolve_rejects_a_wrong_allocation(
-    market: Any, closed: Standard, data: list[Any], processing: list[Any], reason: str
+def test_budgets_bound_the_allocation(
+    rig: Rig,
+    token: Any,
+    requester: str,
+    owners: list[str],
+    processors: list[LocalAccount],
+    data_budget: int,
+    processing_budget: int,
+    reason: str | None,
 ) -> None:
-    with boa.reverts(f"market: {reason}"):
-        market.resolve(closed.task, data, processing)
+    params = TaskParams(data_budget=data_budget, processing_budget=processing_budget)
+    t = standard(rig, token, requester, owners, processors, params).create().bid()
+    travel_to(rig.terms(t.task).bidding_deadline + 1)
+    data = [f.as_tuple() for f in greedy_fills(offers(rig, t.task, DATA), 256, 64)]
+    processing = [f.as_tuple() for f in greedy_fills(offers(rig, t.task, PROCESSING), 256)]
+    if reason is None:
+        rig.resolve(t.task, data, processing, sender=requester)
+        assert rig.clock_of(t.task).state == ASSIGNING
+    else:
+        with boa.reverts(reason):
+            rig.resolve(t.task, data, processing, sender=requester)
 
 
-def test_resolve_rejects_a_fill_of_a_withdrawn_bid(
-    market: Any, bidding: Standard, outsider: str
+def test_ties_go_to_the_earlier_slot(
+    rig: Rig, requester: str, owners: list[str], processors: list[LocalAccount]
 ) -> None:
-    market.bid_data(bidding.task, 10, 1, sender=outsider)  # bid 3, the cheapest
-    market.withdraw_data_bid(bidding.task, sender=outsider)
-    travel_to(bidding_deadline(market, bidding.task) + 1)
-    with boa.reverts("market: fill of a withdrawn bid"):
-        market.resolve(bidding.task, [(3, 10)], PROCESSING_FILLS)
-    # the withdrawn bid is no cheaper bid left out
-    market.resolve(bidding.task, DATA_FILLS, PROCESSING_FILLS)
-
-
-def test_every_mutant_of_the_standard_allocation_is_rejected(market: Any, closed: Standard) -> None:
-    for side in (DATA, PROCESSING):
-        for mutant in mutants(offers(market, closed.task, side), 10):
-            data = mutant.fills if side == DATA else DATA_FILLS
-            processing = mutant.fills if side == PROCESSING else PROCESSING_FILLS
-            with boa.reverts(mutant.reason):
-                market.resolve(closed.task, data, processing)
-    market.resolve(closed.task, DATA_FILLS, PROCESSING_FILLS)
-
-
-def test_resolve_rejects_data_over_budget(
-    market: Any, requester: str, owners: list[str], processors: list[str]
-) -> None:
-    task = create_task(market, requester, TaskParams(data_budget=37, processing_budget=78))
-    place_standard_bids(market, task, owners, processors)
-    travel_to(bidding_deadline(market, task) + 1)
-    with pytest.raises(InfeasibleAllocation):
-        greedy(market, task)
-    with boa.reverts("market: over data budget"):
-        market.resolve(task, DATA_FILLS, PROCESSING_FILLS)
-
-
-def test_resolve_rejects_processing_over_budget(
-    market: Any, requester: str, owners: list[str], processors: list[str]
-) -> None:
-    task = create_task(market, requester, TaskParams(data_budget=38, processing_budget=77))
-    place_standard_bids(market, task, owners, processors)
-    travel_to(bidding_deadline(market, task) + 1)
-    with pytest.raises(InfeasibleAllocation):
-        greedy(market, task)
-    with boa.reverts("market: over processing budget"):
-        market.resolve(task, DATA_FILLS, PROCESSING_FILLS)
-
-
-def test_resolve_accepts_costs_exactly_at_the_budgets(
-    market: Any, requester: str, owners: list[str], processors: list[str]
-) -> None:
-    task = create_task(market, requester, TaskParams(data_budget=38, processing_budget=78))
-    place_standard_bids(market, task, owners, processors)
-    resolve_greedy(market, task, requester)
-    assert market.clock_of(task).state == ASSIGNING
-
-
-def test_ties_go_to_the_earlier_bid(
-    market: Any, requester: str, owners: list[str], processors: list[str]
-) -> None:
-    task = create_task(market, requester, TaskParams(num_points=5))
-    for owner in owners[:3]:
-        market.bid_data(task, 3, 2, sender=owner)
-    for processor in processors[:3]:
-        market.bid_processing(task, 3, 2, sender=processor)
-    travel_to(bidding_deadline(market, task) + 1)
-    with boa.reverts("market: a cheaper bid was left out"):
-        market.resolve(task, [(1, 3), (2, 2)], [(0, 3), (1, 2)])
-    allocation = resolve_greedy(market, task, requester)
-    assert as_tuples(allocation.data) == [(0, 3), (1, 2)]
-
-
-def test_requesters_own_data_bid_holds_no_share(
-    market: Any, requester: str, owners: list[str], processors: list[str]
-) -> None:
-    task = create_task(market, requester, TaskParams(num_points=4))
-    market.bid_data(task, 2, 1, sender=requester)
-    market.bid_data(task, 2, 1, sender=owners[0])
-    market.bid_processing(task, 4, 1, sender=processors[0])
-    resolve_greedy(market, task, requester)
-    assert market.tasks(task).shares == 2  # owner 0 and the processor
+    task = create_task(rig, requester)
+    for o in owners[:3]:
+        rig.bid_data(task, 128, 4, 0, sender=o)
+    rig.bid_processing(task, 256, 1, 0, sender=processors[0].address)
+    a = resolve_greedy(rig, task, requester)
+    assert as_tuples(a.data) == [(0, 128), (1, 128)]
 
 
 def test_resolve_accepts_a_full_book_of_max_bids_per_side(
-    market: Any, token: Any, requester: str
+    rig: Rig, requester: str, owners: list[str], processors: list[LocalAccount]
 ) -> None:
-    task = create_task(market, requester, TaskParams(num_points=200, max_epochs=1))
-    crowd = [boa.env.generate_address() for _ in range(MAX_BIDS)]
-    minter = token.minter()
-    for i, bidder in enumerate(crowd):
-        token.mint(bidder, 10_000, sender=minter)
-        token.approve(market, 10_000, sender=bidder)
-        # prices fall with the index, so the winners are the last bids
-        market.bid_data(task, 2, (MAX_BIDS - i) % 7, sender=bidder)
-        market.bid_processing(task, 2, 1 + (MAX_BIDS - i) % 5, sender=bidder)
-    allocation = resolve_greedy(market, task, requester)
-    assert len(allocation.data) == len(allocation.processing) == 100
-    assert market.tasks(task).shares == 200
-    assert_conserved(token, market)
+    task = create_task(rig, requester, TaskParams(num_points=64 * 100))
+    for i in range(MAX_BIDS):
+        rig.bid_data(task, 64, 1 + i % 7, 0, sender=owners[i % 6])
+        rig.bid_processing(task, 64, 1 + i % 5, 0, sender=processors[i % 6].address)
+    a = resolve_greedy(rig, task, requester)
+    assert len(a.data) == len(a.processing) == 100
+
+
+def test_reopen_with_stricter_floors_excludes_dust(
+    rig: Rig, requester: str, owners: list[str], processors: list[LocalAccount], outsider: str
+) -> None:
+    """The dust hijack: a price-0 data bid and a 1-unit processing bid for every point win the
+    whole task. Today nobody can undo it once someone resolves. The requester reopens with
+    floors that exclude them (refunded in full), and the honest bids win."""
+    task = create_task(rig, requester)
+    rig.bid_data(task, 256, 0, 0, sender=outsider)
+    rig.bid_processing(task, 256, 1, 0, sender=outsider)
+    rig.bid_data(task, 256, 5, 0, sender=owners[0])
+    rig.bid_processing(task, 256, 4, 0, sender=processors[0].address)
+    a = resolve_greedy(rig, task, outsider)  # the hijacker resolves at once
+    assert as_tuples(a.data) == [(0, 256)] and as_tuples(a.processing) == [(0, 256)]
+    rig.reopen(task, (2, 0, 1), 600, sender=requester)
+    events = rig.logs("BidWithdrawn")
+    assert [(e.side, e.bid, e.refunded) for e in events] == [
+        (DATA, 0, 0),
+        (PROCESSING, 0, 256 * 1 * 3),
+    ]
+    (reopened,) = rig.logs("TaskReopened")
+    assert tuple(reopened.floors) == (2, 0, 1) and reopened.refunded_bids == 2
+    assert rig.claimable(outsider) == 768
+    assert rig.clock_of(task).state == BIDDING
+    assert rig.book_of(task) == (0b10, 0b10)
+    assert not rig.get_bid(task, DATA, 1).winner
+    a = resolve_greedy(rig, task, requester)
+    assert as_tuples(a.data) == [(1, 256)] and as_tuples(a.processing) == [(1, 256)]
+
+
+def test_reopen_cannot_lower_floors_and_is_for_the_requester_before_the_assignment(
+    rig: Rig,
+    token: Any,
+    requester: str,
+    owners: list[str],
+    processors: list[LocalAccount],
+    outsider: str,
+) -> None:
+    """So reopening can never fish for cheaper prices."""
+    t = (
+        standard(rig, token, requester, owners, processors, TaskParams(floors=(1, 0, 1)))
+        .create()
+        .bid()
+        .resolve()
+    )
+    with boa.reverts("market: floors can only rise"):
+        rig.reopen(t.task, (0, 0, 1), 600, sender=requester)
+    with boa.reverts("market: only the requester"):
+        rig.reopen(t.task, (1, 0, 1), 600, sender=outsider)
+    with boa.reverts("market: bad bidding_seconds"):
+        rig.reopen(t.task, (1, 0, 1), 0, sender=requester)
+    t.commit_data().assign()
+    with boa.reverts("market: task is not awaiting an assignment"):
+        rig.reopen(t.task, (1, 0, 1), 600, sender=requester)
+
+
+def test_reopen_clears_commitments_and_the_requesters_own_data_stays(
+    rig: Rig, requester: str, owners: list[str], processors: list[LocalAccount]
+) -> None:
+    task = create_task(rig, requester)
+    rig.bid_data(task, 128, 0, 0, sender=requester)
+    rig.bid_data(task, 128, 3, 0, sender=owners[0])
+    rig.bid_processing(task, 256, 2, 0, sender=processors[0].address)
+    resolve_greedy(rig, task, requester)
+    rig.commit_data(task, 1, [128], [b"\x01" * 32], sender=owners[0])
+    rig.reopen(task, (0, 0, 1), 600, sender=requester)
+    assert rig.logs("TaskReopened")[0].refunded_bids == 0  # own data is exempt from the floor
+    assert not rig.get_bid(task, DATA, 1).committed
+    assert rig.data_money_of(task) == (0, 0)

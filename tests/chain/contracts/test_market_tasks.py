@@ -1,4 +1,4 @@
-"""Market: deployment, announcing a task (create_task) and calling it off (cancel)."""
+"""Market: deployment (three contracts at one address), announcing a task, calling it off."""
 
 from __future__ import annotations
 
@@ -7,107 +7,150 @@ from typing import Any
 
 import boa
 import pytest
+from eth_account.signers.local import LocalAccount
 
-from .conftest import Standard
+from fedmarket.chain import merkle
+from fedmarket.chain.signing import domain_separator
+
+from .conftest import standard
 from .helpers import (
     BIDDING,
     CANCELLED,
     CONTEXT_HASH,
+    DELAY,
     GRACE,
     MAX_EPOCHS,
     MAX_MONEY,
     MAX_POINTS,
     NO_TASK,
+    PROCESSING,
     SPEC_HASH,
-    ZERO_HASH,
+    ZERO,
+    Rig,
     TaskParams,
-    assert_conserved,
     create_task,
-    events,
+    everyone_collects,
     now,
-    settle,
 )
 
 
-def test_deploy_records_token_and_grace(market: Any, token: Any) -> None:
-    assert market.token() == token.address
-    assert market.grace_seconds() == GRACE
-    assert market.num_tasks() == 0
+def test_deploy_records_token_grace_reserve_delay_and_domain(
+    rig: Rig, token: Any, reserve: str
+) -> None:
+    assert rig.token() == token.address
+    assert (rig.grace_seconds(), rig.draw_delay_blocks(), rig.reserve()) == (GRACE, DELAY, reserve)
+    assert rig.num_tasks() == rig.num_disputes() == rig.reserve_balance() == 0
+    chain_id = boa.env.evm.patch.chain_id
+    assert bytes(rig.DOMAIN_SEPARATOR()) == domain_separator(chain_id, rig.address)
 
 
-def test_deploy_rejects_a_token_without_code(market_deployer: Any, outsider: str) -> None:
-    with boa.reverts("market: token is not a contract"):
-        market_deployer.deploy(outsider, GRACE)
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ({"token": "outsider"}, "market: token is not a contract"),
+        ({"grace": 0}, "market: bad grace period"),
+        ({"reserve": "zero"}, "market: no reserve"),
+        ({"delay": 0}, "market: bad draw delay"),
+        ({"delay": 129}, "market: bad draw delay"),
+        ({"setup": "outsider"}, "market: setup is not a contract"),
+    ],
+)
+def test_deploy_rejects_bad_configuration(
+    deployers: dict[str, Any],
+    token: Any,
+    reserve: str,
+    outsider: str,
+    args: dict[str, Any],
+    reason: str,
+) -> None:
+    court = deployers["MarketCourt"].deploy()
+    setup = deployers["MarketSetup"].deploy(court.address)
+    named = {"outsider": outsider, "zero": "0x" + "00" * 20}
+    values = {
+        "token": token.address,
+        "grace": GRACE,
+        "reserve": reserve,
+        "delay": DELAY,
+        "setup": setup.address,
+    }
+    values |= {k: named.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
+    with boa.reverts(reason):
+        deployers["Market"].deploy(
+            values["token"], values["grace"], values["reserve"], values["delay"], values["setup"]
+        )
 
 
-def test_deploy_rejects_a_zero_grace_period(market_deployer: Any, token: Any) -> None:
-    with boa.reverts("market: grace period must be positive"):
-        market_deployer.deploy(token.address, 0)
+def test_the_setup_refuses_a_court_without_code(deployers: dict[str, Any], outsider: str) -> None:
+    with boa.reverts("market: court is not a contract"):
+        deployers["MarketSetup"].deploy(outsider)
 
 
-def test_create_task_escrows_both_budgets_in_one_pull(
-    market: Any, token: Any, requester: str
+def test_the_delegate_contracts_called_directly_know_no_task(
+    deployers: dict[str, Any], rig: Rig, requester: str
+) -> None:
+    """MarketSetup and MarketCourt only ever act on the market's storage: at their own
+    addresses there is no task, so nothing can happen there."""
+    setup_address = rig.market.setup()
+    setup = deployers["MarketSetup"].at(setup_address)
+    create_task(rig, requester)
+    with boa.reverts("market: only the requester"):
+        setup.reopen(0, (0, 0, 0), 100, sender=requester)
+    assert setup.terms(0).requester == "0x" + "00" * 20
+
+
+def test_create_task_escrows_both_budgets_and_records_the_terms(
+    rig: Rig, token: Any, requester: str
 ) -> None:
     before = token.balanceOf(requester)
-    params = TaskParams(data_budget=300, processing_budget=700)
+    params = TaskParams(data_budget=300, processing_budget=700, floors=(5, 7, 2))
     start = now()
-    task = create_task(market, requester, params)
-    (created,) = events(market, "TaskCreated")
-
-    assert task == 0
-    assert market.num_tasks() == 1
+    task = create_task(rig, requester, params)
+    (created,) = rig.logs("TaskCreated")
+    assert (task, rig.num_tasks()) == (0, 1)
     assert token.balanceOf(requester) == before - 1_000
-    assert token.balanceOf(market) == 1_000
-    assert market.liabilities(task) == 1_000
-    assert created.task == task
-    assert created.requester == requester
-    assert (created.data_budget, created.processing_budget) == (300, 700)
-    assert created.bidding_deadline == start + params.bidding_seconds
-
-    t = market.tasks(task)
-    assert t.requester == requester
-    assert (t.spec_hash, t.public_context_hash) == (SPEC_HASH, CONTEXT_HASH)
-    assert (t.num_points, t.epoch_seconds, t.max_epochs) == (10, 600, 3)
-    assert (t.data_budget, t.processing_budget, t.late_penalty_bps) == (300, 700, 2_500)
-    assert t.bidding_deadline == start + params.bidding_seconds
-    assert (t.assignment_hash, t.data_committed_cost, t.shares) == (ZERO_HASH, 0, 0)
-    clock = market.clock_of(task)
-    assert (clock.state, clock.epoch, clock.deadline, clock.spent) == (BIDDING, 0, 0, 0)
-    assert_conserved(token, market)
-
-
-def test_task_ids_count_up(market: Any, requester: str, outsider: str) -> None:
-    assert create_task(market, requester) == 0
-    assert create_task(market, outsider) == 1
-    assert market.tasks(1).requester == outsider
-    assert market.num_tasks() == 2
+    assert rig.liabilities(task) == 1_000
+    assert (created.requester, created.num_points, created.min_fill) == (requester, 256, 64)
+    assert tuple(created.floors) == (5, 7, 2)
+    terms = rig.terms(task)
+    assert (terms.requester, terms.num_points, terms.epoch_seconds, terms.max_epochs) == (
+        requester,
+        256,
+        600,
+        3,
+    )
+    assert (terms.data_budget, terms.processing_budget, terms.bidding_deadline) == (
+        300,
+        700,
+        start + 1_000,
+    )
+    assert (terms.late_penalty_bps, terms.dispute_bond_bps, terms.audit_fee) == (2_500, 2_500, 10)
+    assert bytes(terms.terms_hash) == merkle.terms_hash(SPEC_HASH, CONTEXT_HASH)
+    assert tuple(rig.floors_of(task)) == (5, 7, 2)
+    assert rig.clock_of(task).state == BIDDING
 
 
-def test_unknown_task_has_no_state(market: Any) -> None:
-    assert market.clock_of(7).state == NO_TASK
+def test_unknown_task_has_no_state(rig: Rig) -> None:
+    assert rig.clock_of(7).state == NO_TASK
 
 
-def test_create_task_accepts_the_largest_values(market: Any, token: Any, requester: str) -> None:
+def test_create_task_accepts_the_largest_values(rig: Rig, token: Any, requester: str) -> None:
     params = TaskParams(
         num_points=MAX_POINTS,
         epoch_seconds=2**32 - 1,
         max_epochs=MAX_EPOCHS,
-        data_budget=MAX_MONEY,
-        processing_budget=MAX_MONEY,
         bidding_seconds=2**32 - 1,
         late_penalty_bps=10_000,
+        dispute_bond_bps=10_000,
+        audit_fee=MAX_MONEY,
+        min_fill=MAX_POINTS,
+        floors=(2**85 - 1,) * 3,
     )
-    token.mint(requester, 2 * MAX_MONEY, sender=token.minter())
-    task = create_task(market, requester, params)
-    assert market.liabilities(task) == 2 * MAX_MONEY
-
-
-def test_create_task_with_zero_budgets_pulls_nothing(
-    market: Any, token: Any, requester: str
-) -> None:
-    create_task(market, requester, TaskParams(data_budget=0, processing_budget=0))
-    assert events(market, "Transfer") == []
-    assert token.balanceOf(market) == 0
+    task = create_task(rig, requester, params)
+    terms = rig.terms(task)
+    assert (terms.num_points, terms.max_epochs, terms.min_fill, terms.audit_fee) == (
+        MAX_POINTS, MAX_EPOCHS, MAX_POINTS, MAX_MONEY,
+    )  # fmt: skip
+    assert tuple(rig.floors_of(task)) == (2**85 - 1,) * 3
 
 
 @pytest.mark.parametrize(
@@ -120,86 +163,68 @@ def test_create_task_with_zero_budgets_pulls_nothing(
         ("max_epochs", 0, "market: bad max_epochs"),
         ("max_epochs", MAX_EPOCHS + 1, "market: bad max_epochs"),
         ("bidding_seconds", 0, "market: bad bidding_seconds"),
-        ("bidding_seconds", 2**32, "market: bad bidding_seconds"),
         ("late_penalty_bps", 10_001, "market: penalty above 100%"),
+        ("dispute_bond_bps", 999, "market: bad dispute bond"),
+        ("dispute_bond_bps", 10_001, "market: bad dispute bond"),
         ("data_budget", MAX_MONEY + 1, "market: budget too large"),
-        ("processing_budget", MAX_MONEY + 1, "market: budget too large"),
+        ("audit_fee", MAX_MONEY + 1, "market: audit fee too large"),
+        ("min_fill", 63, "market: bad min_fill"),
+        ("min_fill", 257, "market: bad min_fill"),
+        ("floors", (2**85, 0, 0), "market: floor too large"),
     ],
 )
 def test_create_task_rejects_bad_parameters(
-    market: Any, requester: str, field: str, value: int, reason: str
+    rig: Rig, requester: str, field: str, value: Any, reason: str
 ) -> None:
     with boa.reverts(reason):
-        create_task(market, requester, replace(TaskParams(), **{field: value}))
+        create_task(rig, requester, replace(TaskParams(), **{field: value}))
 
 
-def test_create_task_rejects_an_empty_spec_hash(market: Any, requester: str) -> None:
+def test_create_task_rejects_empty_hashes(rig: Rig, requester: str) -> None:
     with boa.reverts("market: empty spec hash"):
-        market.create_task(ZERO_HASH, CONTEXT_HASH, *TaskParams().args(), sender=requester)
-
-
-def test_create_task_rejects_an_empty_context_hash(market: Any, requester: str) -> None:
+        rig.create_task(ZERO, CONTEXT_HASH, *TaskParams().args(), sender=requester)
     with boa.reverts("market: empty context hash"):
-        market.create_task(SPEC_HASH, ZERO_HASH, *TaskParams().args(), sender=requester)
+        rig.create_task(SPEC_HASH, ZERO, *TaskParams().args(), sender=requester)
 
 
-def test_create_task_without_allowance_fails_the_pull(
-    market: Any, token: Any, requester: str
-) -> None:
-    token.approve(market, 999, sender=requester)
+def test_create_task_without_allowance_fails_the_pull(rig: Rig, token: Any, requester: str) -> None:
+    token.approve(rig.address, 999, sender=requester)
     with boa.reverts("market: token transfer failed"):
-        create_task(market, requester)
-
-
-def test_create_task_without_funds_fails_the_pull(market: Any, token: Any, outsider: str) -> None:
-    token.transfer(token.minter(), token.balanceOf(outsider), sender=outsider)
-    with boa.reverts("market: token transfer failed"):
-        create_task(market, outsider)
+        create_task(rig, requester)
 
 
 def test_cancel_refunds_budgets_and_every_stake_in_full(
-    market: Any, token: Any, bidding: Standard, everyone: list[str]
+    rig: Rig, token: Any, requester: str, owners: list[str], processors: list[LocalAccount]
 ) -> None:
-    before = {a: token.balanceOf(a) for a in everyone}
-    market.cancel(bidding.task, sender=bidding.requester)
-    (cancelled,) = events(market, "TaskCancelled")
-    assert (cancelled.task, cancelled.by) == (bidding.task, bidding.requester)
-    assert market.clock_of(bidding.task).state == CANCELLED
-
-    assert market.owed(bidding.task, bidding.requester) == 2_000
-    assert [market.owed(bidding.task, p) for p in bidding.processors] == [24, 72, 270]
-    assert [market.owed(bidding.task, o) for o in bidding.owners] == [0, 0, 0]
-    settle(market, bidding.task, everyone)
-    assert token.balanceOf(bidding.requester) == before[bidding.requester] + 2_000
-    for p, stake in zip(bidding.processors, [24, 72, 270], strict=True):
-        assert token.balanceOf(p) == before[p] + stake
-    assert token.balanceOf(market) == 0
-    assert market.liabilities(bidding.task) == 0
-    assert_conserved(token, market, everyone)
+    t = standard(rig, token, requester, owners, processors).create().bid()
+    before = {a: token.balanceOf(a) for a in [requester, *(p.address for p in processors[:3])]}
+    rig.cancel(t.task, sender=requester)
+    (cancelled,) = rig.logs("TaskCancelled")
+    assert (cancelled.task, cancelled.by) == (t.task, requester)
+    assert rig.clock_of(t.task).state == CANCELLED
+    assert rig.requester_owed(t.task) == 2_000_000
+    stakes = [128 * 2 * 3, 192 * 3 * 3, 300 * 9 * 3]
+    assert [rig.owed(t.task, PROCESSING, i) for i in range(3)] == stakes
+    got = everyone_collects(rig, t)
+    assert got[requester] == 2_000_000
+    for p, stake in zip(processors[:3], stakes, strict=True):
+        assert token.balanceOf(p.address) == before[p.address] + stake
+    assert rig.liabilities(t.task) == 0
 
 
-def test_cancel_is_for_the_requester_only(market: Any, bidding: Standard, outsider: str) -> None:
+def test_cancel_is_for_the_requester_in_bidding_only(
+    rig: Rig,
+    token: Any,
+    requester: str,
+    owners: list[str],
+    processors: list[LocalAccount],
+    outsider: str,
+) -> None:
+    t = standard(rig, token, requester, owners, processors).create().bid()
     with boa.reverts("market: only the requester"):
-        market.cancel(bidding.task, sender=outsider)
-
-
-def test_cancel_of_an_unknown_task_is_refused(market: Any, requester: str) -> None:
+        rig.cancel(t.task, sender=outsider)
     with boa.reverts("market: only the requester"):
-        market.cancel(5, sender=requester)
-
-
-def test_cancel_after_resolve_is_refused(market: Any, assigning: Standard) -> None:
+        rig.cancel(9, sender=requester)
+    t.resolve()
     with boa.reverts("market: task is not in bidding"):
-        market.cancel(assigning.task, sender=assigning.requester)
-
-
-def test_cancel_twice_is_refused(market: Any, bidding: Standard) -> None:
-    market.cancel(bidding.task, sender=bidding.requester)
-    with boa.reverts("market: task is not in bidding"):
-        market.cancel(bidding.task, sender=bidding.requester)
-
-
-def test_cancel_after_the_bidding_deadline_still_works(market: Any, bidding: Standard) -> None:
-    boa.env.time_travel(seconds=TaskParams().bidding_seconds + GRACE + 10)
-    market.cancel(bidding.task, sender=bidding.requester)
-    assert market.clock_of(bidding.task).state == CANCELLED
+        rig.cancel(t.task, sender=requester)

@@ -5,409 +5,167 @@
 @license Apache-2.0
 @notice One deployment holds many federated-learning tasks paid in one ERC-20.
         A requester escrows a data budget and a processing budget; data owners
-        bid points at a price per point; processors bid capacity per epoch at a
-        price per point and stake their maximum earnings. The cheapest
-        sufficient allocation is computed off chain and verified here in
-        O(bids). Each epoch, processors commit a digest of their results; the
-        requester closes the epoch, may flag cheaters (slashed, their pay and
-        stake split among the other participants, never returned to the
-        requester) and may stop. A vanished requester cannot lock funds:
-        after the epoch deadline plus a grace period any winner ends the task.
-@dev    Money is pulled into the contract on create/bid and pushed out only by
-        `withdraw` (pull payments). Entitlements are computed lazily from task
-        state: `claim` credits `entitlement - credited`, so closing an epoch
-        never loops over the parties (its cost is flat, except per flagged
-        processor). `liabilities[task]` counts what the task still owes; every
-        credit subtracts from it with checked arithmetic, so no bug can pay
-        out more than a task holds. Fee-on-transfer tokens are rejected (the
-        balance delta of every pull must equal the amount).
+        bid points, processors bid capacity per epoch and stake. The cheapest
+        sufficient allocation is computed off chain and verified on chain. Each
+        epoch every processor commits one Merkle root over its per-block result
+        digests, signed (EIP-712) and relayed in one transaction, or sent by
+        itself. Nobody is slashed on anyone's word: a processor loses its stake
+        only when it cannot open the leaf it committed for a block it holds (an
+        objective fault), or when every auditor of a panel drawn on chain AFTER
+        the accusation agrees on a digest other than the one it opens (and the
+        block's owner does not side with it). Whoever accuses posts a bond that
+        pays the accused if the panel clears it. Panel slashes, late penalties
+        and pay for undelivered work go to the market's reserve, so no coalition
+        without the accused can profit from an accusation.
+@dev    This contract holds the money and the calls every task makes many times
+        (bids, roots, closes, payments); the rest (resolution, assignment, reports,
+        timeouts, disputes, decoded views) runs in `MarketSetup` and `MarketCourt`,
+        reached through the fallback by delegatecall on this contract's storage
+        (`market_state`), so that each contract stays under EIP-170's size limit.
+        Pull payments; `liabilities[task]` counts what a task still owes and every
+        payment subtracts from it with checked arithmetic, so that
+        `balanceOf(market) == Σ liabilities + total_claimable + reserve_balance`
+        after every call. Pay for an epoch whose roots were all relayed on time is
+        lazy (one counter per task), so `close_epoch` costs the same with 1 or 128
+        processors. Fee-on-transfer tokens are rejected.
 """
 
-from ethereum.ercs import IERC20
+import market_state as st
 
-# ---------------------------------------------------------------- constants
+initializes: st
 
-# Bids per side per task: bounds the loops in `resolve`.
-MAX_BIDS: constant(uint256) = 128
-# Flagged processors per `close_epoch` call: bounds its only loop.
-MAX_FLAGGED: constant(uint256) = 16
-MAX_EPOCHS: constant(uint256) = 100_000
-# Every amount of money (budget, stake, price x points) stays below this, so
-# the packed 104/112/136-bit fields below can never overflow.
-MAX_MONEY: constant(uint256) = 2**100
-MAX_POINTS: constant(uint256) = 2**48
-BPS: constant(uint256) = 10_000
+# the contract that runs every function this one does not have (it passes on disputes)
+setup: public(immutable(address))
 
-DATA: constant(uint256) = 0
-PROCESSING: constant(uint256) = 1
-
-# task states
-NO_TASK: constant(uint256) = 0
-BIDDING: constant(uint256) = 1
-ASSIGNING: constant(uint256) = 2
-TRAINING: constant(uint256) = 3
-FINISHED: constant(uint256) = 4
-CANCELLED: constant(uint256) = 5
-
-# clock flags
-FIRST_CLOSED: constant(uint256) = 1
-
-# bid state flags
-WINNER: constant(uint256) = 1
-SLASHED: constant(uint256) = 2
-LAST_LATE: constant(uint256) = 4
-
-MASK8: constant(uint256) = 2**8 - 1
-MASK16: constant(uint256) = 2**16 - 1
-MASK32: constant(uint256) = 2**32 - 1
-MASK40: constant(uint256) = 2**40 - 1
-MASK64: constant(uint256) = 2**64 - 1
-MASK104: constant(uint256) = 2**104 - 1
-DATA_WINNER: constant(uint256) = 2**255
-MASK112: constant(uint256) = 2**112 - 1
-
-# ---------------------------------------------------------------- types
-
-
-struct Task:
-    requester: address
-    spec_hash: bytes32
-    public_context_hash: bytes32
-    num_points: uint256
-    epoch_seconds: uint256
-    max_epochs: uint256
-    data_budget: uint256
-    processing_budget: uint256
-    bidding_deadline: uint256
-    late_penalty_bps: uint256
-    assignment_hash: bytes32
-    # cost of the data whose owners committed it (what owners are paid at the first close)
-    data_committed_cost: uint256
-    # winning bids that share slashed stakes: owners (not the requester) + unslashed processors
-    shares: uint256
-
-
-# The per-task fields every epoch touches, decoded from one storage word.
-struct Clock:
-    state: uint256  # 8 bits
-    epoch: uint256  # 32 bits: the current (open) epoch
-    deadline: uint256  # 40 bits: of the current epoch, or of the assignment window
-    submitted: uint256  # 16 bits: results submitted in the current epoch
-    active: uint256  # 16 bits: winning processors not slashed
-    flags: uint256  # 8 bits
-    spent: uint256  # 136 bits: processing pay accrued so far (including forfeited pay)
-
-
-# An offer packs amount(64) | price(104) << 64; amount 0 means withdrawn. A winning data
-# bid also keeps its fill and the winner flag there, in the word `resolve` has already
-# read: | fill(64) << 168 | 1 << 255 (rewriting a warm slot costs a tenth of writing a
-# fresh one). A processing bid's state word is
-#   flags(8) | last_epoch+1(32) << 8 | epoch_pay(104) << 40 | earned(112) << 144
-struct Bid:
-    bidder: address
-    offer: uint256
-    state: uint256
-
-
-struct Fill:
-    bid: uint256
-    amount: uint256
-
-
-struct BidView:
-    bidder: address
-    amount: uint256
-    price: uint256
-    winner: bool
-    fill: uint256
-    slashed: bool
-    earned: uint256
-    last_submitted_epoch: uint256  # 0 = never, else epoch + 1
-    last_late: bool
-    data_root: bytes32
-
-
-# ---------------------------------------------------------------- events
-
-
-event TaskCreated:
-    task: indexed(uint256)
-    requester: indexed(address)
-    spec_hash: bytes32
-    public_context_hash: bytes32
-    num_points: uint256
-    data_budget: uint256
-    processing_budget: uint256
-    bidding_deadline: uint256
-
-
-event BidPlaced:
-    task: indexed(uint256)
-    side: indexed(uint256)
-    bidder: indexed(address)
-    bid: uint256
-    amount: uint256
-    price: uint256
-    stake: uint256
-
-
-event BidWithdrawn:
-    task: indexed(uint256)
-    side: indexed(uint256)
-    bidder: indexed(address)
-    bid: uint256
-    refunded: uint256
-
-
-event TaskResolved:
-    task: indexed(uint256)
-    data_cost: uint256
-    processing_cost_per_epoch: uint256
-    data_winners: uint256
-    processing_winners: uint256
-    assignment_deadline: uint256
-
-
-event TaskCancelled:
-    task: indexed(uint256)
-    by: indexed(address)
-
-
-event AssignmentCommitted:
-    task: indexed(uint256)
-    assignment_hash: bytes32
-    epoch_deadline: uint256
-
-
-event DataCommitted:
-    task: indexed(uint256)
-    owner: indexed(address)
-    root: bytes32
-
-
-event ResultSubmitted:
-    task: indexed(uint256)
-    epoch: indexed(uint256)
-    processor: indexed(address)
-    digest: bytes32
-    on_time: bool
-    pay: uint256
-
-
-event ProcessorSlashed:
-    task: indexed(uint256)
-    epoch: indexed(uint256)
-    processor: indexed(address)
-    forfeited_pay: uint256
-    forfeited_stake: uint256
-    share_per_participant: uint256
-
-
-event EpochClosed:
-    task: indexed(uint256)
-    epoch: indexed(uint256)
-    go_on: bool
-    flagged: uint256
-    next_deadline: uint256
-
-
-event TaskFinished:
-    task: indexed(uint256)
-    epochs_closed: uint256
-    timed_out: bool
-
-
-event TimeoutClaimed:
-    task: indexed(uint256)
-    state: uint256
-    by: indexed(address)
-
-
-event Claimed:
-    task: indexed(uint256)
-    account: indexed(address)
-    amount: uint256
-
-
-event Withdrawn:
-    account: indexed(address)
-    amount: uint256
-
-
-# ---------------------------------------------------------------- storage
-
-token: public(immutable(address))
-grace_seconds: public(immutable(uint256))
-
-num_tasks: public(uint256)
-tasks: public(HashMap[uint256, Task])
-clock: HashMap[uint256, uint256]
-bids: HashMap[uint256, HashMap[uint256, HashMap[uint256, Bid]]]  # task -> side -> index
-num_bids: public(HashMap[uint256, HashMap[uint256, uint256]])  # task -> side
-bid_of: HashMap[uint256, HashMap[uint256, HashMap[address, uint256]]]  # index + 1; 0 = none
-data_root: HashMap[uint256, HashMap[uint256, bytes32]]  # task -> data bid -> root
-slash_acc: public(HashMap[uint256, uint256])  # per-share slashed amount, accumulated
-exit_acc: HashMap[uint256, HashMap[uint256, uint256]]  # task -> processing bid -> acc when slashed
-dust: public(HashMap[uint256, uint256])  # remainder of slashed pools that cannot be split evenly
-
-liabilities: public(HashMap[uint256, uint256])  # what each task still owes anyone
-credited: public(HashMap[uint256, HashMap[address, uint256]])
-claimable: public(HashMap[address, uint256])
-total_claimable: public(uint256)
+MAX_RETURN: constant(uint256) = 2048
 
 
 @deploy
-def __init__(token_: address, grace_seconds_: uint256):
+def __init__(
+    token_: address, grace_seconds_: uint256, reserve_: address, draw_delay_blocks_: uint256, setup_: address
+):
     """
     @param token_ The ERC-20 every task of this market is paid in.
-    @param grace_seconds_ How long after an epoch deadline the requester may
-           still close it before any winner can end the task by timeout.
+    @param grace_seconds_ How long parties have to react: after an epoch deadline before
+           anyone can end the task by timeout, after a task ends before stakes return
+           (the window to open disputes), and to vote and to show a leaf.
+    @param reserve_ Where panel slashes, late penalties and pay for undelivered work go;
+           only this address can withdraw them.
+    @param draw_delay_blocks_ A dispute opened in block N draws its panel from the hash of
+           block N + this (1 on a development chain; 128 or more on Ethereum L1).
+    @param setup_ The deployed `MarketSetup` (deployed with the `MarketCourt` it passes on to).
     """
     assert token_.is_contract, "market: token is not a contract"
-    assert grace_seconds_ > 0, "market: grace period must be positive"
-    token = token_
-    grace_seconds = grace_seconds_
+    assert grace_seconds_ > 0 and grace_seconds_ <= st.MASK32, "market: bad grace period"
+    assert reserve_ != empty(address), "market: no reserve"
+    assert draw_delay_blocks_ > 0 and draw_delay_blocks_ <= 128, "market: bad draw delay"
+    assert setup_.is_contract, "market: setup is not a contract"
+    st.cfg = convert(token_, uint256) | (grace_seconds_ << 160) | (draw_delay_blocks_ << 192)
+    st.reserve_address = reserve_
+    st.domain_separator = keccak256(
+        abi_encode(st.DOMAIN_TYPEHASH, keccak256("fedmarket"), keccak256("2"), chain.id, self)
+    )
+    setup = setup_
 
 
-# ---------------------------------------------------------------- packing
+@external
+@raw_return
+def __default__() -> Bytes[MAX_RETURN]:
+    """
+    @notice Every other function (see `MarketSetup` and `MarketCourt`) runs by delegatecall
+            on this contract's storage; reverts come back as they are.
+    """
+    return raw_call(setup, msg.data, max_outsize=MAX_RETURN, is_delegate_call=True)
 
 
-@internal
+@external
 @view
-def _load(task: uint256) -> Clock:
-    w: uint256 = self.clock[task]
-    return Clock(
-        state=w & MASK8,
-        epoch=(w >> 8) & MASK32,
-        deadline=(w >> 40) & MASK40,
-        submitted=(w >> 80) & MASK16,
-        active=(w >> 96) & MASK16,
-        flags=(w >> 112) & MASK8,
-        spent=w >> 120,
-    )
+def token() -> address:
+    """
+    @notice The ERC-20 every task is paid in.
+    """
+    return st._token()
 
 
-@internal
-def _store(task: uint256, c: Clock):
-    self.clock[task] = (
-        c.state
-        | (c.epoch << 8)
-        | (c.deadline << 40)
-        | (c.submitted << 80)
-        | (c.active << 96)
-        | (c.flags << 112)
-        | (c.spent << 120)
-    )
-
-
-@internal
-@pure
-def _price(offer: uint256) -> uint256:
-    return (offer >> 64) & MASK104
-
-
-@internal
-@pure
-def _data_fill(offer: uint256) -> uint256:
-    # 0 unless the bid won
-    return (offer >> 168) & MASK64
-
-
-@internal
-@pure
-def _pack_proc(flags: uint256, last: uint256, epoch_pay: uint256, earned: uint256) -> uint256:
-    return flags | (last << 8) | (epoch_pay << 40) | (earned << 144)
-
-
-# ---------------------------------------------------------------- tokens
-
-
-@internal
-def _token_call(data: Bytes[100]):
-    # Tolerates tokens that return nothing (USDT-style) and rejects those that return false.
-    ok: bool = False
-    response: Bytes[32] = b""
-    ok, response = raw_call(token, data, max_outsize=32, revert_on_failure=False)
-    assert ok, "market: token transfer failed"
-    if len(response) > 0:
-        assert convert(response, bool), "market: token transfer failed"
-
-
-@internal
-def _pull(sender: address, amount: uint256):
-    if amount == 0:
-        return
-    before: uint256 = staticcall IERC20(token).balanceOf(self)
-    self._token_call(
-        abi_encode(
-            sender, self, amount, method_id=method_id("transferFrom(address,address,uint256)")
-        )
-    )
-    after: uint256 = staticcall IERC20(token).balanceOf(self)
-    assert after == before + amount, "market: token took a fee on transfer"
-
-
-# ---------------------------------------------------------------- entitlements
-
-
-@internal
+@external
 @view
-def _entitlement(task: uint256, who: address) -> uint256:
-    # Everything `who` has earned from `task` so far. Never decreases: pay for the
-    # open epoch (which a flag could still forfeit) is left out until it closes.
-    c: Clock = self._load(task)
-    total: uint256 = 0
-    over: bool = c.state == FINISHED or c.state == CANCELLED
-    resolved: bool = c.state >= ASSIGNING and c.state <= FINISHED
-
-    requester: address = self.tasks[task].requester
-    if who == requester:
-        if c.state == CANCELLED:
-            total += self.tasks[task].data_budget + self.tasks[task].processing_budget
-        elif c.state == FINISHED:
-            data_spent: uint256 = 0
-            if c.flags & FIRST_CLOSED != 0:
-                data_spent = self.tasks[task].data_committed_cost
-            total += self.tasks[task].data_budget - data_spent + self.tasks[task].processing_budget - c.spent
-
-    d: uint256 = self.bid_of[task][DATA][who]
-    if d != 0 and resolved:
-        offer: uint256 = self.bids[task][DATA][d - 1].offer
-        if offer & DATA_WINNER != 0:
-            if c.flags & FIRST_CLOSED != 0 and self.data_root[task][d - 1] != empty(bytes32):
-                total += self._data_fill(offer) * self._price(offer)
-            if who != requester:
-                total += self.slash_acc[task]
-
-    p: uint256 = self.bid_of[task][PROCESSING][who]
-    if p != 0 and c.state >= ASSIGNING:
-        b: Bid = self.bids[task][PROCESSING][p - 1]
-        price: uint256 = self._price(b.offer)
-        stake: uint256 = (b.offer & MASK64) * price * self.tasks[task].max_epochs
-        if c.state == CANCELLED or b.state & WINNER == 0:
-            total += stake
-        else:
-            epoch_pay: uint256 = (b.state >> 40) & MASK104
-            retained: uint256 = epoch_pay * self.tasks[task].max_epochs
-            earned: uint256 = b.state >> 144
-            last: uint256 = (b.state >> 8) & MASK32
-            if c.state == TRAINING and last == c.epoch + 1:
-                # the open epoch's pay is not final yet
-                if b.state & LAST_LATE != 0:
-                    earned -= epoch_pay * (BPS - self.tasks[task].late_penalty_bps) // BPS
-                else:
-                    earned -= epoch_pay
-            total += stake - retained + earned
-            if b.state & SLASHED != 0:
-                total += self.exit_acc[task][p - 1]
-            else:
-                total += self.slash_acc[task]
-                if over:
-                    total += retained
-    return total
+def grace_seconds() -> uint256:
+    """
+    @notice The grace period (timeouts, the dispute window after a task ends, voting).
+    """
+    return st._grace()
 
 
-# ---------------------------------------------------------------- task lifecycle
+@external
+@view
+def draw_delay_blocks() -> uint256:
+    """
+    @notice Blocks between a dispute's opening and the block whose hash draws its panel.
+    """
+    return st._delay()
+
+
+@external
+@view
+def reserve() -> address:
+    """
+    @notice The address that may withdraw the reserve.
+    """
+    return st.reserve_address
+
+
+@external
+@view
+def DOMAIN_SEPARATOR() -> bytes32:
+    """
+    @notice The EIP-712 domain ("fedmarket", "2", chain id, this market) of signed roots.
+    """
+    return st.domain_separator
+
+
+@external
+@view
+def num_tasks() -> uint256:
+    return st.num_tasks
+
+
+@external
+@view
+def num_disputes() -> uint256:
+    return st.num_disputes
+
+
+@external
+@view
+def reserve_balance() -> uint256:
+    """
+    @notice What the reserve holds now.
+    """
+    return st.reserve_balance
+
+
+@external
+@view
+def total_claimable() -> uint256:
+    return st.total_claimable
+
+
+@external
+@view
+def claimable(account: address) -> uint256:
+    """
+    @notice What `withdraw()` would transfer to `account`.
+    """
+    return st.claimable[account]
+
+
+@external
+@view
+def liabilities(task: uint256) -> uint256:
+    """
+    @notice What `task` still owes anyone (budgets, stakes, bonds not yet paid out).
+    """
+    return st.liabilities[task]
 
 
 @external
@@ -422,6 +180,10 @@ def create_task(
     processing_budget: uint256,
     bidding_seconds: uint256,
     late_penalty_bps: uint256,
+    dispute_bond_bps: uint256,
+    audit_fee: uint256,
+    min_fill: uint256,
+    floors: st.Floors,
 ) -> uint256:
     """
     @notice Announce a task and escrow both budgets in one transfer.
@@ -429,27 +191,49 @@ def create_task(
     @param spec_hash keccak256 of the canonical task spec.
     @param public_context_hash sha256 of the requester's public CKKS context.
     @param num_points Data points wanted (and processed per epoch).
-    @param epoch_seconds Time limit of each epoch.
+    @param epoch_seconds Time limit of each epoch, from the model's recorded release.
     @param max_epochs Most epochs the task may run.
     @param data_budget Most the requester pays data owners, in token base units.
     @param processing_budget Most the requester pays processors over all epochs.
     @param bidding_seconds Length of the bidding window from now.
-    @param late_penalty_bps Pay cut for a late result, in basis points.
+    @param late_penalty_bps Pay cut for a late root (the cut goes to the reserve).
+    @param dispute_bond_bps An accuser's bond, as a share of the accused's stake (>= 10%).
+    @param audit_fee What each auditor on the winning side of a dispute earns, from the bond.
+    @param min_fill Fewest points in any data fill (the privacy floor, >= 64).
+    @param floors Minimum processing price, stake per point and epoch, and data price (0: none).
     @return The new task's id.
     """
     assert spec_hash != empty(bytes32), "market: empty spec hash"
     assert public_context_hash != empty(bytes32), "market: empty context hash"
-    assert num_points > 0 and num_points <= MAX_POINTS, "market: bad num_points"
-    assert epoch_seconds > 0 and epoch_seconds <= MASK32, "market: bad epoch_seconds"
-    assert max_epochs > 0 and max_epochs <= MAX_EPOCHS, "market: bad max_epochs"
-    assert bidding_seconds > 0 and bidding_seconds <= MASK32, "market: bad bidding_seconds"
-    assert late_penalty_bps <= BPS, "market: penalty above 100%"
-    assert data_budget <= MAX_MONEY and processing_budget <= MAX_MONEY, "market: budget too large"
+    assert num_points > 0 and num_points <= st.MAX_POINTS, "market: bad num_points"
+    assert epoch_seconds > 0 and epoch_seconds <= st.MASK32, "market: bad epoch_seconds"
+    assert max_epochs > 0 and max_epochs <= st.MAX_EPOCHS, "market: bad max_epochs"
+    assert bidding_seconds > 0 and bidding_seconds <= st.MASK32, "market: bad bidding_seconds"
+    assert late_penalty_bps <= st.BPS, "market: penalty above 100%"
+    assert dispute_bond_bps >= st.MIN_BOND_BPS and dispute_bond_bps <= st.BPS, "market: bad dispute bond"
+    assert data_budget <= st.MAX_MONEY and processing_budget <= st.MAX_MONEY, "market: budget too large"
+    assert audit_fee <= st.MAX_MONEY, "market: audit fee too large"
+    assert min_fill >= st.MIN_FILL and min_fill <= num_points, "market: bad min_fill"
 
-    task: uint256 = self.num_tasks
-    self.num_tasks = task + 1
+    task: uint256 = st.num_tasks
+    st.num_tasks = task + 1
     deadline: uint256 = block.timestamp + bidding_seconds
-    self.tasks[task] = Task(
+    st.terms0[task] = (
+        convert(msg.sender, uint256)
+        | (max_epochs << 160)
+        | (late_penalty_bps << 177)
+        | (dispute_bond_bps << 191)
+        | (epoch_seconds << 205)
+    )
+    st.terms1[task] = num_points | (deadline << 48) | (bidding_seconds << 88) | (data_budget << 120)
+    st.terms2[task] = processing_budget | (audit_fee << 104) | (min_fill << 208)
+    st._set_floors(task, floors)
+    st.terms_hash[task] = keccak256(concat(st.TERMS, spec_hash, public_context_hash))
+    st.clock[task] = st.BIDDING
+    st.liabilities[task] = data_budget + processing_budget
+    st._pull(msg.sender, data_budget + processing_budget)
+    log st.TaskCreated(
+        task=task,
         requester=msg.sender,
         spec_hash=spec_hash,
         public_context_hash=public_context_hash,
@@ -460,554 +244,342 @@ def create_task(
         processing_budget=processing_budget,
         bidding_deadline=deadline,
         late_penalty_bps=late_penalty_bps,
-        assignment_hash=empty(bytes32),
-        data_committed_cost=0,
-        shares=0,
-    )
-    self.clock[task] = BIDDING
-    self.liabilities[task] = data_budget + processing_budget
-    self._pull(msg.sender, data_budget + processing_budget)
-    log TaskCreated(
-        task=task,
-        requester=msg.sender,
-        spec_hash=spec_hash,
-        public_context_hash=public_context_hash,
-        num_points=num_points,
-        data_budget=data_budget,
-        processing_budget=processing_budget,
-        bidding_deadline=deadline,
+        dispute_bond_bps=dispute_bond_bps,
+        audit_fee=audit_fee,
+        min_fill=min_fill,
+        floors=floors,
     )
     return task
 
 
-@internal
-def _place_bid(task: uint256, side: uint256, amount: uint256, price: uint256, stake: uint256) -> uint256:
-    assert self.clock[task] & MASK8 == BIDDING, "market: task is not taking bids"
-    assert block.timestamp <= self.tasks[task].bidding_deadline, "market: bidding closed"
-    assert amount > 0 and amount <= MAX_POINTS, "market: bad amount"
-    assert price <= MAX_MONEY and amount * price <= MAX_MONEY, "market: price too large"
-    assert self.bid_of[task][side][msg.sender] == 0, "market: already bid"
-    index: uint256 = self.num_bids[task][side]
-    assert index < MAX_BIDS, "market: too many bids"
-    self.num_bids[task][side] = index + 1
-    self.bids[task][side][index] = Bid(bidder=msg.sender, offer=amount | (price << 64), state=0)
-    self.bid_of[task][side][msg.sender] = index + 1
-    log BidPlaced(
-        task=task, side=side, bidder=msg.sender, bid=index, amount=amount, price=price, stake=stake
-    )
-    return index
-
-
 @external
 @nonreentrant
-def bid_data(task: uint256, points: uint256, price_per_point: uint256) -> uint256:
+def bid_data(task: uint256, points: uint256, price_per_point: uint256, evict: uint256) -> uint256:
     """
     @notice Offer `points` data points at `price_per_point` each.
-    @dev One open bid per address and side; withdraw it to bid again.
-    @return The bid's index on the data side.
+    @param evict When the data side holds 128 open bids: index + 1 of a strictly pricier
+           open bid this one replaces (0 otherwise).
+    @return The bid's index on the data side (slots of withdrawn bids are reused).
     """
-    return self._place_bid(task, DATA, points, price_per_point, 0)
+    assert points >= (st.terms2[task] >> 208) and points <= st.MAX_POINTS, "market: bad amount"
+    assert price_per_point <= st.MAX_MONEY and points * price_per_point <= st.MAX_MONEY, "market: price too large"
+    if msg.sender != st._requester(task):
+        # the requester's own data (the own-data scenario) may be free
+        assert price_per_point >= st._floors(task).min_data_price, "market: price below the floor"
+    return st._place_bid(task, st.DATA, points, price_per_point, 0, 0, evict)
 
 
 @external
 @nonreentrant
-def bid_processing(task: uint256, capacity_per_epoch: uint256, price_per_point: uint256) -> uint256:
+def bid_processing(task: uint256, capacity_per_epoch: uint256, price_per_point: uint256, evict: uint256) -> uint256:
     """
     @notice Offer to process up to `capacity_per_epoch` points each epoch at
-            `price_per_point`, staking the most this bid can earn:
-            capacity x price x max_epochs (pulled from the caller now).
+            `price_per_point`, staking capacity x max(price, the task's stake floor)
+            x max_epochs (pulled from the caller now).
+    @param evict As for `bid_data`.
     @return The bid's index on the processing side.
     """
-    assert msg.sender != self.tasks[task].requester, "market: requester cannot process its own task"
+    assert msg.sender != st._requester(task), "market: requester cannot process its own task"
     # A free processor would stake nothing and could not be punished.
     assert price_per_point > 0, "market: processing price must be positive"
-    # bound the factors before multiplying them, so huge inputs get a reason, not an overflow
-    assert capacity_per_epoch <= MAX_POINTS, "market: bad amount"
-    assert price_per_point <= MAX_MONEY, "market: price too large"
-    stake: uint256 = capacity_per_epoch * price_per_point * self.tasks[task].max_epochs
-    assert stake <= MAX_MONEY, "market: stake too large"
-    index: uint256 = self._place_bid(task, PROCESSING, capacity_per_epoch, price_per_point, stake)
-    self.liabilities[task] += stake
-    self._pull(msg.sender, stake)
+    assert capacity_per_epoch > 0 and capacity_per_epoch <= st.MAX_POINTS, "market: bad amount"
+    assert price_per_point <= st.MAX_MONEY, "market: price too large"
+    f: st.Floors = st._floors(task)
+    assert price_per_point >= f.min_processing_price, "market: price below the floor"
+    stake: uint256 = capacity_per_epoch * max(price_per_point, f.stake_per_point_epoch) * st._max_epochs(task)
+    assert stake <= st.MAX_MONEY, "market: stake too large"
+    index: uint256 = st._place_bid(
+        task, st.PROCESSING, capacity_per_epoch, price_per_point, stake, f.stake_per_point_epoch, evict
+    )
+    st.liabilities[task] += stake
+    st._pull(msg.sender, stake)
     return index
 
 
-@internal
-def _withdraw_bid(task: uint256, side: uint256) -> uint256:
-    assert self.clock[task] & MASK8 == BIDDING, "market: task is not taking bids"
-    assert block.timestamp <= self.tasks[task].bidding_deadline, "market: bidding closed"
-    index: uint256 = self.bid_of[task][side][msg.sender]
-    assert index != 0, "market: no open bid"
-    index -= 1
-    offer: uint256 = self.bids[task][side][index].offer
-    refund: uint256 = 0
-    if side == PROCESSING:
-        refund = (offer & MASK64) * self._price(offer) * self.tasks[task].max_epochs
-        self.liabilities[task] -= refund
-        self.claimable[msg.sender] += refund
-        self.total_claimable += refund
-    self.bids[task][side][index].offer = 0
-    self.bid_of[task][side][msg.sender] = 0
-    log BidWithdrawn(task=task, side=side, bidder=msg.sender, bid=index, refunded=refund)
-    return refund
-
-
 @external
 @nonreentrant
-def withdraw_data_bid(task: uint256):
+def withdraw_bid(task: uint256, side: uint256, index: uint256) -> uint256:
     """
-    @notice Withdraw the caller's data bid before the bidding deadline.
-    """
-    self._withdraw_bid(task, DATA)
-
-
-@external
-@nonreentrant
-def withdraw_processing_bid(task: uint256) -> uint256:
-    """
-    @notice Withdraw the caller's processing bid before the bidding deadline;
-            its stake becomes withdrawable at once.
+    @notice Withdraw one's own open bid, before the last quarter of the bidding window
+            (so nobody can empty the book at the deadline). A stake is credited back at once.
     @return The stake credited back.
     """
-    return self._withdraw_bid(task, PROCESSING)
-
-
-@internal
-def _verify_side(task: uint256, side: uint256, fills: DynArray[Fill, MAX_BIDS], wanted: uint256) -> (
-    uint256, uint256
-):
-    # Accepts exactly the greedy allocation: fills in strictly increasing
-    # (price, index) order, all full but the last, summing to `wanted`, and
-    # every open bid left out priced above the last fill. One storage read per bid.
-    n: uint256 = self.num_bids[task][side]
-    requester: address = self.tasks[task].requester
-    selected: bool[MAX_BIDS] = empty(bool[MAX_BIDS])
-    total: uint256 = 0
-    cost: uint256 = 0
-    sharers: uint256 = 0
-    last_key: uint256 = 0
-    partial: bool = False
-    for f: Fill in fills:
-        assert f.bid < n, "market: no such bid"
-        offer: uint256 = self.bids[task][side][f.bid].offer
-        amount: uint256 = offer & MASK64
-        price: uint256 = self._price(offer)
-        assert amount != 0, "market: fill of a withdrawn bid"
-        assert f.amount != 0, "market: empty fill"
-        assert f.amount <= amount, "market: fill exceeds bid"
-        key: uint256 = (price << 8) | f.bid
-        assert total == 0 or key > last_key, "market: fills not in (price, bid) order"
-        assert not partial, "market: only the last fill may be partial"
-        partial = f.amount < amount
-        last_key = key
-        total += f.amount
-        cost += f.amount * price
-        selected[f.bid] = True
-        if side == DATA:
-            self.bids[task][DATA][f.bid].offer = offer | (f.amount << 168) | DATA_WINNER
-            if self.bids[task][DATA][f.bid].bidder != requester:
-                sharers += 1
-        else:
-            self.bids[task][PROCESSING][f.bid].state = self._pack_proc(WINNER, 0, f.amount * price, 0)
-            sharers += 1
-    assert total == wanted, "market: fills must sum to num_points"
-    for i: uint256 in range(n, bound=MAX_BIDS):
-        if selected[i]:
-            continue
-        offer: uint256 = self.bids[task][side][i].offer
-        if offer & MASK64 == 0:
-            continue
-        assert (self._price(offer) << 8) | i > last_key, "market: a cheaper bid was left out"
-    return cost, sharers
-
-
-@external
-@nonreentrant
-def resolve(task: uint256, data_fills: DynArray[Fill, MAX_BIDS], processing_fills: DynArray[Fill, MAX_BIDS]):
-    """
-    @notice Settle the bidding with the cheapest sufficient allocation, which
-            anyone may compute off chain (fedmarket.chain.allocation) and submit
-            after the bidding deadline; it is verified here in O(bids).
-    @param data_fills (bid index, points) per winning data bid, cheapest first.
-    @param processing_fills (bid index, points per epoch) per winning processor, cheapest first.
-    """
-    c: Clock = self._load(task)
-    assert c.state == BIDDING, "market: task is not in bidding"
-    assert block.timestamp > self.tasks[task].bidding_deadline, "market: bidding still open"
-    data_cost: uint256 = 0
-    data_sharers: uint256 = 0
-    data_cost, data_sharers = self._verify_side(task, DATA, data_fills, self.tasks[task].num_points)
-    assert data_cost <= self.tasks[task].data_budget, "market: over data budget"
-    epoch_cost: uint256 = 0
-    processors: uint256 = 0
-    epoch_cost, processors = self._verify_side(task, PROCESSING, processing_fills, self.tasks[task].num_points)
-    assert epoch_cost * self.tasks[task].max_epochs <= self.tasks[task].processing_budget, "market: over processing budget"
-
-    self.tasks[task].shares = data_sharers + processors
-    c.state = ASSIGNING
-    c.active = processors
-    c.deadline = block.timestamp + self.tasks[task].epoch_seconds
-    self._store(task, c)
-    log TaskResolved(
-        task=task,
-        data_cost=data_cost,
-        processing_cost_per_epoch=epoch_cost,
-        data_winners=len(data_fills),
-        processing_winners=processors,
-        assignment_deadline=c.deadline,
-    )
+    assert side <= st.PROCESSING, "market: side is 0 (data) or 1 (processing)"
+    assert st.clock[task] & st.MASK8 == st.BIDDING, "market: task is not taking bids"
+    t1: uint256 = st.terms1[task]
+    deadline: uint256 = (t1 >> 48) & st.MASK40
+    seconds: uint256 = (t1 >> 88) & st.MASK32
+    assert block.timestamp + seconds // 4 <= deadline, "market: withdrawals closed"
+    assert index < st.MAX_BIDS, "market: no such bid"
+    book: uint256 = st.book[task]
+    bit: uint256 = 1 << (128 * side + index)
+    assert book & bit != 0, "market: no open bid"
+    k: uint256 = st._key(task, side, index)
+    assert st.bidder_word[k] & st.MASK160 == convert(msg.sender, uint256), "market: not this bid's bidder"
+    refund: uint256 = 0
+    if side == st.PROCESSING:
+        refund = st._stake_of(task, k, st.offer[k] & st.MASK48)
+        st.liabilities[task] -= refund
+        st._credit(msg.sender, refund)
+    st.book[task] = book ^ bit
+    st.offer[k] = 0
+    log st.BidWithdrawn(task=task, side=side, bidder=msg.sender, bid=index, refunded=refund)
+    return refund
 
 
 @external
 @nonreentrant
 def cancel(task: uint256):
     """
-    @notice The requester calls off a task before it is resolved (for example
-            when no allocation fits the budget). Its budgets and every stake
-            become claimable in full.
+    @notice The requester calls off a task before it is resolved (for example when no
+            allocation fits the budget). Its budgets and every stake become collectable.
     """
-    assert msg.sender == self.tasks[task].requester, "market: only the requester"
-    assert self.clock[task] & MASK8 == BIDDING, "market: task is not in bidding"
-    self.clock[task] = CANCELLED
-    log TaskCancelled(task=task, by=msg.sender)
+    assert msg.sender == st._requester(task), "market: only the requester"
+    assert st.clock[task] & st.MASK8 == st.BIDDING, "market: task is not in bidding"
+    st.clock[task] = st.CANCELLED
+    log st.TaskCancelled(task=task, by=msg.sender)
 
 
 @external
 @nonreentrant
-def commit_assignment(task: uint256, assignment_hash: bytes32):
+def relay_epoch(task: uint256, epoch: uint256, signed: DynArray[st.SignedRoot, st.MAX_BIDS]):
     """
-    @notice The requester commits the hash of its block-to-processor
-            assignment; this starts epoch 0 and its deadline.
+    @notice Record one signed root for EVERY active processor, in bid order, on time
+            (anyone may relay; the requester does it for all in one transaction). The epoch
+            is then full: each processor's pay for it follows from one task-wide counter.
+    @param signed (root, v, r, s): the processor's EIP-712 signature of
+           EpochRoot(task, epoch, root) in the domain ("fedmarket", "2", chain, market).
     """
-    assert msg.sender == self.tasks[task].requester, "market: only the requester"
-    c: Clock = self._load(task)
-    assert c.state == ASSIGNING, "market: task is not awaiting an assignment"
-    assert assignment_hash != empty(bytes32), "market: empty assignment hash"
-    self.tasks[task].assignment_hash = assignment_hash
-    c.state = TRAINING
-    c.deadline = block.timestamp + self.tasks[task].epoch_seconds
-    self._store(task, c)
-    log AssignmentCommitted(task=task, assignment_hash=assignment_hash, epoch_deadline=c.deadline)
-
-
-@external
-@nonreentrant
-def commit_data(task: uint256, root: bytes32):
-    """
-    @notice A winning data owner commits the root of its encrypted blocks'
-            digests, which processors check what they receive against. Only
-            owners who commit before the first epoch closes are paid.
-    """
-    c: Clock = self._load(task)
-    assert (c.state == ASSIGNING or c.state == TRAINING) and c.flags & FIRST_CLOSED == 0, (
-        "market: data commitments are closed"
-    )
-    assert root != empty(bytes32), "market: empty data root"
-    index: uint256 = self.bid_of[task][DATA][msg.sender]
-    assert index != 0, "market: not a data owner of this task"
-    offer: uint256 = self.bids[task][DATA][index - 1].offer
-    assert offer & DATA_WINNER != 0, "market: not a winning data owner"
-    assert self.data_root[task][index - 1] == empty(bytes32), "market: data already committed"
-    self.data_root[task][index - 1] = root
-    self.tasks[task].data_committed_cost += self._data_fill(offer) * self._price(offer)
-    log DataCommitted(task=task, owner=msg.sender, root=root)
-
-
-@external
-@nonreentrant
-def submit_result(task: uint256, epoch: uint256, digest: bytes32):
-    """
-    @notice A winning processor commits the digest of its epoch results. On
-            or before the deadline it earns fill x price; after it, that less
-            the late penalty. The digest is recorded in the event log.
-    """
-    c: Clock = self._load(task)
-    assert c.state == TRAINING, "market: task is not training"
+    c: st.Clock = st._load(task)
+    assert c.state == st.TRAINING, "market: task is not training"
     assert epoch == c.epoch, "market: not the current epoch"
-    assert digest != empty(bytes32), "market: empty digest"
-    index: uint256 = self.bid_of[task][PROCESSING][msg.sender]
-    assert index != 0, "market: not a processor of this task"
-    w: uint256 = self.bids[task][PROCESSING][index - 1].state
-    assert w & WINNER != 0, "market: not a winning processor"
-    assert w & SLASHED == 0, "market: processor was slashed"
-    assert (w >> 8) & MASK32 != epoch + 1, "market: result already submitted"
-    pay: uint256 = (w >> 40) & MASK104
-    flags: uint256 = WINNER
+    assert block.timestamp <= c.deadline, "market: late roots go one by one"
+    assert c.submitted == 0, "market: roots already recorded, relay the rest one by one"
+    active: uint256 = st.procs[task] & st.MASK128
+    remaining: uint256 = active
+    acc: bytes32 = st.epoch_acc[task]
+    roots: DynArray[bytes32, st.MAX_BIDS] = []
+    for s: st.SignedRoot in signed:
+        assert remaining != 0, "market: more roots than active processors"
+        i: uint256 = st._low_bit(remaining)
+        remaining ^= 1 << i
+        assert s.root != empty(bytes32), "market: empty root"
+        signer: address = ecrecover(st._root_digest(task, epoch, s.root), s.v, s.r, s.s)
+        assert signer != empty(address) and convert(signer, uint256) == st.bidder_word[st._key(task, st.PROCESSING, i)] & st.MASK160, (
+            "market: bad root signature"
+        )
+        acc = keccak256(concat(st.EPOCH_ROOT, acc, convert(i, bytes32), s.root))
+        roots.append(s.root)
+    assert remaining == 0, "market: an active processor is missing"
+    st.epoch_acc[task] = acc
+    c.flags |= st.FULL
+    c.submitted = c.active
+    st._store(task, c)
+    log st.EpochRoots(task=task, epoch=epoch, processors=active, roots=roots)
+
+
+@external
+@nonreentrant
+def submit_root(task: uint256, epoch: uint256, processor: uint256, signed: st.SignedRoot):
+    """
+    @notice Record one processor's root: sent by the processor itself (the signature is
+            then ignored) or by anyone with its signature. On time iff at or before the
+            deadline; late, the pay is cut by the task's penalty, which goes to the reserve.
+    """
+    c: st.Clock = st._load(task)
+    assert c.state == st.TRAINING, "market: task is not training"
+    assert epoch == c.epoch, "market: not the current epoch"
+    assert c.flags & st.FULL == 0, "market: the epoch was relayed"
+    assert signed.root != empty(bytes32), "market: empty root"
+    assert processor < st.MAX_BIDS, "market: no such bid"
+    k: uint256 = st._key(task, st.PROCESSING, processor)
+    who: uint256 = st.bidder_word[k] & st.MASK160
+    if convert(msg.sender, uint256) != who:
+        signer: address = ecrecover(st._root_digest(task, epoch, signed.root), signed.v, signed.r, signed.s)
+        assert signer != empty(address) and convert(signer, uint256) == who, "market: bad root signature"
+    o: uint256 = st.offer[k]
+    assert st._oflags(o) & (st.WINNER | st.SLASHED) == st.WINNER, "market: not an active processor"
+    pk: uint256 = (task << 7) | processor
+    ps: uint256 = st.pstate[pk]
+    assert (ps >> 8) & st.MASK32 != epoch + 1, "market: root already submitted"
+    pay: uint256 = st._epoch_pay(o, ps)
+    paid: uint256 = pay
+    flags: uint256 = 0
     on_time: bool = block.timestamp <= c.deadline
     if not on_time:
-        pay = pay * (BPS - self.tasks[task].late_penalty_bps) // BPS
-        flags |= LAST_LATE
-    self.bids[task][PROCESSING][index - 1].state = self._pack_proc(
-        flags, epoch + 1, (w >> 40) & MASK104, (w >> 144) + pay
-    )
+        paid = st._late_pay(pay, st._penalty(task))
+        flags = st.LATE
+    st.pstate[pk] = st._pack_ps(flags, epoch + 1, (ps >> 40) & st.MASK48, (ps >> 88) + paid)
+    st.epoch_acc[task] = keccak256(concat(st.EPOCH_ROOT, st.epoch_acc[task], convert(processor, bytes32), signed.root))
     c.submitted += 1
     c.spent += pay
-    self._store(task, c)
-    log ResultSubmitted(
-        task=task, epoch=epoch, processor=msg.sender, digest=digest, on_time=on_time, pay=pay
-    )
-
-
-@internal
-def _slash(task: uint256, epoch: uint256, who: address, c: Clock) -> Clock:
-    index: uint256 = self.bid_of[task][PROCESSING][who]
-    assert index != 0, "market: flagged address is not a processor"
-    index -= 1
-    w: uint256 = self.bids[task][PROCESSING][index].state
-    assert w & WINNER != 0, "market: flagged address is not a winning processor"
-    assert w & SLASHED == 0, "market: processor already slashed"
-    epoch_pay: uint256 = (w >> 40) & MASK104
-    earned: uint256 = w >> 144
-    forfeited: uint256 = 0
-    if (w >> 8) & MASK32 == epoch + 1:
-        forfeited = epoch_pay
-        if w & LAST_LATE != 0:
-            forfeited = epoch_pay * (BPS - self.tasks[task].late_penalty_bps) // BPS
-        c.submitted -= 1
-    stake: uint256 = epoch_pay * self.tasks[task].max_epochs
-    self.bids[task][PROCESSING][index].state = self._pack_proc(
-        (w & MASK8) | SLASHED, (w >> 8) & MASK32, epoch_pay, earned - forfeited
-    )
-    # The pool goes to the other participants through the per-share
-    # accumulator; the flagged processor keeps only shares of earlier slashes.
-    acc: uint256 = self.slash_acc[task]
-    self.exit_acc[task][index] = acc
-    shares: uint256 = self.tasks[task].shares - 1
-    self.tasks[task].shares = shares
-    pool: uint256 = forfeited + stake
-    share: uint256 = 0
-    if shares > 0:
-        share = pool // shares
-        self.slash_acc[task] = acc + share
-    self.dust[task] += pool - share * shares
-    c.active -= 1
-    log ProcessorSlashed(
-        task=task,
-        epoch=epoch,
-        processor=who,
-        forfeited_pay=forfeited,
-        forfeited_stake=stake,
-        share_per_participant=share,
-    )
-    return c
+    st._store(task, c)
+    log st.RootSubmitted(task=task, epoch=epoch, processor=processor, root=signed.root, on_time=on_time, pay=paid)
+    st._to_reserve(task, pay - paid, st.R_LATE)
 
 
 @external
 @nonreentrant
-def close_epoch(task: uint256, epoch: uint256, flagged: DynArray[address, MAX_FLAGGED], go_on: bool):
+def close_epoch(task: uint256, epoch: uint256, next_model_digest: bytes32, go_on: bool, not_received: uint256):
     """
-    @notice The requester closes the current epoch: before its deadline only
-            once every active processor has submitted. Flagged processors
-            forfeit this epoch's pay and their stake to the other
-            participants. The task ends when `go_on` is false, at the last
-            epoch, or when no processor is left.
-    @param flagged Winning processors to slash (each at most once).
+    @notice The requester closes the current epoch (before its deadline only once every
+            active processor's root is recorded) and releases the next epoch's model,
+            whose digest is recorded and from which the next deadline runs. Nobody is
+            slashed here.
+    @param next_model_digest sha256 of the next epoch's encrypted model (ignored when stopping).
     @param go_on Whether to run another epoch.
+    @param not_received Processors (bitmap by bid index) whose results the requester did not
+           receive: their pay for this epoch goes to the reserve, never back to it.
     """
-    assert msg.sender == self.tasks[task].requester, "market: only the requester"
-    c: Clock = self._load(task)
-    assert c.state == TRAINING, "market: task is not training"
+    assert msg.sender == st._requester(task), "market: only the requester"
+    c: st.Clock = st._load(task)
+    assert c.state == st.TRAINING, "market: task is not training"
     assert epoch == c.epoch, "market: not the current epoch"
     assert c.submitted == c.active or block.timestamp > c.deadline, "market: epoch still running"
-    for who: address in flagged:
-        c = self._slash(task, epoch, who, c)
-    c.flags |= FIRST_CLOSED
+    if not_received != 0:
+        st._mark_not_received(task, epoch, c, not_received)
+    c = st._close(task, c)
     next_deadline: uint256 = 0
-    if not go_on or epoch + 1 >= self.tasks[task].max_epochs or c.active == 0:
-        c.state = FINISHED
-        log TaskFinished(task=task, epochs_closed=epoch + 1, timed_out=False)
+    if not go_on or epoch + 1 >= st._max_epochs(task) or c.active == 0:
+        c.state = st.FINISHED
+        c.deadline = block.timestamp
+        log st.TaskFinished(task=task, epochs_closed=epoch + 1, timed_out=False)
     else:
+        assert next_model_digest != empty(bytes32), "market: empty model digest"
         c.epoch = epoch + 1
         c.submitted = 0
-        c.deadline = block.timestamp + self.tasks[task].epoch_seconds
+        c.flags &= ~st.FULL
+        c.deadline = block.timestamp + st._epoch_seconds(task)
         next_deadline = c.deadline
-    self._store(task, c)
-    log EpochClosed(
-        task=task,
-        epoch=epoch,
-        go_on=c.state == TRAINING,
-        flagged=len(flagged),
-        next_deadline=next_deadline,
-    )
-
-
-@internal
-@view
-def _is_winner(task: uint256, who: address) -> bool:
-    d: uint256 = self.bid_of[task][DATA][who]
-    if d != 0 and self.bids[task][DATA][d - 1].offer & DATA_WINNER != 0:
-        return True
-    p: uint256 = self.bid_of[task][PROCESSING][who]
-    return p != 0 and self.bids[task][PROCESSING][p - 1].state & WINNER != 0
+        st.epoch_acc[task] = keccak256(
+            concat(st.EPOCH_START, convert(task, bytes32), convert(epoch + 1, bytes32), next_model_digest)
+        )
+        log st.ModelReleased(task=task, epoch=epoch + 1, model_digest=next_model_digest, deadline=next_deadline)
+    st._store(task, c)
+    log st.EpochClosed(task=task, epoch=epoch, go_on=c.state == st.TRAINING, not_received=not_received, next_deadline=next_deadline)
 
 
 @external
 @nonreentrant
-def claim_timeout(task: uint256):
+def collect(task: uint256, side: uint256, index: uint256) -> uint256:
     """
-    @notice End a task whose requester went silent. During bidding: anyone,
-            once the bidding deadline plus the grace period has passed, and
-            the task is cancelled. After resolution: any winner, once the
-            assignment or epoch deadline plus the grace period has passed;
-            the task ends as if the requester stopped without flags (an
-            unclosed epoch is closed: submitted work is paid).
+    @notice Transfer to its bidder what one bid can collect now: an owner's pay after the
+            first close; a processor's pay for closed epochs, the stake above its fill (all
+            of a losing stake) once training starts, and its stake once the task is over,
+            the grace period has passed and no dispute against it is open.
+    @return The amount transferred.
     """
-    c: Clock = self._load(task)
-    assert c.state != NO_TASK, "market: no such task"
-    if c.state == BIDDING:
-        assert block.timestamp > self.tasks[task].bidding_deadline + grace_seconds, (
-            "market: not timed out yet"
-        )
-        c.state = CANCELLED
-        log TaskCancelled(task=task, by=msg.sender)
-    else:
-        assert c.state == ASSIGNING or c.state == TRAINING, "market: task is over"
-        assert block.timestamp > c.deadline + grace_seconds, "market: not timed out yet"
-        assert self._is_winner(task, msg.sender), "market: only a winner can claim a timeout"
-        if c.state == TRAINING:
-            c.flags |= FIRST_CLOSED
-            log EpochClosed(task=task, epoch=c.epoch, go_on=False, flagged=0, next_deadline=0)
-        log TaskFinished(task=task, epochs_closed=c.epoch + convert(c.state == TRAINING, uint256), timed_out=True)
-        c.state = FINISHED
-    self._store(task, c)
-    log TimeoutClaimed(task=task, state=c.state, by=msg.sender)
-
-
-# ---------------------------------------------------------------- payments
-
-
-@internal
-def _claim(task: uint256, account: address) -> uint256:
-    owed: uint256 = self._entitlement(task, account) - self.credited[task][account]
-    if owed > 0:
-        self.credited[task][account] += owed
-        self.liabilities[task] -= owed
-        self.claimable[account] += owed
-        self.total_claimable += owed
-        log Claimed(task=task, account=account, amount=owed)
+    owed: uint256 = 0
+    who: address = empty(address)
+    owed, who = st._settle(task, side, index)
+    assert who == msg.sender, "market: not this bid's bidder"
+    log st.Collected(task=task, account=who, amount=owed)
+    st._push(who, owed)
     return owed
 
 
-@internal
-def _withdraw(account: address) -> uint256:
-    amount: uint256 = self.claimable[account]
-    assert amount > 0, "market: nothing to withdraw"
-    self.claimable[account] = 0
-    self.total_claimable -= amount
-    self._token_call(abi_encode(account, amount, method_id=method_id("transfer(address,uint256)")))
-    log Withdrawn(account=account, amount=amount)
-    return amount
+@external
+@nonreentrant
+def claim(task: uint256, side: uint256, index: uint256) -> uint256:
+    """
+    @notice Credit one bid's bidder (withdrawable with `withdraw`) with what `collect`
+            would transfer. Anyone may call it; it only ever credits the rightful bidder.
+    @return The amount credited.
+    """
+    owed: uint256 = 0
+    who: address = empty(address)
+    owed, who = st._settle(task, side, index)
+    st._credit(who, owed)
+    log st.Claimed(task=task, account=who, amount=owed)
+    return owed
 
 
 @external
 @nonreentrant
-def claim(task: uint256, account: address) -> uint256:
+def collect_requester(task: uint256) -> uint256:
     """
-    @notice Credit `account` with what `task` owes it so far (pay, refunds,
-            stakes, shares of slashed stakes). Anyone may call it for anyone;
-            it only ever credits the rightful account.
-    @return The amount newly credited.
+    @notice Transfer to the requester what is left of its budgets once the task is over
+            (all of them if it was cancelled): the data budget less what committed owners
+            cost, the processing budget less the pay processors accrued.
+    @return The amount transferred.
     """
-    return self._claim(task, account)
+    requester: address = st._requester(task)
+    assert msg.sender == requester, "market: only the requester"
+    owed: uint256 = st._requester_owed(task)
+    assert owed > 0, "market: nothing owed"
+    c: st.Clock = st._load(task)
+    c.flags |= st.REQUESTER_PAID
+    st._store(task, c)
+    st.liabilities[task] -= owed
+    log st.Collected(task=task, account=requester, amount=owed)
+    st._push(requester, owed)
+    return owed
 
 
 @external
 @nonreentrant
 def withdraw() -> uint256:
     """
-    @notice Transfer everything credited to the caller.
+    @notice Transfer everything credited to the caller (refunded stakes, bonds, fees,
+            shares of slashes, claims).
     @return The amount transferred.
     """
-    return self._withdraw(msg.sender)
+    amount: uint256 = st.claimable[msg.sender]
+    assert amount > 0, "market: nothing to withdraw"
+    st.claimable[msg.sender] = 0
+    st.total_claimable -= amount
+    log st.Withdrawn(account=msg.sender, amount=amount)
+    st._push(msg.sender, amount)
+    return amount
 
 
 @external
 @nonreentrant
-def collect(task: uint256) -> uint256:
+def withdraw_reserve() -> uint256:
     """
-    @notice `claim(task, caller)` then `withdraw()`, in one transaction.
-    @return The amount transferred (everything credited to the caller, from any task).
+    @notice The reserve's address takes what panel slashes, late penalties, "not received"
+            marks and undelivered data have put in the reserve.
+    @return The amount transferred.
     """
-    self._claim(task, msg.sender)
-    return self._withdraw(msg.sender)
-
-
-# ---------------------------------------------------------------- views
-
-
-@external
-@view
-def owed(task: uint256, account: address) -> uint256:
-    """
-    @notice What `claim(task, account)` would credit now.
-    """
-    return self._entitlement(task, account) - self.credited[task][account]
+    assert msg.sender == st.reserve_address, "market: only the reserve"
+    amount: uint256 = st.reserve_balance
+    assert amount > 0, "market: nothing to withdraw"
+    st.reserve_balance = 0
+    log st.ReserveWithdrawn(to=msg.sender, amount=amount)
+    st._push(msg.sender, amount)
+    return amount
 
 
 @external
 @view
-def clock_of(task: uint256) -> Clock:
+def owed(task: uint256, side: uint256, index: uint256) -> uint256:
     """
-    @notice The task's state, current epoch, deadline, submissions this
-            epoch, active processors, flags (1 = first epoch closed) and
-            processing pay accrued.
+    @notice What `collect(task, side, index)` would transfer now (0 if nothing).
     """
-    return self._load(task)
+    if side > st.PROCESSING or index >= st.MAX_BIDS:
+        return 0
+    owed: uint256 = 0
+    o: uint256 = 0
+    ps: uint256 = 0
+    owed, o, ps = st._owed(task, side, index)
+    return owed
 
 
 @external
 @view
-def get_bid(task: uint256, side: uint256, index: uint256) -> BidView:
+def requester_owed(task: uint256) -> uint256:
     """
-    @notice One bid, decoded. `side` is 0 for data, 1 for processing.
+    @notice What `collect_requester(task)` would transfer now.
     """
-    assert side <= PROCESSING, "market: side is 0 (data) or 1 (processing)"
-    b: Bid = self.bids[task][side][index]
-    price: uint256 = self._price(b.offer)
-    fill: uint256 = 0
-    earned: uint256 = 0
-    last: uint256 = 0
-    winner: bool = False
-    if side == DATA:
-        fill = self._data_fill(b.offer)
-        winner = b.offer & DATA_WINNER != 0
-    elif price != 0:
-        # processing prices are positive, so the fill is exact
-        fill = ((b.state >> 40) & MASK104) // price
-        earned = b.state >> 144
-        last = (b.state >> 8) & MASK32
-        winner = b.state & WINNER != 0
-    return BidView(
-        bidder=b.bidder,
-        amount=b.offer & MASK64,
-        price=price,
-        winner=winner,
-        fill=fill,
-        slashed=b.state & SLASHED != 0,
-        earned=earned,
-        last_submitted_epoch=last,
-        last_late=b.state & LAST_LATE != 0,
-        data_root=self.data_root[task][index] if side == DATA else empty(bytes32),
-    )
+    return st._requester_owed(task)
 
 
 @external
 @view
-def bid_index(task: uint256, side: uint256, account: address) -> uint256:
+def clock_of(task: uint256) -> st.Clock:
     """
-    @notice The index + 1 of `account`'s open bid on `side`, or 0 if none.
+    @notice The task's state, current epoch, deadline (the finish time once over), roots
+            recorded this epoch, active processors, flags (1 first epoch closed, 2 epoch
+            relayed in full, 4 requester paid), full epochs closed and pay accrued.
     """
-    return self.bid_of[task][side][account]
-
-
-@external
-@view
-def has_submitted(task: uint256, epoch: uint256, account: address) -> bool:
-    """
-    @notice Whether `account` has submitted a result for `epoch`, the
-            current or most recent epoch it submitted in.
-    """
-    p: uint256 = self.bid_of[task][PROCESSING][account]
-    if p == 0:
-        return False
-    return (self.bids[task][PROCESSING][p - 1].state >> 8) & MASK32 == epoch + 1
+    return st._load(task)

@@ -39,7 +39,7 @@ from fedmarket.protocol.driver import Driver
 from fedmarket.protocol.transport import Envelope, Peer, Traffic, Transport
 from fedmarket.report.build import Member, balances, build_report, write_results
 from fedmarket.roles.requester import Requester
-from fedmarket.run import stopping_rules, wait_until
+from fedmarket.run import stopping_rules, wait_blocks, wait_until
 from fedmarket.runtime.flower import compat, identity, records
 from fedmarket.runtime.flower.gate import take_ticket
 from fedmarket.spec import TaskSpec, load_spec
@@ -362,6 +362,7 @@ def run(
         requester,
         transport,
         wait_until=lambda ts: wait_until(chain, ts),
+        wait_blocks=lambda n: wait_blocks(chain, n),
         progress=progress or (lambda event, data: log.warning("%s %s", event, data)),
     )
     task_run = driver.run()
@@ -397,6 +398,7 @@ def run(
                 "late": names(o.late),
                 "missing": names(o.missing),
                 "flagged": names(o.flagged),
+                "not_received": names(o.not_received),
                 "evidence": [e.to_json() for e in o.evidence],
             }
             for o in requester.outcomes
