@@ -19,7 +19,7 @@ ADDRESS = "0x" + "ab" * 20
 
 
 def test_envelopes_round_trip_with_fields() -> None:
-    key = ChannelKey(task_id=3, processor=ADDRESS, public_key=b"k" * 32)
+    key = ChannelKey(task_id=3, processor=ADDRESS, public_key=b"k" * 32, signature=b"s" * 65)
     content = records.pack(Envelope.of(key, status="won", n=2))
     envelope = records.unpack(content, party="node 1")
     assert envelope.fields == {"status": "won", "n": 2}
