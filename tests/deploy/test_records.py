@@ -18,7 +18,7 @@ ADDRESS = "0x" + "ab" * 20
 
 
 def test_envelopes_round_trip_with_fields_small_and_large() -> None:
-    key = ChannelKey(task_id=3, processor=ADDRESS, public_key=b"k" * 32)
+    key = ChannelKey(task_id=3, processor=ADDRESS, public_key=b"k" * 32, signature=b"s" * 65)
     content = records.pack(Envelope.of(key, status="won", n=2))
     assert set(content.config_records) == {"envelope"} and not content.array_records
     envelope = records.unpack(content, party="node 1")

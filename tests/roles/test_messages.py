@@ -33,7 +33,7 @@ B = "0x" + "cd" * 20
 
 SAMPLES: list[Message] = [
     TaskAnnouncement(task_id=3, market=A, spec_json=b'{"x":1}', public_context=b"\x00ctx" * 100),
-    ChannelKey(task_id=3, processor=A, public_key=b"k" * 32),
+    ChannelKey(task_id=3, processor=A, public_key=b"k" * 32, signature=b"s" * 65),
     DataManifest(task_id=3, owner=B, block_sizes=[4096, 17], digests=[b"d" * 32, b"e" * 32]),
     AssignmentShare(
         task_id=3,
@@ -112,7 +112,7 @@ def test_wrong_kind_oversize_and_trailing_bytes_are_named() -> None:
 
 
 def test_field_violations_are_rejected() -> None:
-    good = encode(ChannelKey(task_id=1, processor=A, public_key=b"k" * 32))
+    good = encode(ChannelKey(task_id=1, processor=A, public_key=b"k" * 32, signature=b"s" * 65))
     bad_key = good.replace(b"k" * 32, b"k" * 31 + b"")
     with pytest.raises(UntrustedInputError):
         decode(bad_key, ChannelKey, party="p")

@@ -1,4 +1,5 @@
-"""EIP-712 signatures of epoch roots: what a processor signs and the market checks.
+"""EIP-712 signatures: epoch roots (a processor signs, the market checks) and channel keys
+(a processor signs, owners check before sealing a block to it).
 
 Domain ``{name: "fedmarket", version: "2", chainId, verifyingContract: market}``; type
 ``EpochRoot(uint256 task,uint256 epoch,bytes32 root)``. A processor signs its root with its
@@ -21,6 +22,7 @@ DOMAIN_TYPEHASH = bytes(
     keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
 )
 ROOT_TYPEHASH = bytes(keccak(b"EpochRoot(uint256 task,uint256 epoch,bytes32 root)"))
+CHANNEL_TYPEHASH = bytes(keccak(b"ChannelKey(uint256 task,address processor,bytes32 key)"))
 NAME, VERSION = "fedmarket", "2"
 
 
@@ -86,4 +88,51 @@ def sign_root(
     )
 
 
-__all__ = ["SignedRoot", "domain_separator", "root_digest", "sign_root"]
+def channel_digest(domain: bytes, task: int, processor: str, key: bytes) -> bytes:
+    """The 32-byte hash a processor signs to bind its channel ``key`` for ``task`` to its
+    account on this chain and market (the domain): a key the requester swapped in, or one
+    signed for another task, chain or market, recovers to another address."""
+    if len(key) != 32:
+        raise ValueError("a channel key is 32 bytes")
+    who = bytes(12) + bytes.fromhex(to_checksum_address(processor)[2:])
+    struct = bytes(keccak(CHANNEL_TYPEHASH + _u(task) + who + key))
+    return bytes(keccak(b"\x19\x01" + domain + struct))
+
+
+def sign_channel_key(account: LocalAccount, domain: bytes, task: int, key: bytes) -> bytes:
+    """65 bytes ``r || s || v``: the account's signature of its channel key for ``task``."""
+    signed = account.unsafe_sign_hash(Hash32(channel_digest(domain, task, account.address, key)))
+    return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+
+
+def channel_key_signer(
+    domain: bytes, task: int, processor: str, key: bytes, signature: bytes
+) -> str | None:
+    """The account that signed ``key`` for ``processor`` (or None for a malformed signature);
+    the key is ``processor``'s only when this equals it."""
+    if len(signature) != 65:
+        return None
+    try:
+        return str(
+            Account._recover_hash(
+                channel_digest(domain, task, processor, key),
+                vrs=(
+                    signature[64],
+                    int.from_bytes(signature[:32], "big"),
+                    int.from_bytes(signature[32:64], "big"),
+                ),
+            )
+        )
+    except Exception:  # a malformed signature is simply not anyone's
+        return None
+
+
+__all__ = [
+    "SignedRoot",
+    "channel_digest",
+    "channel_key_signer",
+    "domain_separator",
+    "root_digest",
+    "sign_channel_key",
+    "sign_root",
+]

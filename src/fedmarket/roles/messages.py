@@ -72,12 +72,16 @@ class TaskAnnouncement(Message):
 
 
 class ChannelKey(Message):
-    """Processor to owners (relayed by anyone): where to seal its blocks."""
+    """Processor to owners (relayed by anyone, the requester included): where to seal its
+    blocks. ``signature`` is the processor's account's EIP-712 signature of (task, processor,
+    key) under the market's domain (``chain.signing.channel_digest``); owners seal to no key
+    whose signature does not recover to the processor the assignment names."""
 
     kind: ClassVar[int] = 2
     task_id: Count
     processor: Address
     public_key: Annotated[bytes, Field(min_length=32, max_length=32)]
+    signature: Annotated[bytes, Field(min_length=65, max_length=65)]
 
 
 class DataManifest(Message):

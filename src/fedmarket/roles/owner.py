@@ -22,8 +22,10 @@ from fedmarket.backbone import task_features
 from fedmarket.chain import merkle
 from fedmarket.chain.client import Side
 from fedmarket.chain.events import ModelReleased
+from fedmarket.chain.ledger import Market
+from fedmarket.chain.signing import channel_key_signer
 from fedmarket.data import scale
-from fedmarket.errors import UntrustedInputError
+from fedmarket.errors import ConfigError, UntrustedInputError
 from fedmarket.protocol.crypto import PublicKeys
 from fedmarket.roles.assignment import check_holder
 from fedmarket.roles.channel import block_digest, seal
@@ -60,6 +62,63 @@ def check_model(party: Party, model: EncryptedModel, *, sender: str = "requester
         raise UntrustedInputError(
             f"the epoch {model.epoch} model does not match the digest released on chain",
             party=sender,
+        )
+
+
+def block_bounds(fill: int, capacity: int, block_points: int, floor: int) -> list[int]:
+    """Where an owner cuts its ``fill`` points into blocks, sizes as even as possible: as many
+    as ``block_points`` asks (0: as few as the HE layout's ``capacity`` allows), but never a
+    block above ``capacity`` and never one below the task's privacy ``floor`` (a block's
+    decrypted totals sum its samples, so a small block exposes them to the requester; the
+    floor wins over ``block_points``). With ``capacity >= 2 * floor - 1``
+    (``check_block_floor``) every fill of at least ``floor`` points splits this way;
+    otherwise the owner encrypts nothing."""
+    if fill < floor:
+        raise UntrustedInputError(
+            f"a fill of {fill} points is below the task's floor of {floor}: nothing encrypted",
+            party="requester",
+        )
+    fewest = -(-fill // capacity)
+    wanted = -(-fill // block_points) if block_points else fewest
+    count = max(fewest, min(wanted, fill // floor))
+    bounds = [int(b) for b in np.linspace(0, fill, count + 1).round()]
+    sizes = [b - a for a, b in itertools.pairwise(bounds)]
+    if min(sizes) < floor or max(sizes) > capacity:
+        raise UntrustedInputError(
+            f"a fill of {fill} points cannot be cut into blocks of {floor} (the task's privacy "
+            f"floor) to {capacity} points (a block's capacity): nothing encrypted",
+            party="requester",
+        )
+    return bounds
+
+
+def check_block_floor(capacity: int, floor: int) -> None:
+    """The requester's check before announcing: every fill the contract allows (``>= floor``)
+    must split into blocks of at least ``floor`` points."""
+    if capacity < 2 * floor - 1:
+        raise ConfigError(
+            f"a block holds at most {capacity} points, so a fill just above "
+            f"privacy.min_block_points = {floor} would split into blocks below it",
+            hint="choose an HE preset with more slots per block, fewer features, or a lower "
+            "privacy.min_block_points (not below 64)",
+        )
+
+
+def check_channel_key(market: Market, task_id: int, processor: str, key: ChannelKey) -> None:
+    """Refuse to seal anything to ``key`` unless ``processor``'s own account signed it for this
+    task on this chain and market (a key the requester relays could be its own)."""
+    signer = channel_key_signer(
+        market.domain_separator(), task_id, processor, key.public_key, key.signature
+    )
+    if (
+        key.task_id != task_id
+        or key.processor.lower() != processor.lower()
+        or (signer or "").lower() != processor.lower()
+    ):
+        raise UntrustedInputError(
+            f"sent a channel key for {processor} that {processor} did not sign for task "
+            f"{task_id} on this market: nothing is sealed to it",
+            party="requester",
         )
 
 
@@ -142,11 +201,12 @@ class DataOwner(Party):
         raw = task_features(self.spec, self.X[: self.fill], base=self.base)
         X = scale(raw, features.mean, features.std, features.spread)
         t = self.spec.kind.targets(self.y[: self.fill], self.spec.labels)
-        size = self.keys.layout.block_size
-        if self.spec.he.block_points:
-            size = min(size, self.spec.he.block_points)
-        count = -(-self.fill // size)
-        bounds = np.linspace(0, self.fill, count + 1).round().astype(int)
+        bounds = block_bounds(
+            self.fill,
+            self.keys.layout.block_size,
+            self.spec.he.block_points,
+            self.spec.privacy.min_block_points,
+        )
         self.blocks = [
             self.keys.encrypt_block(
                 X[a:b], t[a:b], block_id=block_id(BlockRef(owner=self.address, index=i))
@@ -199,6 +259,7 @@ class DataOwner(Party):
                     raise UntrustedInputError(
                         f"no channel key for assigned processor {holder.processor}", party=party
                     )
+                check_channel_key(self.market, self.task_id, holder.processor, key)
                 pairs.append((holder.processor, b.index, key))
         out = []
         for processor, index, key in pairs[first : None if count is None else first + count]:
@@ -209,11 +270,12 @@ class DataOwner(Party):
 
     def _size(self, index: int) -> int:
         assert self.spec is not None and self.keys is not None
-        size = self.keys.layout.block_size
-        if self.spec.he.block_points:
-            size = min(size, self.spec.he.block_points)
-        count = -(-self.fill // size)
-        bounds = np.linspace(0, self.fill, count + 1).round().astype(int)
+        bounds = block_bounds(
+            self.fill,
+            self.keys.layout.block_size,
+            self.spec.he.block_points,
+            self.spec.privacy.min_block_points,
+        )
         return int(bounds[index + 1] - bounds[index])
 
     def recompute(self, ref: BlockRef, model: EncryptedModel) -> bytes:
@@ -255,6 +317,7 @@ class DataOwner(Party):
             key = keys.get(auditor)
             if key is None:
                 continue
+            check_channel_key(self.market, self.task_id, auditor, key)
             sealed = seal(self.blocks[d.block_index], key.public_key)
             out.append(
                 (

@@ -20,7 +20,7 @@ from fedmarket.attacks.processor import ProcessorAttack
 from fedmarket.chain import merkle
 from fedmarket.chain.client import Side
 from fedmarket.chain.events import DataCommitted
-from fedmarket.chain.signing import SignedRoot, sign_root
+from fedmarket.chain.signing import SignedRoot, sign_channel_key, sign_root
 from fedmarket.errors import UntrustedInputError
 from fedmarket.protocol.crypto import Pool, PublicKeys
 from fedmarket.roles.assignment import check_share
@@ -101,8 +101,12 @@ class Processor(Party):
 
     def channel_key(self) -> ChannelKey:
         assert self.task_id is not None
+        domain = self.market.domain_separator()
         return ChannelKey(
-            task_id=self.task_id, processor=self.address, public_key=self.channel.public
+            task_id=self.task_id,
+            processor=self.address,
+            public_key=self.channel.public,
+            signature=sign_channel_key(self.account, domain, self.task_id, self.channel.public),
         )
 
     def on_manifest(self, manifest: DataManifest) -> None:

@@ -49,7 +49,7 @@ from fedmarket.roles.messages import (
     TaskAnnouncement,
     leaf_digest,
 )
-from fedmarket.roles.owner import block_id
+from fedmarket.roles.owner import block_id, check_block_floor
 from fedmarket.roles.party import Party
 from fedmarket.roles.stopping import EpochView, StoppingRule, first_reason
 from fedmarket.spec import TaskSpec
@@ -184,6 +184,7 @@ class Requester(Party):
             expected_samples=spec.task.num_points,
             hidden=spec.task.hidden,
         )
+        check_block_floor(self.keys.public.layout.block_size, spec.privacy.min_block_points)
         context = self.keys.public.data
         budget = spec.budget.data + spec.budget.processing
         self.token.approve(self.market.address, budget)
