@@ -30,7 +30,7 @@ from fedmarket.protocol.party import PartyNode
 from fedmarket.protocol.plaintext import Plaintext
 from fedmarket.protocol.transport import Envelope
 from fedmarket.roles.channel import ChannelKeys, open_sealed
-from fedmarket.roles.messages import ChannelKey, SealedBlock, decode, encode
+from fedmarket.roles.messages import ChannelKey, DataManifest, SealedBlock, decode, encode
 from fedmarket.roles.owner import block_bounds, check_block_floor
 from fedmarket.run import run_task
 from fedmarket.runtime.local import LocalTransport
@@ -169,3 +169,26 @@ def test_owners_seal_nothing_to_a_key_the_requester_swapped_in(forge: bool) -> N
     assert opened == 0  # not one block was sealed to the requester's key
     notes = " ".join(result.report.notes)
     assert "did not sign" in notes, notes
+
+
+def test_a_spec_asking_for_one_sample_per_block_gets_blocks_of_the_floor() -> None:
+    """The requester writes he.block_points = 1 (one sample per decrypted total): owners cut
+    their fills into blocks of at least the floor anyway, and the run still trains."""
+    data = load_spec(EXAMPLES / "breast_cancer.toml").model_dump()
+    data["task"]["max_epochs"] = 2
+    data["he"]["block_points"] = 1
+    spec = SpecFile.model_validate(data)
+    capture: list[tuple[str, str, str, bytes]] = []
+    result = run_task(
+        spec, base=EXAMPLES, workers=0, crypto=Plaintext(), chain_url="memory", capture=capture
+    )
+    sizes = []
+    for _, _, _, frame in capture:
+        try:
+            sizes += decode(frame, DataManifest, party="test").block_sizes
+        except UntrustedInputError:
+            continue  # another kind of message
+    floor = spec.spec.privacy.min_block_points
+    assert sizes and min(sizes) >= floor >= 64
+    assert len(sizes) > 2  # the request was honoured as far as the floor allows
+    assert result.report.epochs
