@@ -23,6 +23,7 @@ help:
 	@echo "make bench-integrity  attacks x defences    -> benchmarks/results/integrity.json"
 	@echo "make bench-deploy     in-process vs multi-process -> benchmarks/results/deploy.json"
 	@echo "make bench-deep       an MLP trained on encrypted data -> benchmarks/results/deep.json"
+	@echo "                      (ARGS='--epochs 40 --tabular-epochs 10': fewer epochs; ARGS=--quick: 3)"
 	@echo "make certs      a test CA and a SuperLink certificate in certs/ (TLS on a test network)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -77,7 +78,7 @@ bench-integrity: $(STAMP)
 	$(PY) benchmarks/integrity.py
 
 bench-deep: $(STAMP)
-	$(PY) benchmarks/deep.py
+	$(PY) benchmarks/deep.py $(ARGS)
 
 bench-deploy: $(STAMP) $(ANVIL)
 	FEDMARKET_ANVIL=$(abspath $(ANVIL)) $(PY) benchmarks/deploy.py

@@ -346,3 +346,26 @@ def test_large_amounts_are_exact_integers_and_nothing_is_lost(tmp_path: Path) ->
     done = CliRunner().invoke(app, ["report", str(out)])
     assert done.exit_code == 0, done.output
     assert str(227 * (10**22 + 7)) in (out / "report.md").read_text()
+
+
+def test_held_out_rows_score_the_model_and_its_plaintext_twin(tmp_path: Path) -> None:
+    """[run] test_fraction: the report scores the final model on rows no party saw, and the
+    same algorithm in plaintext on the same points for as many epochs (the plain mean without
+    monitors is that algorithm exactly, so the two agree)."""
+    from fedmarket.protocol.plaintext import Plaintext
+    from fedmarket.starter import starter_spec
+
+    data = starter_spec("sklearn:breast_cancer", max_epochs=20, test_fraction=0.25).model_dump()
+    data["stopping"]["patience"] = 2  # the run may stop early: the reference stops with it
+    data["integrity"].update(aggregator="mean", monitors=[])
+    spec = SpecFile.model_validate(data)
+    result = run(spec, tmp_path, crypto=Plaintext(), chain_url="memory")
+    report = result.report
+    assert result.test is not None and len(result.test) == 143  # a quarter of 569, rounded up
+    assert result.reference is not None
+    assert len(result.reference.history) == len(report.epochs)
+    assert report.test_metric is not None and report.test_metric >= 0.9
+    assert report.baseline_test_metric is not None
+    assert abs(report.test_metric - report.baseline_test_metric) <= 1 / 143
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "on rows no party saw" in text and "plaintext, same algorithm" in text

@@ -26,7 +26,7 @@ from fedmarket.chain.memory import MemoryChain, memory_chain
 from fedmarket.data import Dataset, check_task_data, scale
 from fedmarket.errors import ConfigError, FedmarketError
 from fedmarket.models.linear import Model
-from fedmarket.models.training import TrainConfig, fit_plaintext
+from fedmarket.models.training import TrainConfig, TrainResult, fit_plaintext
 from fedmarket.parties import (
     DataSource,
     OwnerPlan,
@@ -63,6 +63,8 @@ class RunResult:
     codec_seconds: float = 0.0  # encoding and decoding messages
     run: TaskRun | None = None
     test: Dataset | None = None  # rows held out from every party ([run] test_fraction)
+    # the same algorithm in plaintext on the points the owners sold, as many epochs as the run
+    reference: TrainResult | None = None
 
 
 def fund(token: Token, needs: dict[str, int], *, names: dict[str, str]) -> None:
@@ -327,14 +329,15 @@ def run_task(
     if sum(end[a] - start[a] for a in end) + held != 0 or not market_client.solvency().holds:
         raise FedmarketError("token conservation failed: this is a bug, please report it")
 
-    baseline, sklearn_metric = _references(spec_file, requester, sold, val, base)
-    test_metric = None
+    reference, sklearn_metric = _references(spec_file, requester, sold, val, base)
+    baseline = [r.metric for r in reference.history] if reference is not None else []
+    test_metric = baseline_test_metric = None
     if test is not None and requester.optimizer is not None:
         f = spec.features
-        X_test = task_features(spec, test.X, base=base)
-        test_metric = spec.kind.evaluate(
-            requester.model(), scale(X_test, f.mean, f.std, f.spread), test.y, spec.labels
-        )
+        X_test = scale(task_features(spec, test.X, base=base), f.mean, f.std, f.spread)
+        test_metric = spec.kind.evaluate(requester.model(), X_test, test.y, spec.labels)
+        if reference is not None:
+            baseline_test_metric = spec.kind.evaluate(reference.model, X_test, test.y, spec.labels)
     report = build_report(
         requester=requester,
         run=task_run,
@@ -346,6 +349,7 @@ def run_task(
         gas=market_client.gas_log.entries,
         baseline=baseline,
         test_metric=test_metric,
+        baseline_test_metric=baseline_test_metric,
         sklearn_metric=sklearn_metric,
     )
     model = requester.model() if requester.optimizer is not None else None
@@ -366,6 +370,7 @@ def run_task(
         messages.CODEC_SECONDS[0] - codec_start,
         task_run,
         test,
+        reference,
     )
 
 
@@ -375,9 +380,10 @@ def _references(
     sold: dict[str, tuple[np.ndarray, np.ndarray]],
     val: Dataset,
     base: Path | None,
-) -> tuple[list[float], float | None]:
+) -> tuple[TrainResult | None, float | None]:
     """The report's references on the very points the owners sold (their first ``fill``):
-    the same algorithm in plaintext, per epoch, and scikit-learn's estimator of the kind.
+    the same algorithm in plaintext for as many epochs as the run closed (its final model is
+    then the run's twin), and scikit-learn's estimator of the kind.
 
     Computed by the simulator (which sees everything), never by a party.
     """
@@ -388,27 +394,27 @@ def _references(
         if (data := sold.get(address.lower())) is not None
         for X, y in [data]
     ]
+    epochs = len(requester.outcomes)
     if not parts or not sum(len(y) for _, y in parts):
-        return [], None
+        return None, None
     f = spec.features
     raw = task_features(spec, np.vstack([x for x, _ in parts]), base=base)
     X = scale(raw, f.mean, f.std, f.spread)
     y = np.concatenate([y for _, y in parts])
     X_val = scale(task_features(spec, val.X, base=base), f.mean, f.std, f.spread)
-    try:
-        result = fit_plaintext(
-            X,
-            y,
-            kind=spec.kind,
-            X_val=X_val,
-            y_val=val.y,
-            config=TrainConfig(epochs=spec.task.max_epochs, hidden=spec.task.hidden),
-            labels=spec.labels,
-        )
-        baseline = [r.metric for r in result.history]
-    except (ValueError, ArithmeticError):
-        baseline = []
-    return baseline, _sklearn_metric(spec.kind.name, X, y, X_val, val.y)
+    reference = None
+    if epochs:
+        with contextlib.suppress(ValueError, ArithmeticError):  # e.g. diverged: no reference
+            reference = fit_plaintext(
+                X,
+                y,
+                kind=spec.kind,
+                X_val=X_val,
+                y_val=val.y,
+                config=TrainConfig(epochs=epochs, hidden=spec.task.hidden),
+                labels=spec.labels,
+            )
+    return reference, _sklearn_metric(spec.kind.name, X, y, X_val, val.y)
 
 
 def _sklearn_metric(

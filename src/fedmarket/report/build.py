@@ -67,6 +67,7 @@ def build_report(
     gas: Sequence[GasEntry] = (),
     baseline: Sequence[float] = (),
     test_metric: float | None = None,
+    baseline_test_metric: float | None = None,
     sklearn_metric: float | None = None,
 ) -> RunReport:
     """The report of one task as ``requester`` played it (members include the requester)."""
@@ -160,6 +161,7 @@ def build_report(
             }
             for d in requester.disputes
         ],
+        baseline_test_metric=baseline_test_metric,
         sklearn_metric=sklearn_metric,
         token_decimals=spec.budget.token_decimals,
     )

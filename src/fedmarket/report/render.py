@@ -45,7 +45,14 @@ def render_markdown(report: RunReport, problems: Sequence[str] = ()) -> str:
                 f"(the simulator's reference; no party computes it)."
             )
         if report.test_metric is not None:
-            out.append(f"Test {report.metric_name} on rows no party saw: {report.test_metric:.4f}.")
+            twin = (
+                f" (plaintext, same algorithm: {report.baseline_test_metric:.4f})"
+                if report.baseline_test_metric is not None
+                else ""
+            )
+            out.append(
+                f"Test {report.metric_name} on rows no party saw: {report.test_metric:.4f}{twin}."
+            )
     else:
         out.append(f"No epoch was closed. Stopped: {report.stop_reason}.")
     out += ["", "## Epochs", ""]
