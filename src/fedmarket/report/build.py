@@ -148,7 +148,6 @@ def build_report(
             if not any(f.party == e.party for f in o.flags)
         ],
         test_metric=test_metric,
-        baseline_test_metric=baseline_test_metric,
         disputes=[
             {
                 "epoch": d.epoch,
@@ -162,6 +161,7 @@ def build_report(
             }
             for d in requester.disputes
         ],
+        baseline_test_metric=baseline_test_metric,
         sklearn_metric=sklearn_metric,
         token_decimals=spec.budget.token_decimals,
     )

@@ -86,10 +86,10 @@ class RunReport:
     alarms: list[dict[str, Any]] = field(default_factory=list)
     # the final model's metric on rows no party saw (simulations with [run] test_fraction)
     test_metric: float | None = None
-    # the same algorithm in plaintext on the same points and epochs, on those rows
-    baseline_test_metric: float | None = None
     # every dispute the requester opened, and how the contract decided it
     disputes: list[dict[str, Any]] = field(default_factory=list)
+    # the same algorithm in plaintext on the same points and epochs, on those rows
+    baseline_test_metric: float | None = None
     # scikit-learn's estimator of the kind on the same points, scored on the validation set
     sklearn_metric: float | None = None
     token_decimals: int = 18  # amounts are integers in base units; 10**decimals is one token
