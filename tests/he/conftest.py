@@ -158,8 +158,10 @@ def load_framingham() -> tuple[np.ndarray, np.ndarray]:
 
 # The compact model's precision: each weight the processor uses is the requester's within this
 # (the L/D copies are encoded that many times below the model scale, and the rotations that
-# average them add key-switching noise; measured up to 1.2e-3 at 512 copies).
-MODEL_ATOL = 5e-3
+# average them add key-switching noise; measured up to 1.2e-3 at 512 copies on most lanes, but
+# up to 5.5e-3 on a logistic model's first lane with some key pairs: not explained yet, see
+# docs/he.md "Open"). A measured worst case with margin, not a derived bound.
+MODEL_ATOL = 1e-2
 
 
 def processor_weights(setup: Setup, model_bytes: bytes) -> np.ndarray:
