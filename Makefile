@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: help demo test browser lint typecheck bench-gas bench-he bench-e2e bench-integrity bench-deploy bench-deep certs clean
+.PHONY: help demo test browser lint typecheck bench-gas bench-he bench-e2e bench-integrity bench-deploy bench-deep bench-privacy certs clean
 
 help:
 	@echo "make demo       run the main job on the embedded defaults"
@@ -24,6 +24,8 @@ help:
 	@echo "make bench-deploy     in-process vs multi-process -> benchmarks/results/deploy.json"
 	@echo "make bench-deep       an MLP trained on encrypted data -> benchmarks/results/deep.json"
 	@echo "                      (ARGS='--epochs 40 --tabular-epochs 10': fewer epochs; ARGS=--quick: 3)"
+	@echo "make bench-privacy    a deviating requester's attacks, accuracy vs epsilon -> benchmarks/results/privacy.json"
+	@echo "                      (ARGS=--quick: a smoke run)"
 	@echo "make certs      a test CA and a SuperLink certificate in certs/ (TLS on a test network)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -79,6 +81,9 @@ bench-integrity: $(STAMP)
 
 bench-deep: $(STAMP)
 	$(PY) benchmarks/deep.py $(ARGS)
+
+bench-privacy: $(STAMP)
+	$(PY) benchmarks/privacy.py $(ARGS)
 
 bench-deploy: $(STAMP) $(ANVIL)
 	FEDMARKET_ANVIL=$(abspath $(ANVIL)) $(PY) benchmarks/deploy.py
