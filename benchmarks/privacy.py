@@ -643,11 +643,13 @@ def accuracy_run(name: str, seed: int, epsilon: float | None) -> dict[str, Any]:
         # the held-out rows as the requester's model takes them (run_task's own test metric)
         f = spec.features
         X_test = scale(task_features(spec, test.X, base=EXAMPLES), f.mean, f.std, f.spread)
+        if spec.privacy.enabled:  # a private task's model was trained on clipped rows
+            X_test = clip_rows(X_test, spec.privacy.clip_norm)
         scores = result.model.predict_proba(X_test)[:, 1]  # type: ignore[attr-defined]
         out["test_auc"] = float(roc_auc_score(test.y, scores))
-    spent = [p for p in report.to_json().get("privacy", []) or []]
-    if spent:
-        out["privacy"] = spent
+    privacy = report.to_json().get("privacy")  # a private task: the promise, eps spent
+    if privacy:
+        out["privacy"] = privacy
     return out
 
 
