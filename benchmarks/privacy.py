@@ -82,7 +82,9 @@ from fedmarket.starter import starter_spec
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 RESULTS = ROOT / "benchmarks" / "results" / "privacy.json"
-FRAMINGHAM = os.environ.get("FEDMARKET_FRAMINGHAM", "../../shared/data/framingham.csv")
+FRAMINGHAM = Path(
+    os.environ.get("FEDMARKET_FRAMINGHAM", ROOT.parent / "shared" / "data" / "framingham.csv")
+)
 EPSILONS = (8.0, 3.0, 1.0)
 EPOCHS = 30  # the attacks' task.max_epochs (the design's cap)
 FLOOR = 64
