@@ -93,6 +93,7 @@ ALL = tuple(range(30))
 TEN = tuple(range(10))  # the "mean" features: membership
 ETA = 0.25  # success radius of the informed reconstruction (4 features)
 K = 16  # membership candidates
+HUGE = 5.0  # how far out of the certified region the huge-weights attack goes
 DATASETS = {
     "breast cancer": {"dataset": "sklearn:breast_cancer"},
     "digits": {"dataset": "sklearn:digits", "owners": 4, "processors": 3},
@@ -601,6 +602,29 @@ def statistical(quick: bool) -> list[dict[str, Any]]:
             "bound": None if eps is None else attack.rero_bound(1.0 / K, mu_of(eps)),
         }
     console.print(f"  informed membership: {member}")
+
+    # the same game with every model 5x out of the certified region (what owners refuse)
+    keys, std, _ = game_task(TEN, 8.0)
+    huge = attack.reconstruction_game(
+        keys,
+        std,
+        Xm,
+        ym,
+        epochs=EPOCHS,
+        trials=trials,
+        block_size=FLOOR,
+        candidates=K,
+        seed=8,
+        weight_scale=HUGE,
+    )
+    W = HUGE * attack.certified_models(keys.public, 1, np.random.default_rng(9), radii=[8.0])[0]
+    digest = hashlib.sha256(keys.encrypt_model(W, epoch=0, seed=bytes(32))).digest()
+    try:
+        check_revealed_model(keys.public, digest, W, epoch=0, seed=bytes(32))
+        verdict = "accepted"
+    except UntrustedInputError as exc:
+        verdict = f"refused: {exc}"
+    console.print(f"  huge weights: membership {huge.membership:.3f} at eps 8; owners {verdict}")
     rows.append(
         {
             "attack": f"informed membership, 1 of {K} candidates (adaptive models)",
@@ -609,6 +633,17 @@ def statistical(quick: bool) -> list[dict[str, Any]]:
             "with": {label(e): member[label(e)]["success"] for e in EPSILONS},
             "bound": {label(e): member[label(e)]["bound"] for e in EPSILONS},
             "detail": member,
+        }
+    )
+    rows.append(
+        {
+            "attack": f"the same with weights {HUGE:g}x the certified reach",
+            "measure": "success at eps 8 if owners released noise for them",
+            "without": huge.membership,
+            "with": f"no release: owners' check {verdict.split(':')[0]}",
+            "bound": {"eps 8": member["eps 8"]["bound"]},
+            "refused": verdict.startswith("refused"),
+            "detail": {"success": huge.membership, "trials": huge.trials, "owners": verdict},
         }
     )
     return rows

@@ -376,6 +376,7 @@ def reconstruction_game(
     candidates: int | None = None,
     eta: float = 0.0,
     seed: int = 0,
+    weight_scale: float = 1.0,
 ) -> GameResult:
     """The informed adversary's game on a population (``X``, ``y``: rows as owners encrypt
     them). Each trial the victim's block is ``block_size - 1`` population records the requester
@@ -388,7 +389,12 @@ def reconstruction_game(
     (uniform prior); random certified models; two guesses, both population records: the one with
     the most posterior mass within ``eta`` (Bayes), and the least-squares fit snapped to the
     nearest record. The owners' noise comes from a ``random.Random(seed)``, the requester's
-    choices from ``numpy``'s generator of ``seed``."""
+    choices from ``numpy``'s generator of ``seed``.
+
+    ``weight_scale`` > 1 plays the requester the owners' check stops: every model scaled out of
+    the certified region (what the totals would give if owners released noise for it; they
+    refuse, ``check_revealed_model``), so one sample moves the totals by more than the noise
+    was calibrated for."""
     public = keys.public
     layout = public.layout
     rng = np.random.default_rng(seed)
@@ -421,9 +427,10 @@ def reconstruction_game(
                 W = separating_model(
                     public, (X[options[a]], y[options[a]]), (X[options[b]], y[options[b]]), rng
                 )
+            W = W * weight_scale
             problem = layout.kind.certify_problem(W, layout.n_features, layout.clip)
-            if problem is not None:  # owners would refuse it: no release
-                raise AssertionError(f"the attack chose a model owners refuse: {problem}")
+            if (problem is None) != (weight_scale <= 1.0):  # owners refuse exactly these
+                raise AssertionError(f"a model owners would treat otherwise: {problem}")
             models.append(W)
             totals.append(
                 release(
