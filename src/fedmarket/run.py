@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmarket.backbone import raw_width, task_features
+from fedmarket.backbone import feature_columns, raw_width, task_features
 from fedmarket.chain.backends import Chain, dev_keys, embedded, rpc
 from fedmarket.chain.client import MarketClient, TokenClient, deploy
 from fedmarket.chain.ledger import Market, Token
@@ -155,6 +155,7 @@ def run_task(
         run.alpha,
         base,
         run.test_fraction,
+        feature_columns(spec),
     )
     train, val, test = source.split()
     notes = list(train.notes)
