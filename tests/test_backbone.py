@@ -101,3 +101,21 @@ def test_unknown_missing_or_altered_builtins_are_clear_errors(tmp_path: Path) ->
     # the spec's hash binds a built-in backbone as it binds a file
     with pytest.raises(ConfigError, match="sha256"):
         spec_backbone(section.model_copy(update={"sha256": "0" * 64}), tmp_path)
+
+
+def test_a_run_refuses_a_backbone_it_cannot_load_before_the_chain(tmp_path: Path) -> None:
+    """``fedmarket run`` checks the spec's backbone in setup: nothing is announced or paid."""
+    from fedmarket.run import run_task
+    from fedmarket.spec import SpecFile
+
+    data = load_spec(EXAMPLE).model_dump()
+    data["features"]["backbone"]["file"] = "builtin:mnist-cnn"
+    phases: list[str] = []
+    with pytest.raises(ConfigError, match="unknown built-in backbone"):
+        run_task(
+            SpecFile.model_validate(data),
+            base=tmp_path,
+            chain_url="memory",
+            progress=lambda event, info: phases.append(str(info.get("phase"))),
+        )
+    assert phases == ["setup"]

@@ -73,12 +73,10 @@ def select_features(data: Dataset, names: Sequence[str], *, where: str) -> Datas
     missing = [n for n in names if n not in columns]
     if not missing:
         index = np.asarray([columns[n] for n in names], dtype=np.intp)
-        note = (
-            [f"{where}: using {len(names)} of its {len(columns)} feature columns (features.names)"]
-            if len(names) != len(data.feature_names)
-            else []
-        )
-        return Dataset(data.X[:, index], data.y, names, data.notes + note)
+        width = len(data.feature_names)
+        note = f"{where}: using {len(names)} of its {width} feature columns (features.names)"
+        notes = data.notes + ([note] if len(names) != width else [])
+        return Dataset(data.X[:, index], data.y, names, notes)
     if len(names) == len(data.feature_names):
         return data
     shown = ", ".join(repr(n) for n in missing[:5]) + (", ..." if len(missing) > 5 else "")
