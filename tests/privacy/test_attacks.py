@@ -478,3 +478,26 @@ def test_owners_seal_nothing_to_an_account_the_routing_renames() -> None:
         )
     (adversary,) = made
     assert not adversary.opened, f"the requester opened {len(adversary.opened)} sealed blocks"
+
+
+def test_models_out_of_the_region_would_break_the_bound() -> None:
+    """Why owners check the region (the refusals above): the membership attack with every model
+    5x out of it, had owners released noise for them, beats the eps = 8 bound by far (one
+    sample then moves the totals by more than the noise was calibrated for)."""
+    X, y = population(TEN)
+    keys, std = task(TEN, 8.0)
+    trials = 60
+    huge = attack.reconstruction_game(
+        keys,
+        std,
+        X,
+        y,
+        epochs=EPOCHS,
+        trials=trials,
+        block_size=FLOOR,
+        candidates=K,
+        seed=8,
+        weight_scale=5.0,
+    )
+    bound = attack.rero_bound(1.0 / K, sigma_mu(8.0))
+    assert huge.membership - attack.binomial_slack(huge.membership, trials) > bound
