@@ -79,13 +79,7 @@ def decrypt_result(
         max_payload_bytes=ct_bound,
     )
     meta = wire.require_fields(envelope.meta, _RESULT_FIELDS, what="result", party=party)
-    if epoch is not None and meta["epoch"] != epoch:
-        raise UntrustedInputError(
-            f"result is for epoch {meta['epoch']}, expected {epoch}", party=party
-        )
-    if block_ids is not None and meta["block_id"] not in set(block_ids):
-        raise UntrustedInputError(f"result for unassigned block {meta['block_id']!r}", party=party)
-    check_samples(spec, meta["n_samples"], party)
+    _check_meta(spec, meta, party, epoch, block_ids)
     sums = np.zeros((spec.n_groups * spec.class_lanes, spec.lanes))
     for group, payload in enumerate(envelope.payloads):
         ct = runtime.load_ciphertext(
