@@ -383,13 +383,6 @@ def result_scales(context: PublicContext) -> list[float]:
     return [sc.g1] + [sc.g2] * context.spec.n_outputs
 
 
-def pack_result(
-    context: PublicContext, *, block_id: str, epoch: int, n_samples: int, payloads: list[bytes]
-) -> bytes:
-    meta = {"block_id": block_id, "epoch": epoch, "n_samples": n_samples}
-    return wire.pack(wire.Kind.RESULT, context.digest, meta, payloads)
-
-
 # ---- results: parsing (requester, forging) and the totals' layout ----------------------------
 def parse_result(
     context: PublicContext, data: bytes, party: str

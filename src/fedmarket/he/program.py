@@ -216,7 +216,8 @@ def process_block(
 def pack_result(
     context: PublicContext, *, block_id: str, epoch: int, n_samples: int, payloads: list[bytes]
 ) -> bytes:
-    """The result message: serialised result ciphertexts, one per class group, in order."""
+    """The result message: serialised result ciphertexts, one per class group, in order (an
+    mlp's: G1 then one G2 row per output, ``fedmarket.he.mlp``)."""
     meta = {"block_id": block_id, "epoch": epoch, "n_samples": n_samples}
     return wire.pack(wire.Kind.RESULT, context.digest, meta, payloads)
 
