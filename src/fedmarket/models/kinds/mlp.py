@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedmarket.models.kinds.base import CKKS_ERROR_ALLOWANCE, Labels, ModelKind, check_clip_norm
-from fedmarket.models.kinds.logistic import unknown_labels
+from fedmarket.models.kinds.logistic import one_hot
 from fedmarket.models.linear import Model
 from fedmarket.models.mlp import MLPClassifier, forward, split_weights
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
@@ -96,13 +96,7 @@ class MLP(ModelKind):
 
     def targets(self, y: np.ndarray, labels: Labels) -> np.ndarray:
         """One-hot: column k is 1 where the label is the k-th class."""
-        classes = np.asarray([float(c) for c in labels.classes])
-        bad = unknown_labels(y, list(labels.classes))
-        if bad:
-            raise ValueError(
-                f"labels {bad} are not among the task's classes {list(labels.classes)}"
-            )
-        return (np.asarray(y, dtype=np.float64)[:, None] == classes[None, :]).astype(np.float64)
+        return one_hot(y, list(labels.classes))
 
     # ---- the training algorithm ----------------------------------------------------------
     def weight_shape(
