@@ -304,20 +304,15 @@ def run_task(
         task_run = driver.run()
         if driver.vanish_at is not None and requester.task_id is not None:
             # Nobody hears from the requester again: once its deadline and the grace period
-            # have passed, every party claims the timeout and collects, as nodes do.
-            clock = requester.market.clock_of(requester.task_id)
-            wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
-            for node in nodes:
-                done = node.watch(requester.market.now())
-                if done:
-                    task_run.notes.append(f"{node.name}: {done}")
-            # stakes come back once the dispute window after the timeout has passed
-            clock = requester.market.clock_of(requester.task_id)
-            wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
-            for node in nodes:
-                done = node.watch(requester.market.now())
-                if done:
-                    task_run.notes.append(f"{node.name}: {done}")
+            # have passed, every party claims the timeout and collects, as nodes do; then,
+            # once the dispute window after the timeout has passed, the stakes come back.
+            for _ in ("timeout", "stakes"):
+                clock = requester.market.clock_of(requester.task_id)
+                wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
+                for node in nodes:
+                    done = node.watch(requester.market.now())
+                    if done:
+                        task_run.notes.append(f"{node.name}: {done}")
     finally:
         local.close()
     task_run.phases = {"setup": setup_seconds, **task_run.phases}
