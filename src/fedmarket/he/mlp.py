@@ -36,9 +36,11 @@ from fedmarket.models.mlp import split_weights
 
 # Levels of the MLP chain (primes left).
 TOP, A, U, OUTPUTS, DELTA, SUMS, OUT = 7, 6, 5, 4, 3, 2, 1
-_BLOCK_FIELDS = {"block_id": str, "n_samples": int}
-_MODEL_FIELDS = {"epoch": int}
-_RESULT_FIELDS = {"block_id": str, "epoch": int, "n_samples": int}
+_FIELDS: dict[wire.Kind, dict[str, type]] = {
+    wire.Kind.BLOCK: {"block_id": str, "n_samples": int},
+    wire.Kind.MODEL: {"epoch": int},
+    wire.Kind.RESULT: {"block_id": str, "epoch": int, "n_samples": int},
+}
 # Replicas of a total differ by rotation noise (~2^-25 of the totals' scale); per-sample values
 # by O(1). Padding lanes hold noise only (the data there is exactly zero).
 REPLICA_TOLERANCE = 1e-4
@@ -59,6 +61,26 @@ def _bytes_bound(spec: HESpec, levels: list[int]) -> int:
         + wire.MAX_META_BYTES
         + 4096
     )
+
+
+def _unpack(
+    context: PublicContext, data: bytes, kind: wire.Kind, levels: list[int], party: str
+) -> tuple[dict[str, Any], wire.Envelope]:
+    """An mlp message of ``kind`` holding ciphertexts at ``levels``, checked for size, digest,
+    count and its metadata's fields: (meta, envelope)."""
+    envelope = wire.unpack(
+        data,
+        kind=kind,
+        party=party,
+        max_bytes=_bytes_bound(context.spec, levels),
+        digest=context.digest,
+        count=len(levels),
+        max_payload_bytes=wire.ciphertext_bytes_bound(
+            context.spec.preset.poly_modulus_degree, max(levels)
+        ),
+    )
+    what = kind.name.lower()
+    return wire.require_fields(envelope.meta, _FIELDS[kind], what=what, party=party), envelope
 
 
 # ---- the data owner ------------------------------------------------------------------------
@@ -117,17 +139,7 @@ class MLPBlock:
         spec = context.spec
         runtime = context.runtime
         sc = scales(context)
-        levels = block_levels(spec)
-        envelope = wire.unpack(
-            data,
-            kind=wire.Kind.BLOCK,
-            party=party,
-            max_bytes=_bytes_bound(spec, levels),
-            digest=context.digest,
-            count=len(levels),
-            max_payload_bytes=wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, TOP),
-        )
-        meta = wire.require_fields(envelope.meta, _BLOCK_FIELDS, what="block", party=party)
+        meta, envelope = _unpack(context, data, wire.Kind.BLOCK, block_levels(spec), party)
         check_block_meta(spec, meta, party)
         payloads = iter(envelope.payloads)
 
@@ -215,18 +227,7 @@ class MLPModel:
 
     @staticmethod
     def envelope(context: PublicContext, data: bytes, *, party: str) -> tuple[int, wire.Envelope]:
-        spec = context.spec
-        levels = model_levels(spec)
-        envelope = wire.unpack(
-            data,
-            kind=wire.Kind.MODEL,
-            party=party,
-            max_bytes=_bytes_bound(spec, levels),
-            digest=context.digest,
-            count=len(levels),
-            max_payload_bytes=wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, TOP),
-        )
-        meta = wire.require_fields(envelope.meta, _MODEL_FIELDS, what="model", party=party)
+        meta, envelope = _unpack(context, data, wire.Kind.MODEL, model_levels(context.spec), party)
         return meta["epoch"], envelope
 
     @classmethod
@@ -388,18 +389,8 @@ def parse_result(
     context: PublicContext, data: bytes, party: str
 ) -> tuple[dict[str, Any], tuple[bytes, ...], list[sa.Ciphertext]]:
     """A result message checked for size, fields, level and scale: (meta, payloads, cts)."""
-    spec = context.spec
-    count = 1 + spec.n_outputs
-    envelope = wire.unpack(
-        data,
-        kind=wire.Kind.RESULT,
-        party=party,
-        max_bytes=_bytes_bound(spec, [OUT] * count),
-        digest=context.digest,
-        count=count,
-        max_payload_bytes=wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, OUT),
-    )
-    meta = wire.require_fields(envelope.meta, _RESULT_FIELDS, what="result", party=party)
+    levels = [OUT] * (1 + context.spec.n_outputs)
+    meta, envelope = _unpack(context, data, wire.Kind.RESULT, levels, party)
     cts = [
         context.runtime.load_ciphertext(
             payload, level=OUT, scale=scale, what=f"result[{i}]", party=party
