@@ -30,7 +30,7 @@ from fedmarket.errors import ConfigError, CryptoError, UntrustedInputError
 from fedmarket.he import wire
 from fedmarket.he._seal import MLPScales, dump
 from fedmarket.he.keys import KeyPair, PublicContext
-from fedmarket.he.packing import check_block_meta
+from fedmarket.he.packing import check_block_meta, data_payloads, seal
 from fedmarket.he.spec import HESpec
 from fedmarket.models.mlp import split_weights
 
@@ -94,30 +94,13 @@ def encrypt_block(
     """An mlp block: D z-layout and D sum-layout ciphertexts (the hidden units' lanes hold
     copies of the data) and one label ciphertext per output (0/1, copied across the lanes)."""
     spec = context.spec
-    runtime = context.runtime
     sc = scales(context)
-    encryptor = sa.Encryptor(runtime.context, context.public_key)
-
-    def seal(values: np.ndarray, level: int, scale: float) -> bytes:
-        ct = sa.Ciphertext()
-        encryptor.encrypt(runtime.encode(spec.to_physical(values), level, scale), ct)
-        return dump(ct)
-
-    F = spec.block_matrix(X)
-    payloads = [
-        seal(spec.z_layout(F, g, j), TOP, sc.data)
-        for g in range(spec.model_giant)
-        for j in range(spec.model_ciphertexts)
-    ]
-    payloads += [
-        seal(spec.sum_layout(F, g, b), SUMS, sc.sums_data)
-        for g in range(spec.sum_giant)
-        for b in range(spec.sum_baby)
-    ]
+    encryptor = sa.Encryptor(context.runtime.context, context.public_key)
+    payloads = data_payloads(context, encryptor, X, z=(TOP, sc.data), sums=(SUMS, sc.sums_data))
     for i in range(spec.n_outputs):
         column = np.zeros(spec.length)
         column[: X.shape[0]] = targets[:, i]
-        payloads.append(seal(column, OUTPUTS, sc.o))
+        payloads.append(seal(context, encryptor, column, OUTPUTS, sc.o))
     meta = {"block_id": block_id, "n_samples": int(X.shape[0])}
     return wire.pack(wire.Kind.BLOCK, context.digest, meta, payloads)
 
