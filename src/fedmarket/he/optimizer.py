@@ -22,7 +22,7 @@ from fedmarket.he._seal import OUT
 from fedmarket.he.keys import KeyPair
 from fedmarket.he.spec import HESpec
 from fedmarket.models.kinds import get_kind
-from fedmarket.models.training import TrainConfig
+from fedmarket.models.training import TrainConfig, Trainer
 
 _RESULT_FIELDS = {"block_id": str, "epoch": int, "n_samples": int}
 # Replicas of one lane differ only by the noise of the last few rotations (about 2^-30 of the
@@ -171,28 +171,13 @@ def combine(results: Iterable[BlockSums]) -> tuple[np.ndarray, int]:
     )
 
 
-class RequesterOptimizer:
-    """Optimiser state plus the interval guard, driven by decrypted block totals."""
+class RequesterOptimizer(Trainer):
+    """The requester's ``Trainer`` for an HE spec, also driven by decrypted block totals."""
 
     def __init__(self, spec: HESpec, config: TrainConfig, X_val: np.ndarray) -> None:
+        super().__init__(spec.kind, spec.n_features, spec.n_outputs, config, X_val, spec.hidden)
         self.spec = spec
-        self.config = config
-        self.state = config.start(spec.kind, spec.n_features, spec.n_outputs, spec.hidden)
-        self.guard = get_kind(spec.kind).guard(X_val, config.radius(spec.kind))
-
-    @property
-    def lookahead(self) -> np.ndarray:
-        """The weights to encrypt and send next (the gradient is taken there)."""
-        return self.state.lookahead
-
-    @property
-    def weights(self) -> np.ndarray:
-        return self.state.weights
 
     def update(self, results: Iterable[BlockSums]) -> None:
         total, count = combine(results)
         self.apply(total / count)
-
-    def apply(self, mean_gradient: np.ndarray) -> None:
-        """One step with an already-combined per-sample gradient (e.g. a robust aggregate)."""
-        self.state.step(mean_gradient, project=self.guard)
