@@ -105,7 +105,13 @@ def decrypt_result(
         and np.max(np.abs(padding)) > 1.0 + PADDING_TOLERANCE_PER_SAMPLE * meta["n_samples"]
     ):
         raise UntrustedInputError("result has non-zero padding lanes", party=party)
-    real = sums[: spec.n_outputs, : spec.n_features + 1]
+    return _block_sums(meta, sums[: spec.n_outputs, : spec.n_features + 1], bound, party)
+
+
+def _block_sums(
+    meta: dict[str, Any], real: np.ndarray, bound: float | None, party: str
+) -> BlockSums:
+    """The checked result's totals, refused above ``bound`` (what an honest block can give)."""
     if bound is not None and np.max(np.abs(real)) > bound:
         raise UntrustedInputError(
             f"result totals up to {np.max(np.abs(real)):.3g} exceed the {bound:.3g} an honest "
@@ -151,14 +157,9 @@ def _decrypt_mlp(
 ) -> BlockSums:
     meta, _, cts = mlp.parse_result(keypair.public, data, party)
     _check_meta(keypair.spec, meta, party, epoch, block_ids)
-    real = mlp.decrypt_totals(keypair, cts, meta["n_samples"], party)
-    if bound is not None and np.max(np.abs(real)) > bound:
-        raise UntrustedInputError(
-            f"result totals up to {np.max(np.abs(real)):.3g} exceed the {bound:.3g} an honest "
-            "block can produce",
-            party=party,
-        )
-    return BlockSums(meta["block_id"], meta["epoch"], meta["n_samples"], real)
+    return _block_sums(
+        meta, mlp.decrypt_totals(keypair, cts, meta["n_samples"], party), bound, party
+    )
 
 
 def combine(results: Iterable[BlockSums]) -> tuple[np.ndarray, int]:
