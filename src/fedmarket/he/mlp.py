@@ -28,7 +28,7 @@ import tenseal.sealapi as sa
 
 from fedmarket.errors import ConfigError, CryptoError, UntrustedInputError
 from fedmarket.he import wire
-from fedmarket.he._seal import MLPScales, dump
+from fedmarket.he._seal import MLPScales, Ops, dump
 from fedmarket.he.keys import KeyPair, PublicContext
 from fedmarket.he.packing import check_block_meta, data_payloads, seal
 from fedmarket.he.spec import HESpec
@@ -241,71 +241,6 @@ class MLPModel:
 
 
 # ---- the processor ---------------------------------------------------------------------------
-class _Ops:
-    """Non-mutating wrappers over SEAL's evaluator: each returns a fresh ciphertext."""
-
-    def __init__(self, context: PublicContext) -> None:
-        self.ev = context.runtime.evaluator
-        self.relin_keys = context.relin_keys
-        self.galois_keys = context.galois_keys
-        self.runtime = context.runtime
-
-    def mul(self, a: sa.Ciphertext, b: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.multiply(a, b, out)
-        return out
-
-    def dot(self, left: list[sa.Ciphertext], right: list[sa.Ciphertext]) -> sa.Ciphertext:
-        """sum(l * r), unrelinearised (size 3)."""
-        acc = self.mul(left[0], right[0])
-        for a, b in zip(left[1:], right[1:], strict=True):
-            self.ev.add_inplace(acc, self.mul(a, b))
-        return acc
-
-    def relin(self, ct: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.relinearize(ct, self.relin_keys, out)
-        return out
-
-    def rescale(self, ct: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.rescale_to_next(ct, out)
-        return out
-
-    def rotate(self, ct: sa.Ciphertext, step: int) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.rotate_vector(ct, step, self.galois_keys, out)
-        return out
-
-    def drop_to(self, ct: sa.Ciphertext, level: int) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.mod_switch_to(ct, self.runtime.parms_id[level], out)
-        return out
-
-    def add(self, a: sa.Ciphertext, b: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.add(a, b, out)
-        return out
-
-    def doubling(self, ct: sa.Ciphertext, first: int, stop: int, sign: int) -> sa.Ciphertext:
-        """ct + rot(ct, sign*first) + ... with strides first, 2*first, ... < stop."""
-        stride = first
-        while stride < stop:
-            ct = self.add(ct, self.rotate(ct, sign * stride))
-            stride *= 2
-        return ct
-
-    def horner(
-        self, left: list[sa.Ciphertext], right: list[list[sa.Ciphertext]], step: int
-    ) -> sa.Ciphertext:
-        """sum_g rot(dot(left, right[g]), g*step), from the last giant step inward; size 3."""
-        acc = self.dot(left, right[-1])
-        for g in range(len(right) - 2, -1, -1):
-            acc = self.rotate(self.relin(acc), step)
-            self.ev.add_inplace(acc, self.dot(left, right[g]))
-        return acc
-
-
 def _lane_mask(context: PublicContext) -> sa.Plaintext:
     """1 in lane 0 of every sample, 0 elsewhere: a fixed plaintext (no randomness)."""
     spec = context.spec
@@ -318,7 +253,7 @@ def process_block(context: PublicContext, model: MLPModel, block: MLPBlock) -> l
     """The block's result ciphertexts: G1 (lane t, slot k = hidden unit t's total for feature
     k mod D), then per output i its G2 row (lane t = the total for hidden unit t)."""
     spec = context.spec
-    ops = _Ops(context)
+    ops = Ops(context)
     r = spec.class_lanes
     slots = spec.slots
     # a = W1 [x, 1]: the linear program's z with the hidden units as class lanes
