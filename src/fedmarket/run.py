@@ -245,7 +245,9 @@ def run_task(
             processing = ProcessorPlan(cfg.points, run.processing_price, workers)
             stakes[account.address] = cfg.points * run.processing_price * spec.task.max_epochs
             roles = ("owner", "processor")
-        selling = OwnerPlan(X, y, cfg.points, price, cfg.attack, run.seed, i, base)
+        selling = OwnerPlan(
+            X, y, cfg.points, price, cfg.attack, run.seed, i, base, max_epsilon=cfg.max_epsilon
+        )
         nodes.append(
             make_node(
                 cfg.name,

@@ -270,6 +270,12 @@ class Requester(Party):
         weights = self.optimizer.lookahead
         seed = None
         if self.private:
+            # Owners release noise only for a model in the certified region: the look-ahead
+            # (an extrapolation) is brought into it, and the gradient is then taken there.
+            assert self.spec is not None
+            layout = self.keys.public.layout
+            weights = self.kind.certify(weights, layout.n_features, layout.clip)
+            self.optimizer.state.lookahead = weights
             # owners re-encrypt (weights, seed) to check what processors get (docs/privacy.md)
             seed = secrets.token_bytes(32)
             self.reveals[epoch] = (np.array(weights, dtype="<f8"), seed)
