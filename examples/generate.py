@@ -56,40 +56,31 @@ def main() -> None:
     )
 
 
-def digits_pixels() -> Path:
-    """data/digits.csv: scikit-learn's 8x8 digits without the pixels that are 0 in every image
-    (3 of 64). They carry nothing, and 61 inputs + the bias fill 64 HE lanes where 64 would
-    need 128: a network block (the data is copied into every hidden lane) is half the bytes
-    and half the work."""
-    import csv
-
+def digits_pixels() -> list[str]:
+    """The pixels of scikit-learn's 8x8 digits that are not 0 in every image (61 of 64; the
+    MLP takes these columns of sklearn:digits by name). The other 3 carry nothing, and 61
+    inputs + the bias fill 64 HE lanes where 64 would need 128: a network block (the data is
+    copied into every hidden lane) is half the bytes and half the work."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    pixels = digits.data.astype(int)
-    keep = [j for j in range(pixels.shape[1]) if pixels[:, j].any()]
-    path = HERE / "data" / "digits.csv"
-    path.parent.mkdir(exist_ok=True)
-    with path.open("w", newline="") as handle:
-        out = csv.writer(handle, lineterminator="\n")
-        out.writerow([digits.feature_names[j] for j in keep] + ["target"])
-        for row, label in zip(pixels, digits.target, strict=True):
-            out.writerow([*(int(v) for v in row[keep]), int(label)])
-    return path
+    return [n for j, n in enumerate(digits.feature_names) if digits.data[:, j].any()]
 
 
 def networks() -> None:
     """The neural-network examples: an MLP on the raw pixels, and a head on the CNN backbone."""
-    from fedmarket.backbone import sha256_of, task_features
+    import hashlib
+
+    from fedmarket.backbone import task_features
+    from fedmarket.backbones import onnx_bytes
     from fedmarket.data import scaling_constants
     from fedmarket.parties import DataSource
 
-    digits_pixels()
     # A quarter of the rows held out from every party, so the report gives a test accuracy;
     # the integrity checks and the stopping rule are network_spec's (fedmarket.starter).
-    mlp = network_spec(starter_spec("csv:data/digits.csv", name="digits-mlp", owners=4,
+    mlp = network_spec(starter_spec("sklearn:digits", name="digits-mlp", owners=4,
                                     processors=3, max_epochs=MLP_EPOCHS, test_fraction=0.25,
-                                    base=HERE))  # fmt: skip
+                                    base=HERE, features=digits_pixels()))  # fmt: skip
     write(
         "digits_mlp.toml",
         mlp,
@@ -98,9 +89,10 @@ def networks() -> None:
     )
     head = starter_spec("sklearn:digits", name="digits-cnn-head", owners=4, processors=3,
                         base=HERE).model_dump(exclude_none=True)  # fmt: skip
-    onnx = HERE / "backbone" / "digits_cnn.onnx"
-    backbone = {"file": "backbone/digits_cnn.onnx", "sha256": sha256_of(onnx),
-                "input_shape": [1, 8, 8], "input_scale": 1 / 16}  # fmt: skip
+    # the CNN that ships inside fedmarket (fedmarket.backbones; examples/backbone/train_cnn.py)
+    cnn = hashlib.sha256(onnx_bytes("digits-cnn")).hexdigest()
+    backbone = {"file": "builtin:digits-cnn", "sha256": cnn, "input_shape": [1, 8, 8],
+                "input_scale": 1 / 16}  # fmt: skip
     head["features"]["backbone"] = backbone
     spec = SpecFile.model_validate(head)
     # the scaling constants of the embeddings, from the requester's own validation split
@@ -116,7 +108,7 @@ def networks() -> None:
         "digits_cnn_head.toml",
         SpecFile.model_validate(head),
         "local runs only (owners embed their raw 8x8 images, pixel / 16, with the published "
-        "CNN in backbone/ and encrypt the embeddings; processors train the head)",
+        "CNN, builtin:digits-cnn, and encrypt the embeddings; processors train the head)",
     )
 
 

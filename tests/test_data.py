@@ -9,6 +9,10 @@ import pytest
 
 from fedmarket.data import load_dataset, partition, scale, scaling_constants, split_validation
 from fedmarket.errors import ConfigError
+from fedmarket.parties import DataSource
+from fedmarket.spec import load_spec
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 FRAMINGHAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "framingham.csv"
 
@@ -74,3 +78,49 @@ def test_scaling_standardises_and_clips() -> None:
     assert np.allclose(z[inside], unclipped[inside])
     with pytest.raises(ConfigError, match="spec lists"):
         scale(data.X[:, :3], mean, std, 2.5)
+
+
+def test_a_spec_takes_its_columns_by_name_from_sklearn_and_csv(tmp_path: Path) -> None:
+    full = load_dataset("sklearn:digits")
+    names = ["pixel_3_4", "pixel_0_2", "pixel_7_7"]  # a subset, out of the data's order
+    some = load_dataset("sklearn:digits", features=names)
+    assert some.feature_names == names and np.array_equal(some.y, full.y)
+    assert np.array_equal(some.X, full.X[:, [28, 2, 63]])
+    assert some.notes == ["sklearn:digits: using 3 of its 64 feature columns (features.names)"]
+    # the same columns in another order are reordered (the data is read by name), no note
+    reordered = load_dataset("sklearn:digits", features=full.feature_names[::-1])
+    assert np.array_equal(reordered.X, full.X[:, ::-1]) and reordered.notes == []
+    table = tmp_path / "t.csv"
+    table.write_text("a,b,target,c\n1,2,0,3\n4,5,1,6\n")
+    got = load_dataset(f"csv:{table}", features=["c", "a"])
+    assert got.X.tolist() == [[3.0, 1.0], [6.0, 4.0]] and got.y.tolist() == [0.0, 1.0]
+    # as many names as columns, not the header's: a spec naming them its own way, as before
+    renamed = load_dataset(f"csv:{table}", features=["x", "y", "z"])
+    assert renamed.X.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+def test_a_name_the_data_lacks_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"sklearn:digits has no feature column 'pixel_8_0'") as e:
+        load_dataset("sklearn:digits", features=["pixel_0_1", "pixel_8_0"])
+    assert "pixel_0_0" in (e.value.hint or "")
+    table = tmp_path / "t.csv"
+    table.write_text("a,b,target\n1,2,0\n")
+    with pytest.raises(ConfigError, match=r"has no feature column 'target'"):
+        load_dataset(f"csv:{table}", features=["target"])
+
+
+def test_the_digits_mlp_example_takes_the_61_pixels_of_sklearn_digits() -> None:
+    """examples/digits_mlp.toml: sklearn:digits narrowed to the spec's 61 pixels, every row
+    where it was (the split is seeded on row order and labels), the 3 dropped pixels 0 always."""
+    spec = load_spec(EXAMPLES / "digits_mlp.toml")
+    assert spec.run is not None and spec.run.dataset == "sklearn:digits"
+    names = spec.spec.features.names
+    full = load_dataset("sklearn:digits")
+    dropped = [i for i, n in enumerate(full.feature_names) if n not in names]
+    assert len(names) == 61 and len(dropped) == 3 and not full.X[:, dropped].any()
+    source = DataSource("sklearn:digits", test_fraction=0.25, features=tuple(names))
+    whole = DataSource("sklearn:digits", test_fraction=0.25)
+    for narrow, wide in zip(source.split(), whole.split(), strict=True):
+        assert narrow is not None and wide is not None
+        assert np.array_equal(narrow.X, np.delete(wide.X, dropped, axis=1))
+        assert np.array_equal(narrow.y, wide.y)

@@ -7,43 +7,80 @@ data is used. The exported network maps one image, scaled to [0, 1] (pixel / 16)
 onnxruntime (``fedmarket.backbone``); this script alone needs PyTorch (``pip install
 torch==2.13.0``, the project's ``torch`` extra).
 
-Run from the repository root: ``.venv/bin/python examples/backbone/train_cnn.py``; it writes
-``examples/backbone/digits_cnn.onnx`` and prints its sha256 for the task spec.
+The example names the network as the built-in backbone ``builtin:digits-cnn``: its ONNX bytes
+ship inside the package as base64 text (``src/fedmarket/backbones/digits_cnn.py``, with their
+sha256), so the example needs neither this script, nor PyTorch, nor a binary file beside the
+spec. Run from the repository root, ``.venv/bin/python examples/backbone/train_cnn.py
+[--onnx FILE]`` trains the network, exports it and rewrites that module from the exported
+bytes (and writes them to FILE too); it prints their sha256, which the task spec must name
+(``examples/generate.py`` reads it from the module). ONNX export is not byte-for-byte stable
+across PyTorch versions, so a rerun may give another hash. The built-in copy holds the bytes
+this script exported with torch 2.13.0 (sha256 cda0e604...9027, 36993 bytes), turned into the
+module by ``train_cnn.py --from-onnx digits_cnn.onnx`` (no training, no PyTorch needed).
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import hashlib
+import io
+import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch import nn
 
-OUT = Path(__file__).resolve().parent / "digits_cnn.onnx"
+MODULE = Path(__file__).resolve().parents[2] / "src" / "fedmarket" / "backbones" / "digits_cnn.py"
 EMBEDDING = 31
 
 
-class Backbone(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # 4x4
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),  # 2x2
-            nn.Flatten(),
-            nn.Linear(128, EMBEDDING),
-            nn.Tanh(),  # bounded embeddings: the owners' feature scaling stays stable
-        )
+def builtin_module(data: bytes) -> str:
+    """The text of ``fedmarket/backbones/digits_cnn.py`` holding ``data`` (ONNX bytes)."""
+    lines = textwrap.wrap(base64.b64encode(data).decode("ascii"), 88)
+    return (
+        '"""The digits CNN (``builtin:digits-cnn``): the exact ONNX bytes, as base64, that\n'
+        "``examples/backbone/train_cnn.py`` exported (written by that script; do not edit).\n"
+        '"""\n\n'
+        f'SHA256 = "{hashlib.sha256(data).hexdigest()}"\n'
+        f"SIZE = {len(data)}\n"
+        'ONNX = """\n' + "\n".join(lines) + '\n"""\n'
+    )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.features(x)
-        return out
+
+def write_builtin(data: bytes) -> None:
+    MODULE.write_text(builtin_module(data))
+    digest = hashlib.sha256(data).hexdigest()
+    print(f"wrote {MODULE} ({len(data)} bytes of ONNX), sha256 {digest}")
+
+
+def network() -> Any:
+    """The backbone as it was trained (torch is imported here: only training needs it)."""
+    import torch
+    from torch import nn
+
+    class Backbone(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),  # 4x4
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),  # 2x2
+                nn.Flatten(),
+                nn.Linear(128, EMBEDDING),
+                nn.Tanh(),  # bounded embeddings: the owners' feature scaling stays stable
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.features(x)
+            return out
+
+    return Backbone()
 
 
 def requester_images() -> tuple[np.ndarray, np.ndarray]:
@@ -55,10 +92,14 @@ def requester_images() -> tuple[np.ndarray, np.ndarray]:
     return (X_val / 16.0).reshape(-1, 1, 8, 8).astype(np.float32), y_val
 
 
-def main() -> None:
+def train() -> bytes:
+    """Train the backbone (with a throwaway linear head) and return its ONNX bytes."""
+    import torch
+    from torch import nn
+
     torch.manual_seed(0)
     images, labels = requester_images()
-    backbone = Backbone()
+    backbone = network()
     head = nn.Linear(EMBEDDING, 10)
     model = nn.Sequential(backbone, head)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -75,17 +116,30 @@ def main() -> None:
         if epoch % 50 == 49:
             print(f"epoch {epoch + 1}: loss {loss.item():.3f}")
     backbone.eval()
+    out = io.BytesIO()
     torch.onnx.export(
         backbone,
         (torch.zeros(1, 1, 8, 8),),
-        str(OUT),
+        out,
         input_names=["image"],
         output_names=["embedding"],
         dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
         dynamo=False,
     )
-    digest = hashlib.sha256(OUT.read_bytes()).hexdigest()
-    print(f"wrote {OUT} ({OUT.stat().st_size} bytes), sha256 {digest}")
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--onnx", type=Path, help="also write the exported ONNX file here")
+    parser.add_argument(
+        "--from-onnx", type=Path, help="no training: make the built-in module from this file"
+    )
+    args = parser.parse_args()
+    data = args.from_onnx.read_bytes() if args.from_onnx else train()
+    if args.onnx:
+        args.onnx.write_bytes(data)
+    write_builtin(data)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """A published, frozen feature extractor that data owners run on their own raw data.
 
 The task spec may name a backbone: an ONNX file by its sha256 and the shape of one raw input.
+The file is either beside the spec (``file = "backbone/cnn.onnx"``, on an owner's side in its
+copy of the task's files) or one that ships inside fedmarket (``file = "builtin:digits-cnn"``,
+``fedmarket.backbones``); either way its bytes must have the spec's sha256.
 Each owner loads the file (refusing any whose hash differs: the requester cannot swap in other
 code), runs it with onnxruntime on its own samples, and then scales and encrypts the
 embeddings as it would any features; processors train the head (logistic, multiclass or mlp)
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from fedmarket.backbones import BUILTIN, PREFIX, onnx_bytes
 from fedmarket.errors import ConfigError
 
 # A backbone small enough to travel with a task (the digits CNN is ~60 kB); larger files are
@@ -61,14 +65,27 @@ class Backbone:
         try:
             size = p.stat().st_size
         except OSError as exc:
-            raise ConfigError(f"cannot read backbone {p}: {exc.strerror}") from None
+            raise ConfigError(
+                f"cannot read backbone {p}: {exc.strerror}",
+                hint="features.backbone.file names an ONNX file relative to the spec's folder "
+                "(an owner's copy of the task's files), or a built-in one: "
+                + ", ".join(PREFIX + n for n in BUILTIN),
+            ) from None
         if size > MAX_BACKBONE_BYTES:
             raise ConfigError(f"backbone {p} is {size} bytes, over {MAX_BACKBONE_BYTES}")
-        data = p.read_bytes()
+        return cls.from_bytes(p.read_bytes(), sha256=sha256, input_shape=input_shape, name=str(p))
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, *, sha256: str, input_shape: tuple[int, ...], name: str
+    ) -> Backbone:
+        """``data`` (ONNX bytes, called ``name`` in errors) if its sha256 is ``sha256``."""
+        if len(data) > MAX_BACKBONE_BYTES:
+            raise ConfigError(f"backbone {name} is {len(data)} bytes, over {MAX_BACKBONE_BYTES}")
         got = hashlib.sha256(data).hexdigest()
         if got != sha256.lower():
             raise ConfigError(
-                f"backbone {p} has sha256 {got}, the task names {sha256}",
+                f"backbone {name} has sha256 {got}, the task names {sha256}",
                 hint="use exactly the file the task spec names; never another version",
             )
         shape = tuple(int(v) for v in input_shape)
@@ -84,7 +101,7 @@ class Backbone:
                 data, sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ConfigError(f"backbone {p} is not a valid ONNX model: {exc}") from None
+            raise ConfigError(f"backbone {name} is not a valid ONNX model: {exc}") from None
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ConfigError("a backbone has exactly one input and one output")
@@ -139,14 +156,27 @@ def _within(base: Path, name: str) -> Path:
     return path
 
 
+def spec_backbone(section: Any, base: Path | None) -> Backbone:
+    """The backbone a spec's ``[features.backbone]`` names: a built-in one
+    (``builtin:NAME``) or a file under ``base`` (the spec's folder, or an owner's copy of the
+    task's files), loaded only if its bytes have the spec's sha256."""
+    shape = tuple(section.input_shape)
+    if section.file.startswith(PREFIX):
+        data = onnx_bytes(section.file.removeprefix(PREFIX))
+        return Backbone.from_bytes(
+            data, sha256=section.sha256, input_shape=shape, name=section.file
+        )
+    path = _within(base or Path.cwd(), section.file)
+    return Backbone.load(path, sha256=section.sha256, input_shape=shape)
+
+
 def task_features(spec: Any, X: np.ndarray, *, base: Path | None) -> np.ndarray:
     """The features a task trains on: the raw data, or, when the spec names a backbone, its
-    embeddings of the raw data (loaded from ``base``, checked against the spec's sha256)."""
+    embeddings of the raw data (``spec_backbone``: checked against the spec's sha256)."""
     backbone = spec.features.backbone
     if backbone is None:
         return np.asarray(X, dtype=np.float64)
-    path = _within(base or Path.cwd(), backbone.file)
-    model = Backbone.load(path, sha256=backbone.sha256, input_shape=tuple(backbone.input_shape))
+    model = spec_backbone(backbone, base)
     return model.embed(np.asarray(X, dtype=np.float64) * backbone.input_scale)
 
 
@@ -154,3 +184,10 @@ def raw_width(spec: Any) -> int:
     """Columns of the raw data a task takes (before any backbone)."""
     backbone = spec.features.backbone
     return len(spec.features.names) if backbone is None else math.prod(backbone.input_shape)
+
+
+def feature_columns(spec: Any) -> tuple[str, ...] | None:
+    """The data set's columns a task takes, by name (``fedmarket.data.select_features``):
+    ``features.names``; None with a backbone (those name its embeddings: it takes the raw
+    data's columns as they are)."""
+    return tuple(spec.features.names) if spec.features.backbone is None else None

@@ -4,12 +4,18 @@ Names: ``sklearn:breast_cancer``, ``sklearn:digits``, ``sklearn:iris``, ``sklear
 ``sklearn:diabetes`` (regression), ``synthetic:SAMPLES:FEATURES`` (scikit-learn's
 ``make_classification``, for benchmarks), or ``csv:PATH`` (relative paths resolve against the
 spec file's folder; rows with a missing value are dropped, and the report says how many).
+
+A task takes the columns its spec's ``features.names`` list: when those are columns of the data
+set but not all of them (or not in its order), ``load_dataset(..., features=names)`` selects them
+by name, in the spec's order; e.g. ``examples/digits_mlp.toml`` takes the 61 pixels of
+``sklearn:digits`` that are not 0 in every image.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +46,53 @@ class Dataset:
         return Dataset(self.X[index], self.y[index], self.feature_names, self.notes)
 
 
-def load_dataset(name: str, *, label_column: str = "target", base: Path | None = None) -> Dataset:
-    """Load a data set by name (see the module docstring)."""
+def load_dataset(
+    name: str,
+    *,
+    label_column: str = "target",
+    base: Path | None = None,
+    features: Sequence[str] | None = None,
+) -> Dataset:
+    """Load a data set by name (see the module docstring); with ``features`` (a spec's
+    ``features.names``), only those columns, in that order (``select_features``)."""
+    data = _load(name, label_column=label_column, base=base)
+    return data if features is None else select_features(data, features, where=name)
+
+
+def select_features(data: Dataset, names: Sequence[str], *, where: str) -> Dataset:
+    """The columns ``names`` of ``data``, in that order, when every name is one of its columns.
+
+    Names that are the data's own, or as many names as it has columns (a spec may name the
+    columns of a CSV whose header says otherwise), leave it as it is; any other list must
+    consist of the data's columns, and a name that is not one is a ConfigError naming it.
+    """
+    names = list(names)
+    if names == data.feature_names:
+        return data
+    columns = {n: i for i, n in reversed(list(enumerate(data.feature_names)))}
+    missing = [n for n in names if n not in columns]
+    if not missing:
+        index = np.asarray([columns[n] for n in names], dtype=np.intp)
+        width = len(data.feature_names)
+        note = f"{where}: using {len(names)} of its {width} feature columns (features.names)"
+        notes = data.notes + ([note] if len(names) != width else [])
+        return Dataset(data.X[:, index], data.y, names, notes)
+    if len(names) == len(data.feature_names):
+        return data
+    shown = ", ".join(repr(n) for n in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    raise ConfigError(
+        f"{where} has no feature column {shown} (features.names lists {len(names)} "
+        f"features, the data set has {len(data.feature_names)})",
+        hint="features.names must be the data's feature columns: all of them, or those the "
+        f"task takes, by name (it has: {_columns(data.feature_names)})",
+    )
+
+
+def _columns(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+
+
+def _load(name: str, *, label_column: str, base: Path | None) -> Dataset:
     kind, _, arg = name.partition(":")
     if kind == "sklearn":
         if arg not in SKLEARN:
@@ -240,7 +291,7 @@ def check_task_data(
     if data.X.shape[1] != n_features:
         raise ConfigError(
             f"{where} has {data.X.shape[1]} features, the spec lists {n_features}",
-            hint="features.names must list the data's feature columns, in order",
+            hint="features.names must list the data's feature columns (all, or some by name)",
         )
     if not np.all(np.isfinite(data.X)):
         raise ConfigError(f"{where}: features must be finite numbers")

@@ -38,10 +38,15 @@ class DataSource:
     alpha: float | None = None  # Dirichlet label skew of the owners' shares; None: IID
     base: Path | None = None  # relative CSV paths resolve against this folder
     test_fraction: float = 0.0  # held out from everyone first (a simulation's test set)
+    # the columns the task takes, by name (``fedmarket.backbone.feature_columns(spec)``);
+    # None: every feature column of the data set
+    features: tuple[str, ...] | None = None
 
     def split(self) -> tuple[Dataset, Dataset, Dataset | None]:
         """(training split, the requester's validation split, the held-out test split)."""
-        data = load_dataset(self.dataset, label_column=self.label_column, base=self.base)
+        data = load_dataset(
+            self.dataset, label_column=self.label_column, base=self.base, features=self.features
+        )
         test = None
         if self.test_fraction > 0:
             data, test = split_validation(data, self.test_fraction, seed=self.seed + 7)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmarket.backbone import raw_width, task_features
+from fedmarket.backbone import feature_columns, raw_width, spec_backbone, task_features
 from fedmarket.chain.backends import Chain, dev_keys, embedded, rpc
 from fedmarket.chain.client import MarketClient, TokenClient, deploy
 from fedmarket.chain.ledger import Market, Token
@@ -156,6 +156,7 @@ def run_task(
         run.alpha,
         base,
         run.test_fraction,
+        feature_columns(spec),
     )
     train, val, test = source.split()
     notes = list(train.notes)
@@ -167,6 +168,8 @@ def run_task(
             n_features=raw_width(spec),
             where=f"the {part} split of {run.dataset}",
         )
+    if spec.features.backbone is not None:  # a missing or altered backbone, before the chain
+        spec_backbone(spec.features.backbone, base)
     own = [run.requester_points] if run.scenario == "own-data" else []
     shares = source.shares(train, own + [o.points for o in run.owners])
     n_parties = 1 + len(run.owners) + len(run.processors)

@@ -37,8 +37,11 @@ def starter_spec(
     seed: int = 0,
     base: Path | None = None,
     test_fraction: float = 0.0,
+    features: list[str] | None = None,
 ) -> SpecFile:
-    """A spec whose scaling comes from the requester's own validation split (never owners' data)."""
+    """A spec whose scaling comes from the requester's own validation split (never owners' data);
+    ``features``: the data set's columns the task takes, by name (default: all)."""
+    columns = tuple(features) if features is not None else None
     source = DataSource(
         dataset,
         label_column=label_column,
@@ -46,9 +49,10 @@ def starter_spec(
         seed=seed,
         base=base,
         test_fraction=test_fraction,
+        features=columns,
     )
     train, val, _ = source.split()
-    data = load_dataset(dataset, label_column=label_column, base=base)
+    data = load_dataset(dataset, label_column=label_column, base=base, features=columns)
     mean, std = scaling_constants(val)
     if not np.all(np.isfinite(data.y)):
         raise ConfigError(f"{dataset}: labels must be finite numbers")

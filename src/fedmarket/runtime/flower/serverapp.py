@@ -30,6 +30,7 @@ from typing import IO, Any
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
+from fedmarket.backbone import feature_columns
 from fedmarket.chain.backends import Chain, rpc
 from fedmarket.chain.client import MarketClient, TokenClient
 from fedmarket.errors import FedmarketError, UntrustedInputError
@@ -329,6 +330,7 @@ def run(
         run_section.alpha,
         spec_path.parent,
         run_section.test_fraction,
+        feature_columns(spec),
     )
     _, val = source.load()
     transport = FlowerTransport(grid, run_id, float(cfg.get("timeout", 300)))
