@@ -262,7 +262,6 @@ def test_one_noise_release_per_epoch_and_none_past_the_cap() -> None:
     late: list[Envelope] = []
 
     class Again(Adversary):
-
         def after(
             self, action: str, requests: Mapping[str, Envelope], replies: Mapping[str, Envelope]
         ) -> None:
