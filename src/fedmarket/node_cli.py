@@ -10,6 +10,7 @@ task's progress until it ends. See docs/deploy.md.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -53,6 +54,11 @@ def node(
     split: str = typer.Option("iid", help="owner: how shares are dealt: iid or dirichlet:ALPHA"),
     seed: int = typer.Option(0, help="owner: the seed the shares are dealt with"),
     points: int = typer.Option(0, help="owner: points offered"),
+    max_epsilon: float = typer.Option(
+        0.0,
+        help="owner: sell only into tasks with differential privacy at this epsilon or less "
+        "(docs/privacy.md); 0: any task",
+    ),
     capacity: int = typer.Option(0, help="processor: points per epoch offered"),
     price: int = typer.Option(0, help="price per point (per epoch for processors), base units"),
     workers: int = typer.Option(2, help="processor: worker processes"),
@@ -104,6 +110,8 @@ def node(
         raise ConfigError("a processor needs --capacity > 0")
     if role == "owner+processor" and processing_price <= 0:
         raise ConfigError("owner+processor needs --processing-price > 0")
+    if not (math.isfinite(max_epsilon) and max_epsilon >= 0):
+        raise ConfigError(f"--max-epsilon must be a number >= 0, got {max_epsilon}")
     if workers < 1 or workers > 64:
         raise ConfigError(f"--workers must be 1..64, got {workers}")
     _check_fabs(allow_app)
@@ -117,6 +125,8 @@ def node(
     if "owner" in role:
         options |= {"data": data, "label-column": label_column, "shard": shard,
                     "split": split, "seed": seed, "points": points}  # fmt: skip
+        if max_epsilon:
+            options["max-epsilon"] = max_epsilon
     if "processor" in role:
         options |= {"capacity": capacity or points, "workers": workers}
     if role == "owner+processor":

@@ -76,6 +76,7 @@ class OwnerPlan:
     seed: int = 0
     index: int = 0
     base: Path | None = None  # the owner's copy of the task's published files (a backbone)
+    max_epsilon: float | None = None  # sells only into tasks with DP at most this epsilon
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def make_node(
                 attack=parse_owner_attack(owner.attack),
                 attack_seed=owner.seed * 4001 + owner.index,
                 base=owner.base,
+                max_epsilon=owner.max_epsilon,
             )
         if processor is not None:
             p = Processor(

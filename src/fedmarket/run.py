@@ -35,6 +35,7 @@ from fedmarket.parties import (
     owner_price,
     processor_price,
 )
+from fedmarket.privacy.owner import clip_rows
 from fedmarket.protocol.crypto import Crypto, default_crypto
 from fedmarket.protocol.driver import Driver, ProgressFn, TaskRun
 from fedmarket.protocol.interrupts import Interrupts
@@ -45,7 +46,7 @@ from fedmarket.roles import messages
 from fedmarket.roles.requester import EpochOutcome, Requester
 from fedmarket.roles.stopping import BudgetLeft, Plateau, StoppingRule, TargetReached
 from fedmarket.runtime.local import LocalTransport
-from fedmarket.spec import SpecFile, load_spec
+from fedmarket.spec import SpecFile, TaskSpec, load_spec
 
 GRACE_SECONDS = 3600
 MEMORY = "memory"  # chain_url of the in-memory ledger (fedmarket.chain.memory): simulations
@@ -247,7 +248,9 @@ def run_task(
             processing = ProcessorPlan(cfg.points, run.processing_price, workers)
             stakes[account.address] = cfg.points * run.processing_price * spec.task.max_epochs
             roles = ("owner", "processor")
-        selling = OwnerPlan(X, y, cfg.points, price, cfg.attack, run.seed, i, base)
+        selling = OwnerPlan(
+            X, y, cfg.points, price, cfg.attack, run.seed, i, base, max_epsilon=cfg.max_epsilon
+        )
         nodes.append(
             make_node(
                 cfg.name,
@@ -307,20 +310,15 @@ def run_task(
         task_run = driver.run()
         if driver.vanish_at is not None and requester.task_id is not None:
             # Nobody hears from the requester again: once its deadline and the grace period
-            # have passed, every party claims the timeout and collects, as nodes do.
-            clock = requester.market.clock_of(requester.task_id)
-            wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
-            for node in nodes:
-                done = node.watch(requester.market.now())
-                if done:
-                    task_run.notes.append(f"{node.name}: {done}")
-            # stakes come back once the dispute window after the timeout has passed
-            clock = requester.market.clock_of(requester.task_id)
-            wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
-            for node in nodes:
-                done = node.watch(requester.market.now())
-                if done:
-                    task_run.notes.append(f"{node.name}: {done}")
+            # have passed, every party claims the timeout and collects, as nodes do; then,
+            # once the dispute window after the timeout has passed, the stakes come back.
+            for _ in ("timeout", "stakes"):
+                clock = requester.market.clock_of(requester.task_id)
+                wait_until(chain, clock.deadline + GRACE_SECONDS + 1)
+                for node in nodes:
+                    done = node.watch(requester.market.now())
+                    if done:
+                        task_run.notes.append(f"{node.name}: {done}")
     finally:
         local.close()
     task_run.phases = {"setup": setup_seconds, **task_run.phases}
@@ -337,7 +335,9 @@ def run_task(
     test_metric = baseline_test_metric = None
     if test is not None and requester.optimizer is not None:
         f = spec.features
-        X_test = scale(task_features(spec, test.X, base=base), f.mean, f.std, f.spread)
+        X_test = _clipped(
+            spec, scale(task_features(spec, test.X, base=base), f.mean, f.std, f.spread)
+        )
         test_metric = spec.kind.evaluate(requester.model(), X_test, test.y, spec.labels)
         if reference is not None:
             baseline_test_metric = spec.kind.evaluate(reference.model, X_test, test.y, spec.labels)
@@ -402,9 +402,9 @@ def _references(
         return None, None
     f = spec.features
     raw = task_features(spec, np.vstack([x for x, _ in parts]), base=base)
-    X = scale(raw, f.mean, f.std, f.spread)
+    X = _clipped(spec, scale(raw, f.mean, f.std, f.spread))
     y = np.concatenate([y for _, y in parts])
-    X_val = scale(task_features(spec, val.X, base=base), f.mean, f.std, f.spread)
+    X_val = _clipped(spec, scale(task_features(spec, val.X, base=base), f.mean, f.std, f.spread))
     reference = None
     if epochs:
         with contextlib.suppress(ValueError, ArithmeticError):  # e.g. diverged: no reference
@@ -418,6 +418,11 @@ def _references(
                 labels=spec.labels,
             )
     return reference, _sklearn_metric(spec.kind.name, X, y, X_val, val.y)
+
+
+def _clipped(spec: TaskSpec, X: np.ndarray) -> np.ndarray:
+    """Rows as a private task's model sees them (its owners clip every sample)."""
+    return clip_rows(X, spec.privacy.clip_norm) if spec.privacy.enabled else X
 
 
 def _sklearn_metric(

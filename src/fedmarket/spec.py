@@ -314,6 +314,8 @@ class OwnerConfig(_Strict):
     price: NonNegativeInt
     strategy: str = "fixed"  # see fedmarket.roles.bidding
     attack: str | None = None  # see fedmarket.attacks (simulated misbehaviour)
+    # sells only into tasks whose [privacy] is enabled with epsilon at most this (None: any)
+    max_epsilon: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _attack(self) -> OwnerConfig:

@@ -31,6 +31,7 @@ from fedmarket.he import (
 )
 from fedmarket.he import mlp as he_mlp
 from fedmarket.he._seal import dump
+from fedmarket.he.program import pack_result
 from fedmarket.models import TrainConfig, fit_plaintext, get_kind, score
 from fedmarket.privacy.noise import draw_noise
 
@@ -146,7 +147,7 @@ def test_result_that_is_not_block_totals_is_refused() -> None:
     values = np.random.default_rng(3).normal(0, 1, public.spec.slots)
     plain = runtime.encode(values, he_mlp.OUT, he_mlp.result_scales(public)[1])
     sa.Encryptor(runtime.context, public.public_key).encrypt(plain, ct)
-    forged = he_mlp.pack_result(public, payloads=[payloads[0], dump(ct), *payloads[2:]], **meta)
+    forged = pack_result(public, payloads=[payloads[0], dump(ct), *payloads[2:]], **meta)
     with pytest.raises(UntrustedInputError, match="not a vector of block totals"):
         decrypt_result(keypair, forged, party="processor-2")
     with pytest.raises(UntrustedInputError, match="exceed"):

@@ -48,7 +48,8 @@ def test_the_defaults() -> None:
 def test_what_the_crypto_is_asked() -> None:
     spec = parse_spec(spec_text("enabled = true\nclip_norm = 2.0\nmin_block_points = 100")).spec
     assert crypto_privacy(spec) == Privacy(min_block_points=100, clip_norm=2.0, noise=True)
-    assert crypto_privacy(parse_spec(VALID).spec) == Privacy()
+    # the floor holds every task to it; clip and noise only a private one
+    assert crypto_privacy(parse_spec(VALID).spec) == Privacy(min_block_points=64)
     layout = Layout(get_kind("logistic"), 2, 1, 4096, clip_norm=2.0, private=True)
     expected = spec.privacy.noise_multiplier(30) * get_kind("logistic").sensitivity(2, 1, 2.0)
     assert noise_std(spec, layout) == pytest.approx(expected)

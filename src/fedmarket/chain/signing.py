@@ -1,5 +1,6 @@
-"""EIP-712 signatures: epoch roots (a processor signs, the market checks) and channel keys
-(a processor signs, owners check before sealing a block to it).
+"""EIP-712 signatures: epoch roots (a processor signs, the market checks), channel keys
+(a processor signs, owners check before sealing a block to it) and noise releases (a data
+owner signs its noise for a block and epoch, processors check before adding it).
 
 Domain ``{name: "fedmarket", version: "2", chainId, verifyingContract: market}``; type
 ``EpochRoot(uint256 task,uint256 epoch,bytes32 root)``. A processor signs its root with its
@@ -23,6 +24,9 @@ DOMAIN_TYPEHASH = bytes(
 )
 ROOT_TYPEHASH = bytes(keccak(b"EpochRoot(uint256 task,uint256 epoch,bytes32 root)"))
 CHANNEL_TYPEHASH = bytes(keccak(b"ChannelKey(uint256 task,address processor,bytes32 key)"))
+NOISE_TYPEHASH = bytes(
+    keccak(b"NoiseRelease(uint256 task,uint256 epoch,address owner,uint256 block,bytes32 noise)")
+)
 NAME, VERSION = "fedmarket", "2"
 
 
@@ -101,21 +105,17 @@ def channel_digest(domain: bytes, task: int, processor: str, key: bytes) -> byte
 
 def sign_channel_key(account: LocalAccount, domain: bytes, task: int, key: bytes) -> bytes:
     """65 bytes ``r || s || v``: the account's signature of its channel key for ``task``."""
-    signed = account.unsafe_sign_hash(Hash32(channel_digest(domain, task, account.address, key)))
-    return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+    return _sign(account, channel_digest(domain, task, account.address, key))
 
 
-def channel_key_signer(
-    domain: bytes, task: int, processor: str, key: bytes, signature: bytes
-) -> str | None:
-    """The account that signed ``key`` for ``processor`` (or None for a malformed signature);
-    the key is ``processor``'s only when this equals it."""
+def _recover(digest: bytes, signature: bytes) -> str | None:
+    """The account behind a 65-byte ``r || s || v`` signature of ``digest`` (None: nobody's)."""
     if len(signature) != 65:
         return None
     try:
         return str(
             Account._recover_hash(
-                channel_digest(domain, task, processor, key),
+                digest,
                 vrs=(
                     signature[64],
                     int.from_bytes(signature[:32], "big"),
@@ -127,12 +127,55 @@ def channel_key_signer(
         return None
 
 
+def _sign(account: LocalAccount, digest: bytes) -> bytes:
+    signed = account.unsafe_sign_hash(Hash32(digest))
+    return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+
+
+def noise_digest(
+    domain: bytes, task: int, epoch: int, owner: str, block: int, noise: bytes
+) -> bytes:
+    """The 32-byte hash a data owner signs for its noise message of block ``block`` (its index
+    in the owner's data) in ``epoch``: ``noise`` is the sha256 of the message. Noise the
+    requester made itself (zero, or noise it can subtract) recovers to another address."""
+    if len(noise) != 32:
+        raise ValueError("a noise digest is 32 bytes")
+    who = bytes(12) + bytes.fromhex(to_checksum_address(owner)[2:])
+    struct = bytes(keccak(NOISE_TYPEHASH + _u(task) + _u(epoch) + who + _u(block) + noise))
+    return bytes(keccak(b"\x19\x01" + domain + struct))
+
+
+def sign_noise(
+    account: LocalAccount, domain: bytes, task: int, epoch: int, block: int, noise: bytes
+) -> bytes:
+    """65 bytes ``r || s || v``: an owner's signature of its noise digest for one block."""
+    return _sign(account, noise_digest(domain, task, epoch, account.address, block, noise))
+
+
+def noise_signer(
+    domain: bytes, task: int, epoch: int, owner: str, block: int, noise: bytes, signature: bytes
+) -> str | None:
+    """The account that signed this noise release (it is ``owner``'s only when equal)."""
+    return _recover(noise_digest(domain, task, epoch, owner, block, noise), signature)
+
+
+def channel_key_signer(
+    domain: bytes, task: int, processor: str, key: bytes, signature: bytes
+) -> str | None:
+    """The account that signed ``key`` for ``processor`` (or None for a malformed signature);
+    the key is ``processor``'s only when this equals it."""
+    return _recover(channel_digest(domain, task, processor, key), signature)
+
+
 __all__ = [
     "SignedRoot",
     "channel_digest",
     "channel_key_signer",
     "domain_separator",
+    "noise_digest",
+    "noise_signer",
     "root_digest",
     "sign_channel_key",
+    "sign_noise",
     "sign_root",
 ]

@@ -1,4 +1,5 @@
-"""SEAL plumbing: one runtime per spec, byte (de)serialisation, and ciphertext checks.
+"""SEAL plumbing: one runtime per spec, byte (de)serialisation, ciphertext checks, and the
+evaluator wrappers (``Ops``) every kind's processor program is written in.
 
 We drive Microsoft SEAL through ``tenseal.sealapi`` (TenSEAL's complete SEAL binding) rather
 than TenSEAL's CKKSVector: the processor's program needs rotations by chosen steps, lazy
@@ -14,14 +15,18 @@ import os
 import struct
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import tenseal.sealapi as sa
 
 from fedmarket.errors import CryptoError, UntrustedInputError
 from fedmarket.he.spec import HESpec
+
+if TYPE_CHECKING:
+    from fedmarket.he.keys import PublicContext
 
 # SEAL's serialisation header (seal/serialization.h): magic, header size, version, compression
 # mode, reserved, total size; little-endian, 16 bytes.
@@ -342,3 +347,81 @@ def runtime_for(spec: HESpec) -> SealRuntime:
         if runtime is None:
             runtime = _RUNTIMES[key] = SealRuntime(spec)
         return runtime
+
+
+class Ops:
+    """Thin non-mutating wrappers over SEAL's evaluator for the processors' programs (every
+    kind's): each returns a fresh ciphertext."""
+
+    def __init__(self, context: PublicContext) -> None:
+        self.ev = context.runtime.evaluator
+        self.relin_keys = context.relin_keys
+        self.galois_keys = context.galois_keys
+        self.runtime = context.runtime
+
+    def dot(self, left: Sequence[sa.Ciphertext], right: Sequence[sa.Ciphertext]) -> sa.Ciphertext:
+        """sum(l * r) left unrelinearised (size 3): one relinearisation serves the whole sum."""
+        acc = sa.Ciphertext()
+        self.ev.multiply(left[0], right[0], acc)
+        product = sa.Ciphertext()
+        for a, b in zip(left[1:], right[1:], strict=True):
+            self.ev.multiply(a, b, product)
+            self.ev.add_inplace(acc, product)
+        return acc
+
+    def relin(self, ct: sa.Ciphertext) -> sa.Ciphertext:
+        out = sa.Ciphertext()
+        self.ev.relinearize(ct, self.relin_keys, out)
+        return out
+
+    def rotate(self, ct: sa.Ciphertext, step: int) -> sa.Ciphertext:
+        out = sa.Ciphertext()
+        self.ev.rotate_vector(ct, step, self.galois_keys, out)
+        return out
+
+    def rescale(self, ct: sa.Ciphertext) -> sa.Ciphertext:
+        out = sa.Ciphertext()
+        self.ev.rescale_to_next(ct, out)
+        return out
+
+    def mul(self, a: sa.Ciphertext, b: sa.Ciphertext) -> sa.Ciphertext:
+        out = sa.Ciphertext()
+        self.ev.multiply(a, b, out)
+        return out
+
+    def add(self, a: sa.Ciphertext, b: sa.Ciphertext) -> sa.Ciphertext:
+        out = sa.Ciphertext()
+        self.ev.add(a, b, out)
+        return out
+
+    def drop_to(self, ct: sa.Ciphertext, level: int) -> sa.Ciphertext:
+        out = sa.Ciphertext()
+        self.ev.mod_switch_to(ct, self.runtime.parms_id[level], out)
+        return out
+
+    def doubling(self, ct: sa.Ciphertext, first: int, stop: int, sign: int) -> sa.Ciphertext:
+        """ct + rot(ct, sign*first) + ... with strides first, 2*first, ... < stop (log2 of
+        stop/first rotations). With sign +1 every ``first``-slot copy becomes the sum of all
+        ``stop / first`` copies."""
+        stride = first
+        while stride < stop:
+            ct = self.add(ct, self.rotate(ct, sign * stride))
+            stride *= 2
+        return ct
+
+    def horner(
+        self,
+        left: Sequence[sa.Ciphertext],
+        right: Sequence[Sequence[sa.Ciphertext]],
+        step: int,
+    ) -> sa.Ciphertext:
+        """sum_g rot(dot(left, right[g]), g*step), evaluated from the last giant step inward.
+
+        Returned unrelinearised (size 3): a caller that rescales next relinearises after the
+        rescale, where key switching costs about a third less (one prime fewer).
+        """
+        acc = self.dot(left, right[-1])
+        for g in range(len(right) - 2, -1, -1):
+            acc = self.rotate(self.relin(acc), step)
+            self.ev.add_inplace(acc, self.dot(left, right[g]))
+        return acc

@@ -28,17 +28,19 @@ import tenseal.sealapi as sa
 
 from fedmarket.errors import ConfigError, CryptoError, UntrustedInputError
 from fedmarket.he import wire
-from fedmarket.he._seal import MLPScales, dump
+from fedmarket.he._seal import MLPScales, Ops, dump
 from fedmarket.he.keys import KeyPair, PublicContext
-from fedmarket.he.packing import check_block_meta
+from fedmarket.he.packing import check_block_meta, data_payloads, seal
 from fedmarket.he.spec import HESpec
 from fedmarket.models.mlp import split_weights
 
 # Levels of the MLP chain (primes left).
 TOP, A, U, OUTPUTS, DELTA, SUMS, OUT = 7, 6, 5, 4, 3, 2, 1
-_BLOCK_FIELDS = {"block_id": str, "n_samples": int}
-_MODEL_FIELDS = {"epoch": int}
-_RESULT_FIELDS = {"block_id": str, "epoch": int, "n_samples": int}
+_FIELDS: dict[wire.Kind, dict[str, type]] = {
+    wire.Kind.BLOCK: {"block_id": str, "n_samples": int},
+    wire.Kind.MODEL: {"epoch": int},
+    wire.Kind.RESULT: {"block_id": str, "epoch": int, "n_samples": int},
+}
 # Replicas of a total differ by rotation noise (~2^-25 of the totals' scale); per-sample values
 # by O(1). Padding lanes hold noise only (the data there is exactly zero).
 REPLICA_TOLERANCE = 1e-4
@@ -61,6 +63,26 @@ def _bytes_bound(spec: HESpec, levels: list[int]) -> int:
     )
 
 
+def _unpack(
+    context: PublicContext, data: bytes, kind: wire.Kind, levels: list[int], party: str
+) -> tuple[dict[str, Any], wire.Envelope]:
+    """An mlp message of ``kind`` holding ciphertexts at ``levels``, checked for size, digest,
+    count and its metadata's fields: (meta, envelope)."""
+    envelope = wire.unpack(
+        data,
+        kind=kind,
+        party=party,
+        max_bytes=_bytes_bound(context.spec, levels),
+        digest=context.digest,
+        count=len(levels),
+        max_payload_bytes=wire.ciphertext_bytes_bound(
+            context.spec.preset.poly_modulus_degree, max(levels)
+        ),
+    )
+    what = kind.name.lower()
+    return wire.require_fields(envelope.meta, _FIELDS[kind], what=what, party=party), envelope
+
+
 # ---- the data owner ------------------------------------------------------------------------
 def block_levels(spec: HESpec) -> list[int]:
     return [TOP] * spec.lanes + [SUMS] * spec.lanes + [OUTPUTS] * spec.n_outputs
@@ -72,30 +94,13 @@ def encrypt_block(
     """An mlp block: D z-layout and D sum-layout ciphertexts (the hidden units' lanes hold
     copies of the data) and one label ciphertext per output (0/1, copied across the lanes)."""
     spec = context.spec
-    runtime = context.runtime
     sc = scales(context)
-    encryptor = sa.Encryptor(runtime.context, context.public_key)
-
-    def seal(values: np.ndarray, level: int, scale: float) -> bytes:
-        ct = sa.Ciphertext()
-        encryptor.encrypt(runtime.encode(spec.to_physical(values), level, scale), ct)
-        return dump(ct)
-
-    F = spec.block_matrix(X)
-    payloads = [
-        seal(spec.z_layout(F, g, j), TOP, sc.data)
-        for g in range(spec.model_giant)
-        for j in range(spec.model_ciphertexts)
-    ]
-    payloads += [
-        seal(spec.sum_layout(F, g, b), SUMS, sc.sums_data)
-        for g in range(spec.sum_giant)
-        for b in range(spec.sum_baby)
-    ]
+    encryptor = sa.Encryptor(context.runtime.context, context.public_key)
+    payloads = data_payloads(context, encryptor, X, z=(TOP, sc.data), sums=(SUMS, sc.sums_data))
     for i in range(spec.n_outputs):
         column = np.zeros(spec.length)
         column[: X.shape[0]] = targets[:, i]
-        payloads.append(seal(column, OUTPUTS, sc.o))
+        payloads.append(seal(context, encryptor, column, OUTPUTS, sc.o))
     meta = {"block_id": block_id, "n_samples": int(X.shape[0])}
     return wire.pack(wire.Kind.BLOCK, context.digest, meta, payloads)
 
@@ -117,17 +122,7 @@ class MLPBlock:
         spec = context.spec
         runtime = context.runtime
         sc = scales(context)
-        levels = block_levels(spec)
-        envelope = wire.unpack(
-            data,
-            kind=wire.Kind.BLOCK,
-            party=party,
-            max_bytes=_bytes_bound(spec, levels),
-            digest=context.digest,
-            count=len(levels),
-            max_payload_bytes=wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, TOP),
-        )
-        meta = wire.require_fields(envelope.meta, _BLOCK_FIELDS, what="block", party=party)
+        meta, envelope = _unpack(context, data, wire.Kind.BLOCK, block_levels(spec), party)
         check_block_meta(spec, meta, party)
         payloads = iter(envelope.payloads)
 
@@ -215,18 +210,7 @@ class MLPModel:
 
     @staticmethod
     def envelope(context: PublicContext, data: bytes, *, party: str) -> tuple[int, wire.Envelope]:
-        spec = context.spec
-        levels = model_levels(spec)
-        envelope = wire.unpack(
-            data,
-            kind=wire.Kind.MODEL,
-            party=party,
-            max_bytes=_bytes_bound(spec, levels),
-            digest=context.digest,
-            count=len(levels),
-            max_payload_bytes=wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, TOP),
-        )
-        meta = wire.require_fields(envelope.meta, _MODEL_FIELDS, what="model", party=party)
+        meta, envelope = _unpack(context, data, wire.Kind.MODEL, model_levels(context.spec), party)
         return meta["epoch"], envelope
 
     @classmethod
@@ -257,71 +241,6 @@ class MLPModel:
 
 
 # ---- the processor ---------------------------------------------------------------------------
-class _Ops:
-    """Non-mutating wrappers over SEAL's evaluator: each returns a fresh ciphertext."""
-
-    def __init__(self, context: PublicContext) -> None:
-        self.ev = context.runtime.evaluator
-        self.relin_keys = context.relin_keys
-        self.galois_keys = context.galois_keys
-        self.runtime = context.runtime
-
-    def mul(self, a: sa.Ciphertext, b: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.multiply(a, b, out)
-        return out
-
-    def dot(self, left: list[sa.Ciphertext], right: list[sa.Ciphertext]) -> sa.Ciphertext:
-        """sum(l * r), unrelinearised (size 3)."""
-        acc = self.mul(left[0], right[0])
-        for a, b in zip(left[1:], right[1:], strict=True):
-            self.ev.add_inplace(acc, self.mul(a, b))
-        return acc
-
-    def relin(self, ct: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.relinearize(ct, self.relin_keys, out)
-        return out
-
-    def rescale(self, ct: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.rescale_to_next(ct, out)
-        return out
-
-    def rotate(self, ct: sa.Ciphertext, step: int) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.rotate_vector(ct, step, self.galois_keys, out)
-        return out
-
-    def drop_to(self, ct: sa.Ciphertext, level: int) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.mod_switch_to(ct, self.runtime.parms_id[level], out)
-        return out
-
-    def add(self, a: sa.Ciphertext, b: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.add(a, b, out)
-        return out
-
-    def doubling(self, ct: sa.Ciphertext, first: int, stop: int, sign: int) -> sa.Ciphertext:
-        """ct + rot(ct, sign*first) + ... with strides first, 2*first, ... < stop."""
-        stride = first
-        while stride < stop:
-            ct = self.add(ct, self.rotate(ct, sign * stride))
-            stride *= 2
-        return ct
-
-    def horner(
-        self, left: list[sa.Ciphertext], right: list[list[sa.Ciphertext]], step: int
-    ) -> sa.Ciphertext:
-        """sum_g rot(dot(left, right[g]), g*step), from the last giant step inward; size 3."""
-        acc = self.dot(left, right[-1])
-        for g in range(len(right) - 2, -1, -1):
-            acc = self.rotate(self.relin(acc), step)
-            self.ev.add_inplace(acc, self.dot(left, right[g]))
-        return acc
-
-
 def _lane_mask(context: PublicContext) -> sa.Plaintext:
     """1 in lane 0 of every sample, 0 elsewhere: a fixed plaintext (no randomness)."""
     spec = context.spec
@@ -334,7 +253,7 @@ def process_block(context: PublicContext, model: MLPModel, block: MLPBlock) -> l
     """The block's result ciphertexts: G1 (lane t, slot k = hidden unit t's total for feature
     k mod D), then per output i its G2 row (lane t = the total for hidden unit t)."""
     spec = context.spec
-    ops = _Ops(context)
+    ops = Ops(context)
     r = spec.class_lanes
     slots = spec.slots
     # a = W1 [x, 1]: the linear program's z with the hidden units as class lanes
@@ -383,30 +302,13 @@ def result_scales(context: PublicContext) -> list[float]:
     return [sc.g1] + [sc.g2] * context.spec.n_outputs
 
 
-def pack_result(
-    context: PublicContext, *, block_id: str, epoch: int, n_samples: int, payloads: list[bytes]
-) -> bytes:
-    meta = {"block_id": block_id, "epoch": epoch, "n_samples": n_samples}
-    return wire.pack(wire.Kind.RESULT, context.digest, meta, payloads)
-
-
 # ---- results: parsing (requester, forging) and the totals' layout ----------------------------
 def parse_result(
     context: PublicContext, data: bytes, party: str
 ) -> tuple[dict[str, Any], tuple[bytes, ...], list[sa.Ciphertext]]:
     """A result message checked for size, fields, level and scale: (meta, payloads, cts)."""
-    spec = context.spec
-    count = 1 + spec.n_outputs
-    envelope = wire.unpack(
-        data,
-        kind=wire.Kind.RESULT,
-        party=party,
-        max_bytes=_bytes_bound(spec, [OUT] * count),
-        digest=context.digest,
-        count=count,
-        max_payload_bytes=wire.ciphertext_bytes_bound(spec.preset.poly_modulus_degree, OUT),
-    )
-    meta = wire.require_fields(envelope.meta, _RESULT_FIELDS, what="result", party=party)
+    levels = [OUT] * (1 + context.spec.n_outputs)
+    meta, envelope = _unpack(context, data, wire.Kind.RESULT, levels, party)
     cts = [
         context.runtime.load_ciphertext(
             payload, level=OUT, scale=scale, what=f"result[{i}]", party=party

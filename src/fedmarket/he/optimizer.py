@@ -22,7 +22,7 @@ from fedmarket.he._seal import OUT
 from fedmarket.he.keys import KeyPair
 from fedmarket.he.spec import HESpec
 from fedmarket.models.kinds import get_kind
-from fedmarket.models.training import TrainConfig
+from fedmarket.models.training import TrainConfig, Trainer
 
 _RESULT_FIELDS = {"block_id": str, "epoch": int, "n_samples": int}
 # Replicas of one lane differ only by the noise of the last few rotations (about 2^-30 of the
@@ -79,13 +79,7 @@ def decrypt_result(
         max_payload_bytes=ct_bound,
     )
     meta = wire.require_fields(envelope.meta, _RESULT_FIELDS, what="result", party=party)
-    if epoch is not None and meta["epoch"] != epoch:
-        raise UntrustedInputError(
-            f"result is for epoch {meta['epoch']}, expected {epoch}", party=party
-        )
-    if block_ids is not None and meta["block_id"] not in set(block_ids):
-        raise UntrustedInputError(f"result for unassigned block {meta['block_id']!r}", party=party)
-    check_samples(spec, meta["n_samples"], party)
+    _check_meta(spec, meta, party, epoch, block_ids)
     sums = np.zeros((spec.n_groups * spec.class_lanes, spec.lanes))
     for group, payload in enumerate(envelope.payloads):
         ct = runtime.load_ciphertext(
@@ -111,7 +105,13 @@ def decrypt_result(
         and np.max(np.abs(padding)) > 1.0 + PADDING_TOLERANCE_PER_SAMPLE * meta["n_samples"]
     ):
         raise UntrustedInputError("result has non-zero padding lanes", party=party)
-    real = sums[: spec.n_outputs, : spec.n_features + 1]
+    return _block_sums(meta, sums[: spec.n_outputs, : spec.n_features + 1], bound, party)
+
+
+def _block_sums(
+    meta: dict[str, Any], real: np.ndarray, bound: float | None, party: str
+) -> BlockSums:
+    """The checked result's totals, refused above ``bound`` (what an honest block can give)."""
     if bound is not None and np.max(np.abs(real)) > bound:
         raise UntrustedInputError(
             f"result totals up to {np.max(np.abs(real)):.3g} exceed the {bound:.3g} an honest "
@@ -157,14 +157,9 @@ def _decrypt_mlp(
 ) -> BlockSums:
     meta, _, cts = mlp.parse_result(keypair.public, data, party)
     _check_meta(keypair.spec, meta, party, epoch, block_ids)
-    real = mlp.decrypt_totals(keypair, cts, meta["n_samples"], party)
-    if bound is not None and np.max(np.abs(real)) > bound:
-        raise UntrustedInputError(
-            f"result totals up to {np.max(np.abs(real)):.3g} exceed the {bound:.3g} an honest "
-            "block can produce",
-            party=party,
-        )
-    return BlockSums(meta["block_id"], meta["epoch"], meta["n_samples"], real)
+    return _block_sums(
+        meta, mlp.decrypt_totals(keypair, cts, meta["n_samples"], party), bound, party
+    )
 
 
 def combine(results: Iterable[BlockSums]) -> tuple[np.ndarray, int]:
@@ -177,28 +172,13 @@ def combine(results: Iterable[BlockSums]) -> tuple[np.ndarray, int]:
     )
 
 
-class RequesterOptimizer:
-    """Optimiser state plus the interval guard, driven by decrypted block totals."""
+class RequesterOptimizer(Trainer):
+    """The requester's ``Trainer`` for an HE spec, also driven by decrypted block totals."""
 
     def __init__(self, spec: HESpec, config: TrainConfig, X_val: np.ndarray) -> None:
+        super().__init__(spec.kind, spec.n_features, spec.n_outputs, config, X_val, spec.hidden)
         self.spec = spec
-        self.config = config
-        self.state = config.start(spec.kind, spec.n_features, spec.n_outputs, spec.hidden)
-        self.guard = get_kind(spec.kind).guard(X_val, config.radius(spec.kind))
-
-    @property
-    def lookahead(self) -> np.ndarray:
-        """The weights to encrypt and send next (the gradient is taken there)."""
-        return self.state.lookahead
-
-    @property
-    def weights(self) -> np.ndarray:
-        return self.state.weights
 
     def update(self, results: Iterable[BlockSums]) -> None:
         total, count = combine(results)
         self.apply(total / count)
-
-    def apply(self, mean_gradient: np.ndarray) -> None:
-        """One step with an already-combined per-sample gradient (e.g. a robust aggregate)."""
-        self.state.step(mean_gradient, project=self.guard)

@@ -98,29 +98,51 @@ def encrypt_block(
     runtime = context.runtime
     encryptor = sa.Encryptor(runtime.context, context.public_key)
     scales = runtime.scales
-
-    def seal(values: np.ndarray, level: int, scale: float) -> bytes:
-        ct = sa.Ciphertext()
-        encryptor.encrypt(runtime.encode(spec.to_physical(values), level, scale), ct)
-        return dump(ct)
-
-    F = spec.block_matrix(X)
-    payloads = [
-        seal(spec.z_layout(F, g, b), TOP, scales.data)
-        for g in range(spec.model_giant)
-        for b in range(spec.model_ciphertexts)
-    ]
-    payloads += [
-        seal(spec.sum_layout(F, g, b), OUT, scales.sums_data)
-        for g in range(spec.sum_giant)
-        for b in range(spec.sum_baby)
-    ]
+    payloads = data_payloads(
+        context, encryptor, X, z=(TOP, scales.data), sums=(OUT, scales.sums_data)
+    )
     for physical in label_vectors(spec, targets):
         ct = sa.Ciphertext()
         encryptor.encrypt(runtime.encode(physical, H, scales.h_pre), ct)
         payloads.append(dump(ct))
     meta = {"block_id": block_id, "n_samples": int(X.shape[0])}
     return wire.pack(wire.Kind.BLOCK, context.digest, meta, payloads)
+
+
+def seal(
+    context: PublicContext, encryptor: sa.Encryptor, values: np.ndarray, level: int, scale: float
+) -> bytes:
+    """One serialised ciphertext of the logical vector ``values`` at ``level`` and ``scale``."""
+    runtime = context.runtime
+    ct = sa.Ciphertext()
+    encryptor.encrypt(runtime.encode(context.spec.to_physical(values), level, scale), ct)
+    return dump(ct)
+
+
+def data_payloads(
+    context: PublicContext,
+    encryptor: sa.Encryptor,
+    X: np.ndarray,
+    *,
+    z: tuple[int, float],
+    sums: tuple[int, float],
+) -> list[bytes]:
+    """A block's data ciphertexts, every kind's: the z layout (``model_giant`` x
+    ``model_ciphertexts``) at ``z`` = (level, scale), then the sum layout (``sum_giant`` x
+    ``sum_baby``) at ``sums``."""
+    spec = context.spec
+    F = spec.block_matrix(X)
+    payloads = [
+        seal(context, encryptor, spec.z_layout(F, g, b), *z)
+        for g in range(spec.model_giant)
+        for b in range(spec.model_ciphertexts)
+    ]
+    payloads += [
+        seal(context, encryptor, spec.sum_layout(F, g, b), *sums)
+        for g in range(spec.sum_giant)
+        for b in range(spec.sum_baby)
+    ]
+    return payloads
 
 
 def block_bytes_limit(spec: HESpec) -> int:

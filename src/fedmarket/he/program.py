@@ -25,85 +25,11 @@ import tenseal.sealapi as sa
 
 from fedmarket.errors import CryptoError, UntrustedInputError
 from fedmarket.he import wire
-from fedmarket.he._seal import OUT, SQUARE, H, dump
+from fedmarket.he._seal import OUT, SQUARE, H, Ops, dump
 from fedmarket.he.keys import PublicContext
 from fedmarket.he.model import EncryptedModel
 from fedmarket.he.noise import add_noise_to, parse_noise
 from fedmarket.he.packing import EncryptedBlock
-
-
-class _Ops:
-    """Thin non-mutating wrappers over SEAL's evaluator: each returns a fresh ciphertext."""
-
-    def __init__(self, context: PublicContext) -> None:
-        self.ev = context.runtime.evaluator
-        self.relin_keys = context.relin_keys
-        self.galois_keys = context.galois_keys
-        self.runtime = context.runtime
-
-    def dot(
-        self, left: tuple[sa.Ciphertext, ...], right: tuple[sa.Ciphertext, ...]
-    ) -> sa.Ciphertext:
-        """sum(l * r) left unrelinearised (size 3): one relinearisation serves the whole sum."""
-        acc = sa.Ciphertext()
-        self.ev.multiply(left[0], right[0], acc)
-        product = sa.Ciphertext()
-        for a, b in zip(left[1:], right[1:], strict=True):
-            self.ev.multiply(a, b, product)
-            self.ev.add_inplace(acc, product)
-        return acc
-
-    def relin(self, ct: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.relinearize(ct, self.relin_keys, out)
-        return out
-
-    def rotate(self, ct: sa.Ciphertext, step: int) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.rotate_vector(ct, step, self.galois_keys, out)
-        return out
-
-    def rescale(self, ct: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.rescale_to_next(ct, out)
-        return out
-
-    def mul(self, a: sa.Ciphertext, b: sa.Ciphertext) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.multiply(a, b, out)
-        return out
-
-    def add_segments(self, ct: sa.Ciphertext, segment: int, length: int) -> sa.Ciphertext:
-        """ct + rot(ct, segment) + ... : every ``segment``-slot copy becomes the sum of all
-        ``length / segment`` copies (log2 of that many rotations)."""
-        stride = segment
-        while stride < length:
-            out = sa.Ciphertext()
-            self.ev.add(ct, self.rotate(ct, stride), out)
-            ct, stride = out, stride * 2
-        return ct
-
-    def drop_to(self, ct: sa.Ciphertext, level: int) -> sa.Ciphertext:
-        out = sa.Ciphertext()
-        self.ev.mod_switch_to(ct, self.runtime.parms_id[level], out)
-        return out
-
-    def horner(
-        self,
-        left: tuple[sa.Ciphertext, ...] | list[sa.Ciphertext],
-        right: tuple[tuple[sa.Ciphertext, ...], ...],
-        step: int,
-    ) -> sa.Ciphertext:
-        """sum_g rot(dot(left, right[g]), g*step), evaluated from the last giant step inward.
-
-        Returned unrelinearised (size 3): a caller that rescales next relinearises after the
-        rescale, where key switching costs about a third less (one prime fewer).
-        """
-        acc = self.dot(tuple(left), right[-1])
-        for g in range(len(right) - 2, -1, -1):
-            acc = self.rotate(self.relin(acc), step)
-            self.ev.add_inplace(acc, self.dot(tuple(left), right[g]))
-        return acc
 
 
 def z_share(
@@ -112,7 +38,7 @@ def z_share(
     """Part ``part``'s share of z~ (all of it with one part), relinearised and in place: at
     three primes for logistic models (rescaled), at two for linear regression (dropped)."""
     spec = context.spec
-    ops = _Ops(context)
+    ops = Ops(context)
     columns = spec.part_model_columns(part)
     rows = tuple(tuple(block.z_data[g][c] for c in columns) for g in spec.part_giants(part))
     raw = ops.horner(model.pick(group, columns), rows, -spec.class_lanes * spec.model_baby)
@@ -145,7 +71,7 @@ def residual(
     """h = p(z) - y (logistic) or z - y (linear) from the whole z~, at two primes."""
     spec = context.spec
     runtime = context.runtime
-    ops = _Ops(context)
+    ops = Ops(context)
     if spec.is_logistic:
         const = runtime.encode_constant(spec.poly.linear_term, H, runtime.scales.square)
         square = ops.relin(ops.rescale(ops.mul(z, z)))  # H level
@@ -163,7 +89,7 @@ def gradient_sums(
 ) -> sa.Ciphertext:
     """Part ``part``'s gradient sums (all of them with one part), before the all-reduce."""
     spec = context.spec
-    ops = _Ops(context)
+    ops = Ops(context)
     r = spec.class_lanes
     babies = spec.part_babies(part)
     # Baby steps: rotations by r*b built from power-of-two keys, each used before rescaling.
@@ -180,7 +106,7 @@ def all_reduce(context: PublicContext, sums: sa.Ciphertext) -> sa.Ciphertext:
     """Every slot k gets the total of the slots k (mod D): lane k mod D's block total."""
     spec = context.spec
     r = spec.class_lanes
-    return check_result(context, _Ops(context).add_segments(sums, r * spec.lanes, r * spec.length))
+    return check_result(context, Ops(context).doubling(sums, r * spec.lanes, r * spec.length, +1))
 
 
 def check_result(context: PublicContext, ct: sa.Ciphertext) -> sa.Ciphertext:
@@ -216,7 +142,8 @@ def process_block(
 def pack_result(
     context: PublicContext, *, block_id: str, epoch: int, n_samples: int, payloads: list[bytes]
 ) -> bytes:
-    """The result message: serialised result ciphertexts, one per class group, in order."""
+    """The result message: serialised result ciphertexts, one per class group, in order (an
+    mlp's: G1 then one G2 row per output, ``fedmarket.he.mlp``)."""
     meta = {"block_id": block_id, "epoch": epoch, "n_samples": n_samples}
     return wire.pack(wire.Kind.RESULT, context.digest, meta, payloads)
 

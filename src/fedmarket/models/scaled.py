@@ -28,7 +28,9 @@ def scaling_path(model_path: str | os.PathLike[str]) -> Path:
 
 
 class ScaledModel:
-    """``predict(X)`` = ``model.predict(scaler.transform(X))``; likewise ``predict_proba``."""
+    """``predict(X)`` = ``model.predict(scaler.transform(X))``; likewise ``predict_proba``.
+    ``clip_norm`` > 0: each scaled row is clipped to that L2 norm first, as a private task's
+    owners clip theirs (the model was trained on clipped rows)."""
 
     def __init__(
         self,
@@ -37,7 +39,10 @@ class ScaledModel:
         *,
         target_center: float = 0.0,
         target_scale: float = 1.0,
+        clip_norm: float = 0.0,
     ) -> None:
+        if not (math.isfinite(clip_norm) and clip_norm >= 0):
+            raise ValueError("clip_norm must be a finite number >= 0")
         if len(scaler.mean) != model.n_features:
             raise ValueError(
                 f"scaler has {len(scaler.mean)} features, the model {model.n_features}"
@@ -50,6 +55,16 @@ class ScaledModel:
         self.scaler = scaler
         self.target_center = float(target_center)
         self.target_scale = float(target_scale)
+        self.clip_norm = float(clip_norm)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Rows as the model sees them: scaled, and clipped where the task clipped."""
+        out: np.ndarray = self.scaler.transform(X)
+        if self.clip_norm > 0:
+            from fedmarket.privacy.owner import clip_rows
+
+            out = clip_rows(out, self.clip_norm)
+        return out
 
     @property
     def classes_(self) -> np.ndarray:
@@ -60,7 +75,7 @@ class ScaledModel:
         return self.model.n_features
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        out = self.model.predict(self.scaler.transform(X))
+        out = self.model.predict(self.transform(X))
         if self.model.kind == "linear":  # back to the label's units
             return self.target_center + self.target_scale * np.asarray(out, dtype=np.float64)
         return out
@@ -69,7 +84,7 @@ class ScaledModel:
         proba = getattr(self.model, "predict_proba", None)
         if proba is None:
             raise AttributeError("a regression model has no predict_proba")
-        result: np.ndarray = proba(self.scaler.transform(X))
+        result: np.ndarray = proba(self.transform(X))
         return result
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -81,6 +96,7 @@ class ScaledModel:
                     "scale": list(self.scaler.scale),
                     "target_center": self.target_center,
                     "target_scale": self.target_scale,
+                    "clip_norm": self.clip_norm,
                 }
             )
         )
@@ -97,6 +113,7 @@ class ScaledModel:
             scale = tuple(float(v) for v in data["scale"])
             center = float(data.get("target_center", 0.0))
             spread = float(data.get("target_scale", 1.0))
+            clip = float(data.get("clip_norm", 0.0))
         except ModelFormatError:
             raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -104,7 +121,13 @@ class ScaledModel:
         if not all(math.isfinite(v) for v in mean + scale) or any(s <= 0 for s in scale):
             raise ModelFormatError(f"{sp}: scaling must be finite with positive scales")
         try:
-            return cls(model, FeatureScaler(mean, scale), target_center=center, target_scale=spread)
+            return cls(
+                model,
+                FeatureScaler(mean, scale),
+                target_center=center,
+                target_scale=spread,
+                clip_norm=clip,
+            )
         except ValueError as exc:
             raise ModelFormatError(f"{sp}: {exc}") from None
 

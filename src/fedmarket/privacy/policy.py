@@ -23,13 +23,14 @@ NOISE_BOUND_SIGMAS = 9.0
 
 
 def crypto_privacy(spec: TaskSpec) -> Privacy:
-    """The task's floor, clip and noise requirement (``Privacy()``, no requirement, when the
-    spec's ``[privacy]`` is not enabled)."""
+    """The task's floor (always), clip and noise requirement (only when the spec's
+    ``[privacy]`` is enabled)."""
     section = spec.privacy
+    floor = section.floor(len(spec.features.names))
     if not section.enabled:
-        return Privacy()
+        return Privacy(min_block_points=floor)
     return Privacy(
-        min_block_points=section.floor(len(spec.features.names)),
+        min_block_points=floor,
         clip_norm=float(section.clip_norm),
         noise=True,
     )

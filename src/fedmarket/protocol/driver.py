@@ -2,7 +2,9 @@
 
 announce -> bid -> resolve -> channel keys -> manifests -> assign (each processor its own share,
 each owner its routing) -> seal and relay -> epochs (model out, signed results back, roots
-relayed, replicas and audits through the owners, close on chain with the next model's digest)
+relayed, replicas and audits through the owners, close on chain with the next model's digest;
+in a private task each epoch first reveals the model to the block owners, who check it and
+release their noise sealed to the holders, relayed with the model)
 -> disputes on what is proven wrong (open, draw, the block to the auditors, votes, the
 accused's leaf, resolve) -> settle once the dispute window has passed.
 
@@ -33,6 +35,7 @@ from fedmarket.roles.messages import (
     DisputeBlock,
     EncryptedModel,
     EpochResult,
+    NoiseRelease,
     SealedBlock,
     VoteReveal,
     decode,
@@ -408,7 +411,14 @@ class Driver:
                     raise _Vanished
                 model = r.model_message()
                 active = sorted(p.lower() for p in r.active)
-                replies = self._ask("model", dict.fromkeys(active, Envelope.of(model)))
+                noise = self._noise() if r.private else {}
+                replies = self._ask(
+                    "model",
+                    {
+                        p: Envelope(frames=(*Envelope.of(model).frames, *noise.get(p, [])))
+                        for p in active
+                    },
+                )
                 self._results(replies)
                 self._record_roots()
                 deferred = {a: env for a, env in replies.items() if "deferred" in env.fields}
@@ -430,6 +440,38 @@ class Driver:
                     assert self.run_ is not None
                     self.run_.stop_reason = outcome.stop_reason or ""
                     return
+
+    def _noise(self) -> dict[str, list[bytes]]:
+        """A private task's epoch: every owner with blocks is shown the model (weights and
+        seed) and answers with its noise, sealed to each holder; the frames by processor.
+        An owner that refuses or stays silent holds back its blocks' results this epoch."""
+        r = self.requester
+        assert r.plan is not None
+        reveal = Envelope.of(r.reveal())
+        owners = {o.lower() for o in r.manifests}
+        out: dict[str, list[bytes]] = {}
+        noised: set[BlockRef] = set()
+        for address, reply in self._ask("noise", dict.fromkeys(sorted(owners), reveal)).items():
+            party = f"owner {self.name(address)}"
+            targets = [t.lower() for t in reply.text("processors").split(",") if t]
+            if len(targets) != len(reply.frames):
+                self._note(f"noise: {party} sent {len(reply.frames)} releases for {len(targets)}")
+                continue
+            for target, frame in zip(targets, reply.frames, strict=True):
+                try:
+                    release = decode(frame, NoiseRelease, party=party)
+                    holders = [h.lower() for h in r.plan.holders(release.ref)]
+                    if release.ref.owner.lower() != address or target not in holders:
+                        raise UntrustedInputError("sent noise it may not send", party=party)
+                    if release.epoch != r.epoch:
+                        raise UntrustedInputError("sent noise for another epoch", party=party)
+                except UntrustedInputError as exc:
+                    self._note(f"noise: {exc}")
+                    continue
+                out.setdefault(target, []).append(frame)
+                noised.add(release.ref)
+        r.on_noise(noised)
+        return out
 
     # ---------------------------------------------------------------- disputes
 

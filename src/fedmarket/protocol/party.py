@@ -33,6 +33,8 @@ from fedmarket.roles.messages import (
     DisputeBlock,
     EncryptedModel,
     EpochResult,
+    ModelReveal,
+    NoiseRelease,
     RoutingShare,
     SealedBlock,
     TaskAnnouncement,
@@ -54,6 +56,7 @@ ACTIONS = (
     "setup",
     "seal",
     "blocks",
+    "noise",
     "model",
     "resume",
     "recompute",
@@ -198,9 +201,18 @@ class PartyNode:
             processor.on_block(message)
         return Envelope({"status": "stored", "blocks": len(processor.delivered)})
 
+    def on_noise(self, request: Envelope) -> Envelope:
+        owner = self._owner()
+        released = owner.release_noise(request.one(ModelReveal, party=REQUESTER))
+        return Envelope(
+            {"processors": ",".join(p for p, _ in released)},
+            Envelope.of(*(r for _, r in released)).frames,
+        )
+
     def on_model(self, request: Envelope) -> Envelope | None:
         processor = self._processor()
         message = request.one(EncryptedModel, party=REQUESTER)
+        noise = request.many(NoiseRelease, party=REQUESTER, start=1)
         attack = processor.attack
         if self.silent or (attack is not None and not attack.answers(message.epoch)):
             self.silent = True
@@ -208,10 +220,10 @@ class PartyNode:
         if attack is not None and attack.submits_late:
             # simulated lateness: computed now, committed and sent after the deadline
             assert processor.task_id is not None
-            self.held[message.epoch] = processor.on_model(message)
+            self.held[message.epoch] = processor.on_model(message, noise)
             deadline = processor.market.clock_of(processor.task_id).deadline
             return Envelope({"deferred": deadline + 1})
-        return Envelope.of(processor.on_model(message))
+        return Envelope.of(processor.on_model(message, noise))
 
     def on_resume(self, request: Envelope) -> Envelope:
         processor = self._processor()
@@ -286,6 +298,9 @@ class PartyNode:
                 "fill": o.fill,
                 "bid": o.bid,
                 "blocks": list(o.blocks),
+                "holders": {i: [(p, encode(k)) for p, k in hs] for i, hs in o.holders.items()},
+                "released": dict(o.released),
+                "noise": [(e, i, n, sig) for (e, i), (n, sig) in o.noise.items()],
             }
         if p is not None and p.task_id is not None and p.keys is not None:
             out["processor"] = {
@@ -318,6 +333,12 @@ class PartyNode:
             o.fill = s["fill"]
             o.bid = s.get("bid")
             o.blocks = list(s["blocks"])
+            o.holders = {
+                int(i): [(p, decode(k, ChannelKey, party=local)) for p, k in hs]
+                for i, hs in s.get("holders", {}).items()
+            }
+            o.released = {int(e): bytes(d) for e, d in s.get("released", {}).items()}
+            o.noise = {(int(e), int(i)): (bytes(n), bytes(g)) for e, i, n, g in s.get("noise", [])}
         if self.processor is not None and "processor" in state:
             s, p = state["processor"], self.processor
             p.task_id = s["task_id"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedmarket.chain.client import GasEntry
 from fedmarket.chain.events import BidPlaced, Collected, DisputeOpened, TaskCreated, Withdrawn
@@ -164,7 +165,29 @@ def build_report(
         baseline_test_metric=baseline_test_metric,
         sklearn_metric=sklearn_metric,
         token_decimals=spec.budget.token_decimals,
+        privacy=_privacy(requester, name_of),
     )
+
+
+def _privacy(requester: Requester, name_of: Mapping[str, str]) -> dict[str, Any] | None:
+    """A private task's promise and what each owner spent of it (None without DP)."""
+    spec = requester.spec
+    assert spec is not None
+    if not spec.privacy.enabled:
+        return None
+    p = spec.privacy
+    sigma = p.noise_multiplier(spec.task.max_epochs)
+    layout = requester.keys.public.layout if requester.keys is not None else None
+    return {
+        "epsilon": p.epsilon,
+        "delta": p.delta,
+        "max_epochs": spec.task.max_epochs,
+        "clip_norm": p.clip_norm,
+        "floor": layout.min_block_points if layout is not None else p.min_block_points,
+        "noise_multiplier": sigma,
+        "noise_std": sigma * layout.sensitivity if layout is not None else None,
+        "spent": {name_of.get(o, o): eps for o, eps in requester.privacy_spent().items()},
+    }
 
 
 def write_results(out: Path, report: RunReport, requester: Requester) -> Path:
@@ -187,6 +210,7 @@ def write_results(out: Path, report: RunReport, requester: Requester) -> Path:
             scaler(f.mean, f.std, f.spread),
             target_center=labels.target_center,
             target_scale=labels.target_scale,
+            clip_norm=spec.privacy.clip_norm if spec.privacy.enabled else 0.0,
         ).save(model_file)
     else:
         model_file.unlink(missing_ok=True)

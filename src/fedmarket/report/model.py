@@ -93,6 +93,8 @@ class RunReport:
     # scikit-learn's estimator of the kind on the same points, scored on the validation set
     sklearn_metric: float | None = None
     token_decimals: int = 18  # amounts are integers in base units; 10**decimals is one token
+    # a private task: (epsilon, delta, epochs, clip, floor, noise) and epsilon spent per owner
+    privacy: dict[str, Any] | None = None
     version: int = REPORT_VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -97,6 +97,23 @@ def render_markdown(report: RunReport, problems: Sequence[str] = ()) -> str:
                 f"- alarm, epoch {alarm['epoch']}, {alarm['role']} {alarm['party']}, "
                 f"{alarm['kind']}: {alarm['detail']}"
             )
+    if report.privacy is not None:
+        p = report.privacy
+        out += [
+            "",
+            "## Privacy",
+            "",
+            f"Record-level ({p['epsilon']:g}, {p['delta']:g})-differential privacy over "
+            f"{p['max_epochs']} epochs: samples clipped to L2 norm {p['clip_norm']:g}, at "
+            f"least {p['floor']} samples per total, owners' noise multiplier "
+            f"{p['noise_multiplier']:.3f} (std {p['noise_std'] or 0:.3g} per total). "
+            "Epsilon each owner spent (its noise releases, by the PLD accountant):",
+            "",
+            _table(
+                ["owner", "epsilon spent"],
+                [[name, f"{eps:.3f}"] for name, eps in p["spent"].items()],
+            ),
+        ]
     out += ["", "## Tokens (base units)", ""]
     roles = {p.name: p.role for p in report.parties}
     rows = [

@@ -211,13 +211,45 @@ def leaf_digest(payload: bytes) -> bytes:
 
 
 class DisputeBlock(Message):
-    """Block owner to a drawn auditor (relayed): the disputed block, sealed to the auditor."""
+    """Block owner to a drawn auditor (relayed): the disputed block, sealed to the auditor;
+    in a private task also the noise the owner released for that block and epoch (sealed the
+    same way) and the owner's signature of it (``chain.signing.noise_digest``)."""
 
     kind: ClassVar[int] = 9
     task_id: Count
     dispute: Count
     ref: BlockRef
     sealed: bytes
+    noise: bytes = b""
+    noise_signature: Annotated[bytes, Field(max_length=65)] = b""
+
+
+class ModelReveal(Message):
+    """Requester to a data owner, in a private task: the plaintext weights of ``epoch``'s model
+    (float64, little-endian, the kind's weight shape) and the seed it was encrypted with, so
+    that the owner re-encrypts them, compares with the digest released on chain and checks the
+    weights against the kind's certified region before it releases its noise."""
+
+    kind: ClassVar[int] = 11
+    task_id: Count
+    epoch: Count
+    weights: bytes
+    seed: Annotated[bytes, Field(min_length=16, max_length=64)]
+
+
+class NoiseRelease(Message):
+    """Data owner to a processor holding one of its blocks (relayed by the requester, who
+    cannot open it): the owner's noise for the block and epoch (``PublicKeys.encrypt_noise``),
+    sealed to the processor's channel key, and the owner's account's signature of its sha256
+    (``chain.signing.noise_digest``): noise the requester made itself recovers to another
+    address, and processors add no noise but the owner's."""
+
+    kind: ClassVar[int] = 12
+    task_id: Count
+    epoch: Count
+    ref: BlockRef
+    sealed: bytes
+    signature: Annotated[bytes, Field(min_length=65, max_length=65)]
 
 
 class VoteReveal(Message):

@@ -6,12 +6,21 @@ chain, sends each block only to processors the committed assignment proves hold 
 its own ciphertexts to recompute any of its blocks for an audit, and, when one of its blocks
 is disputed, seals it to the drawn auditors and votes the digest it computes itself (a vote
 that can veto a conviction of a processor that computed the same).
+
+In a task with differential privacy (``[privacy] enabled``) it also clips every sample before
+encrypting, and each epoch it is asked for its noise with the model revealed (weights and
+seed): it re-encrypts them, compares with the digest released on chain, checks the weights
+against the kind's certified region, and only then draws one noise message per block (at most
+one release per epoch, never more epochs than the task's cap), signs it, and seals it to each
+of the block's holders. No noise, no result: processors compute none of its blocks without it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import random
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +32,12 @@ from fedmarket.chain import merkle
 from fedmarket.chain.client import Side
 from fedmarket.chain.events import ModelReleased
 from fedmarket.chain.ledger import Market
-from fedmarket.chain.signing import channel_key_signer
+from fedmarket.chain.signing import channel_key_signer, sign_noise
 from fedmarket.data import scale
 from fedmarket.errors import ConfigError, UntrustedInputError
-from fedmarket.protocol.crypto import PublicKeys
+from fedmarket.privacy.owner import check_revealed_model, clip_rows
+from fedmarket.privacy.policy import crypto_privacy, noise_std
+from fedmarket.protocol.crypto import Layout, PublicKeys
 from fedmarket.roles.assignment import check_holder
 from fedmarket.roles.channel import block_digest, seal
 from fedmarket.roles.messages import (
@@ -35,6 +46,8 @@ from fedmarket.roles.messages import (
     DataManifest,
     DisputeBlock,
     EncryptedModel,
+    ModelReveal,
+    NoiseRelease,
     RoutingShare,
     SealedBlock,
     TaskAnnouncement,
@@ -48,20 +61,36 @@ def block_id(ref: BlockRef) -> str:
     return f"{ref.owner.lower()}/{ref.index}"
 
 
+def released_digest(party: Party, epoch: int, *, sender: str = "requester") -> bytes:
+    """The model digest released on chain for ``epoch`` (refused if none was)."""
+    assert party.task_id is not None
+    released = [e for e in party.market.logs(ModelReleased, task=party.task_id) if e.epoch == epoch]
+    if not released:
+        raise UntrustedInputError(f"sent a model for epoch {epoch}, never released", party=sender)
+    return bytes(released[-1].model_digest)
+
+
 def check_model(party: Party, model: EncryptedModel, *, sender: str = "requester") -> None:
     """Refuse a model unless its sha256 is the digest released on chain for its epoch."""
-    assert party.task_id is not None
-    released = [
-        e for e in party.market.logs(ModelReleased, task=party.task_id) if e.epoch == model.epoch
-    ]
-    if not released:
-        raise UntrustedInputError(
-            f"sent a model for epoch {model.epoch}, never released", party=sender
-        )
-    if bytes(released[-1].model_digest) != hashlib.sha256(model.payload).digest():
+    if released_digest(party, model.epoch, sender=sender) != hashlib.sha256(model.payload).digest():
         raise UntrustedInputError(
             f"the epoch {model.epoch} model does not match the digest released on chain",
             party=sender,
+        )
+
+
+def check_layout(spec: TaskSpec, layout: Layout) -> None:
+    """Refuse published keys that do not hold every party to the spec's ``[privacy]``: a
+    requester that announces a private task with keys that ask no noise, a looser clip or a
+    lower floor would get totals the spec promised it would not."""
+    wanted = crypto_privacy(spec)
+    clip = wanted.clip_norm or float(np.sqrt(layout.n_features))
+    got = (layout.private, layout.min_block_points, layout.clip)
+    if got != (wanted.noise, wanted.min_block_points, clip):
+        raise UntrustedInputError(
+            f"published keys with privacy (noise, floor, clip) = {got}, the spec asks "
+            f"{(wanted.noise, wanted.min_block_points, clip)}",
+            party="requester",
         )
 
 
@@ -138,12 +167,22 @@ class DataOwner(Party):
     attack: OwnerAttack | None = None
     attack_seed: int = 0
     base: Path | None = None  # where the spec's files (a backbone) are, on this owner's side
+    # the most epsilon this owner sells its records at (None: any task, private or not)
+    max_epsilon: float | None = None
+    # where its noise comes from; None: the operating system's (tests pass a seeded one)
+    noise_rng: random.Random | None = None
     spec: TaskSpec | None = field(default=None, init=False)
     clean: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False)
     keys: PublicKeys | None = field(default=None, init=False)
     fill: int = field(default=0, init=False)
     bid: int | None = field(default=None, init=False)  # its data bid's index
     blocks: list[bytes] = field(default_factory=list, init=False)
+    # block index -> its holders' checked channel keys (from the committed assignment)
+    holders: dict[int, list[tuple[str, ChannelKey]]] = field(default_factory=dict, init=False)
+    # epoch -> sha256 of the model revealed for it (at most one per epoch)
+    released: dict[int, bytes] = field(default_factory=dict, init=False)
+    # (epoch, block index) -> (noise message, our signature of it): kept for audits, disputes
+    noise: dict[tuple[int, int], tuple[bytes, bytes]] = field(default_factory=dict, init=False)
 
     @property
     def withhold(self) -> bool:
@@ -155,6 +194,15 @@ class DataOwner(Party):
         task's privacy floor: such a bid would be refused)."""
         spec = self.read_announcement(message)
         self.learn(spec, message.public_context)
+        if self.max_epsilon is not None and (
+            not spec.privacy.enabled or spec.privacy.epsilon > self.max_epsilon
+        ):
+            offered = f"epsilon {spec.privacy.epsilon:g}" if spec.privacy.enabled else "no DP"
+            raise UntrustedInputError(
+                f"offers {offered}; we sell our records at epsilon <= {self.max_epsilon:g} "
+                "only: no bid",
+                party="self",
+            )
         points = min(self.points, len(self.y))
         if points < spec.privacy.min_block_points:
             raise UntrustedInputError(
@@ -169,6 +217,7 @@ class DataOwner(Party):
         changes the data now that the schema is known, the same way every time."""
         self.spec = spec
         self.keys = self.crypto.public(public_keys, party="requester")
+        check_layout(spec, self.keys.layout)
         if self.attack is not None and self.attack.delivers:
             if self.clean is None:
                 self.clean = (self.X, self.y)
@@ -200,6 +249,8 @@ class DataOwner(Party):
         features = self.spec.features
         raw = task_features(self.spec, self.X[: self.fill], base=self.base)
         X = scale(raw, features.mean, features.std, features.spread)
+        if self.spec.privacy.enabled:
+            X = clip_rows(X, self.spec.privacy.clip_norm)
         t = self.spec.kind.targets(self.y[: self.fill], self.spec.labels)
         bounds = block_bounds(
             self.fill,
@@ -261,6 +312,10 @@ class DataOwner(Party):
                     )
                 check_channel_key(self.market, self.task_id, holder.processor, key)
                 pairs.append((holder.processor, b.index, key))
+        for processor, index, key in pairs:
+            known = self.holders.setdefault(index, [])
+            if all(p.lower() != processor.lower() for p, _ in known):
+                known.append((processor, key))
         out = []
         for processor, index, key in pairs[first : None if count is None else first + count]:
             ref = BlockRef(owner=self.address, index=index)
@@ -288,9 +343,87 @@ class DataOwner(Party):
             )
         if model.task_id != self.task_id:
             raise UntrustedInputError("asked to recompute for another task", party="requester")
+        released = self.noise.get((model.epoch, ref.index))
+        if self.keys.layout.private and released is None:
+            raise UntrustedInputError(
+                f"asked to recompute block {ref.index} for epoch {model.epoch}, for which we "
+                "released no noise",
+                party="requester",
+            )
         return self.keys.run_program(
-            model.payload, self.blocks[ref.index], model_party="requester", block_party="self"
+            model.payload,
+            self.blocks[ref.index],
+            noise=None if released is None else released[0],
+            model_party="requester",
+            block_party="self",
         )
+
+    def release_noise(self, reveal: ModelReveal) -> list[tuple[str, NoiseRelease]]:
+        """A private task's epoch: check the model the requester revealed (it re-encrypts to
+        the digest released on chain, and lies in the kind's certified region), then release
+        one signed noise message per block, sealed to each of the block's holders: (processor,
+        release) pairs. At most one model per epoch and no epoch past the task's cap; the same
+        reveal asked again gets the same noise (a retry spends nothing more)."""
+        assert self.spec is not None and self.keys is not None and self.task_id is not None
+        party = "requester"
+        spec = self.spec
+        if not spec.privacy.enabled:
+            raise UntrustedInputError(
+                "asked for noise in a task without differential privacy", party=party
+            )
+        if reveal.task_id != self.task_id:
+            raise UntrustedInputError("revealed a model of another task", party=party)
+        epoch = reveal.epoch
+        if epoch >= spec.task.max_epochs:
+            raise UntrustedInputError(
+                f"asked for noise in epoch {epoch}, past the task's {spec.task.max_epochs} "
+                "epochs (the privacy budget is for those only)",
+                party=party,
+            )
+        fingerprint = hashlib.sha256(reveal.weights + b"|" + reveal.seed).digest()
+        if epoch in self.released and self.released[epoch] != fingerprint:
+            raise UntrustedInputError(
+                f"revealed a second model for epoch {epoch}: one noise release per epoch",
+                party=party,
+            )
+        if epoch not in self.released:
+            layout = self.keys.layout
+            size = 8 * layout.totals_shape[0] * layout.totals_shape[1]
+            if len(reveal.weights) != size:
+                raise UntrustedInputError(
+                    f"revealed {len(reveal.weights)} bytes of weights, {size} expected",
+                    party=party,
+                )
+            weights = np.frombuffer(reveal.weights, dtype="<f8").reshape(layout.totals_shape)
+            digest = released_digest(self, epoch)
+            check_revealed_model(self.keys, digest, weights, epoch=epoch, seed=reveal.seed)
+            std = noise_std(spec, layout)
+            rng = self.noise_rng or secrets.SystemRandom()
+            domain = self.market.domain_separator()
+            for index in sorted(self.holders):
+                ref = BlockRef(owner=self.address, index=index)
+                noise = self.keys.encrypt_noise(
+                    block_id=block_id(ref), epoch=epoch, std=std, rng=rng
+                )
+                signature = sign_noise(
+                    self.account, domain, self.task_id, epoch, index, hashlib.sha256(noise).digest()
+                )
+                self.noise[(epoch, index)] = (noise, signature)
+            self.released[epoch] = fingerprint
+        out = []
+        for index, holders in sorted(self.holders.items()):
+            noise, signature = self.noise[(epoch, index)]
+            ref = BlockRef(owner=self.address, index=index)
+            for processor, key in holders:
+                release = NoiseRelease(
+                    task_id=self.task_id,
+                    epoch=epoch,
+                    ref=ref,
+                    sealed=seal(noise, key.public_key),
+                    signature=signature,
+                )
+                out.append((processor, release))
+        return out
 
     def panel(
         self, dispute: int, model: EncryptedModel, keys: dict[str, ChannelKey]
@@ -319,10 +452,14 @@ class DataOwner(Party):
                 continue
             check_channel_key(self.market, self.task_id, auditor, key)
             sealed = seal(self.blocks[d.block_index], key.public_key)
-            out.append(
-                (
-                    auditor,
-                    DisputeBlock(task_id=self.task_id, dispute=dispute, ref=ref, sealed=sealed),
-                )
+            noise, signature = self.noise.get((d.epoch, d.block_index), (b"", b""))
+            message = DisputeBlock(
+                task_id=self.task_id,
+                dispute=dispute,
+                ref=ref,
+                sealed=sealed,
+                noise=seal(noise, key.public_key) if noise else b"",
+                noise_signature=signature,
             )
+            out.append((auditor, message))
         return out

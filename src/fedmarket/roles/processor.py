@@ -5,7 +5,9 @@ against the chain before use: its share of the assignment against the committed 
 block against its owner's committed digests, each model against the digest released on
 chain. It reports blocks it never got (before its first root), commits one Merkle root per
 epoch over its per-block result digests (signed; the requester relays it), keeps its leaves
-to open any of them if accused, and audits others' blocks when a dispute draws it.
+to open any of them if accused, and audits others' blocks when a dispute draws it. In a task
+with differential privacy it adds each block owner's noise (sealed to it, signed by the
+owner's account) to that block's totals, and computes no block whose owner released none.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fedmarket.attacks.processor import ProcessorAttack
 from fedmarket.chain import merkle
 from fedmarket.chain.client import Side
 from fedmarket.chain.events import DataCommitted
-from fedmarket.chain.signing import SignedRoot, sign_channel_key, sign_root
+from fedmarket.chain.signing import SignedRoot, noise_signer, sign_channel_key, sign_root
 from fedmarket.errors import UntrustedInputError
 from fedmarket.protocol.crypto import Pool, PublicKeys
 from fedmarket.roles.assignment import check_share
@@ -33,12 +35,13 @@ from fedmarket.roles.messages import (
     DisputeBlock,
     EncryptedModel,
     EpochResult,
+    NoiseRelease,
     SealedBlock,
     TaskAnnouncement,
     VoteReveal,
     leaf_digest,
 )
-from fedmarket.roles.owner import block_id, check_model
+from fedmarket.roles.owner import block_id, check_layout, check_model
 from fedmarket.roles.party import Party
 
 SEAL_OVERHEAD = 64  # a sealed box's ephemeral key and tag (48 bytes), rounded up
@@ -81,6 +84,7 @@ class Processor(Party):
         """Check the task against the chain, approve the stake, and bid."""
         spec = self.read_announcement(message)
         self.keys = self.crypto.public(message.public_context, party="requester")
+        check_layout(spec, self.keys.layout)
         stake = self.capacity * self.price * spec.task.max_epochs
         self.token.approve(self.market.address, stake)
         self.bid = self.market.bid_processing(message.task_id, self.capacity, self.price).value
@@ -211,13 +215,70 @@ class Processor(Party):
         self.reported.update(missing)
         return missing
 
-    def compute(self, message: EncryptedModel) -> EpochResult:
+    def open_noise(
+        self, ref: BlockRef, epoch: int, sealed: bytes, signature: bytes, *, via: str
+    ) -> bytes:
+        """A block owner's noise for ``ref`` in ``epoch``: opened with our channel key and
+        signed by the owner's own account (noise the requester made, which it could subtract,
+        is refused)."""
+        assert self.task_id is not None and self.keys is not None
+        party = f"owner {ref.owner} (via {via})"
+        noise = open_sealed(
+            sealed, self.channel, party=party, max_bytes=self.keys.max_block_bytes + SEAL_OVERHEAD
+        )
+        signer = noise_signer(
+            self.market.domain_separator(),
+            self.task_id,
+            epoch,
+            ref.owner,
+            ref.index,
+            hashlib.sha256(noise).digest(),
+            signature,
+        )
+        if (signer or "").lower() != ref.owner.lower():
+            raise UntrustedInputError(
+                f"noise for block {ref.index} in epoch {epoch} is not signed by its owner",
+                party=party,
+            )
+        return noise
+
+    def _noise(self, epoch: int, releases: list[NoiseRelease]) -> dict[str, bytes] | None:
+        """Block id -> the owner's opened, checked noise, for a private task (None otherwise):
+        noise that is not for one of our delivered blocks and this epoch is refused."""
+        assert self.keys is not None
+        if not self.keys.layout.private:
+            if releases:
+                raise UntrustedInputError("sent noise in a task without it", party="requester")
+            return None
+        out: dict[str, bytes] = {}
+        for release in releases:
+            ref = release.ref
+            if release.task_id != self.task_id or release.epoch != epoch:
+                raise UntrustedInputError(
+                    f"sent noise for task {release.task_id}, epoch {release.epoch}",
+                    party="requester",
+                )
+            if ref not in self.delivered or block_id(ref) in out:
+                raise UntrustedInputError(
+                    f"sent noise for block {block_id(ref)}, not one we hold (or twice)",
+                    party="requester",
+                )
+            out[block_id(ref)] = self.open_noise(
+                ref, epoch, release.sealed, release.signature, via="requester"
+            )
+        return out
+
+    def compute(
+        self, message: EncryptedModel, noise: list[NoiseRelease] | None = None
+    ) -> EpochResult:
         """Run the program on every delivered block (or what the attack makes of it); build,
-        keep and sign the root over the entries' digests."""
+        keep and sign the root over the entries' digests. In a private task only the blocks
+        whose owners' ``noise`` came are computed (the others' payloads stay empty)."""
         assert self.task_id is not None and self.share is not None
         if message.task_id != self.task_id:
             raise UntrustedInputError(f"sent a model for task {message.task_id}", party="requester")
         check_model(self, message)
+        noises = self._noise(message.epoch, list(noise or []))
         refs = [r for r in self.expected if r in self.delivered]
         results: dict[str, bytes] | None = {}
         attack = self.attack
@@ -226,7 +287,7 @@ class Processor(Party):
             and self.pool is not None
             and (attack is None or attack.needs_honest(message.epoch, self.memory))
         ):
-            results = self.pool.run_epoch(message.payload, party="requester")
+            results = self.pool.run_epoch(message.payload, party="requester", noise=noises)
         elif refs:
             results = None  # a cheater that does not need them skips the work
         if attack is not None and refs:
@@ -239,9 +300,7 @@ class Processor(Party):
                 )
             )
         assert results is not None
-        payloads = [
-            results[block_id(e.ref)] if e.ref in self.delivered else b"" for e in self.share.entries
-        ]
+        payloads = [results.get(block_id(e.ref), b"") for e in self.share.entries]
         leaves = [
             (e.block, leaf_digest(p)) for e, p in zip(self.share.entries, payloads, strict=True)
         ]
@@ -271,11 +330,13 @@ class Processor(Party):
             self.task_id, result.epoch, self.bid, SignedRoot.unsigned(result.root)
         )
 
-    def on_model(self, message: EncryptedModel) -> EpochResult:
+    def on_model(
+        self, message: EncryptedModel, noise: list[NoiseRelease] | None = None
+    ) -> EpochResult:
         """One epoch: compute and sign; the requester relays the root with everyone's."""
         if message.epoch == 0 and self.share is not None:
             self.report_missing()
-        return self.compute(message)
+        return self.compute(message, noise)
 
     def show(self, dispute: int) -> bool:
         """Accused: open our committed leaf for the disputed block (we kept every leaf)."""
@@ -317,8 +378,13 @@ class Processor(Party):
             raise UntrustedInputError(
                 "the disputed block does not match its committed digest", party=party
             )
+        noise = None
+        if self.keys.layout.private:
+            noise = self.open_noise(
+                message.ref, d.epoch, message.noise, message.noise_signature, via="requester"
+            )
         result = self.keys.run_program(
-            model.payload, block, model_party="requester", block_party=party
+            model.payload, block, noise=noise, model_party="requester", block_party=party
         )
         digest = hashlib.sha256(result).digest()
         self.market.commit_vote(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ from fedmarket.integrity.validation import reference_gradient, validation_loss
 from fedmarket.models.kinds import ModelKind
 from fedmarket.models.linear import Model
 from fedmarket.models.training import TrainConfig, Trainer
+from fedmarket.privacy.accounting import epsilon_spent
+from fedmarket.privacy.owner import clip_rows
+from fedmarket.privacy.policy import crypto_privacy, noise_allowance, noise_std
 from fedmarket.protocol.crypto import TaskKeys
 from fedmarket.roles.assignment import BlockInfo, Plan, own_compute_plan, plan_assignment
 from fedmarket.roles.messages import (
@@ -46,6 +50,7 @@ from fedmarket.roles.messages import (
     DataManifest,
     EncryptedModel,
     EpochResult,
+    ModelReveal,
     TaskAnnouncement,
     leaf_digest,
 )
@@ -147,6 +152,10 @@ class Requester(Party):
     slashed: set[str] = field(default_factory=set, init=False)  # convicted on chain
     refused: set[str] = field(default_factory=set, init=False)  # distrusted: results unused, unpaid
     disputes: list[DisputeRecord] = field(default_factory=list, init=False)
+    # private tasks: epoch -> (the weights encrypted, the seed), shown to block owners only
+    reveals: dict[int, tuple[np.ndarray, bytes]] = field(default_factory=dict, init=False)
+    # private tasks: epoch -> the blocks whose owners released noise (others have no result)
+    noised: dict[int, set[BlockRef]] = field(default_factory=dict, init=False)
     _epoch_start: float = field(default=0.0, init=False)
 
     # ------------------------------------------------------------ setup
@@ -168,7 +177,14 @@ class Requester(Party):
         if self._features is None:
             self._features = task_features(self.spec, self.X_val, base=self.base)
         f = self.spec.features
-        return scale(self._features, f.mean, f.std, f.spread)
+        X = scale(self._features, f.mean, f.std, f.spread)
+        # a private task's owners clip every sample: the model is trained (and checked) there
+        return clip_rows(X, self.spec.privacy.clip_norm) if self.private else X
+
+    @property
+    def private(self) -> bool:
+        """The task has differential privacy: owners' noise in every total."""
+        return self.spec is not None and self.spec.privacy.enabled
 
     def announce(self) -> TaskAnnouncement:
         """Make the task's keys, escrow both budgets, create the task on chain."""
@@ -183,6 +199,7 @@ class Requester(Party):
             preset=spec.he.preset,
             expected_samples=spec.task.num_points,
             hidden=spec.task.hidden,
+            privacy=crypto_privacy(spec),
         )
         check_block_floor(self.keys.public.layout.block_size, spec.privacy.min_block_points)
         context = self.keys.public.data
@@ -250,7 +267,19 @@ class Requester(Party):
 
     def _encrypt_model(self, epoch: int) -> EncryptedModel:
         assert self.keys is not None and self.optimizer is not None and self.task_id is not None
-        payload = self.keys.encrypt_model(self.optimizer.lookahead, epoch=epoch)
+        weights = self.optimizer.lookahead
+        seed = None
+        if self.private:
+            # Owners release noise only for a model in the certified region: the look-ahead
+            # (an extrapolation) is brought into it, and the gradient is then taken there.
+            assert self.spec is not None
+            layout = self.keys.public.layout
+            weights = self.kind.certify(weights, layout.n_features, layout.clip)
+            self.optimizer.state.lookahead = weights
+            # owners re-encrypt (weights, seed) to check what processors get (docs/privacy.md)
+            seed = secrets.token_bytes(32)
+            self.reveals[epoch] = (np.array(weights, dtype="<f8"), seed)
+        payload = self.keys.encrypt_model(weights, epoch=epoch, seed=seed)
         self.models[epoch] = EncryptedModel(task_id=self.task_id, epoch=epoch, payload=payload)
         return self.models[epoch]
 
@@ -292,6 +321,36 @@ class Requester(Party):
             self.task_id, self.plan.tree.records, hashlib.sha256(model.payload).digest()
         )
         return self.plan
+
+    # ------------------------------------------------------------ privacy
+
+    def reveal(self) -> ModelReveal:
+        """The current epoch's model in plaintext with its seed, for the block owners of a
+        private task (who re-encrypt and check it before they release their noise)."""
+        assert self.task_id is not None
+        weights, seed = self.reveals[self.epoch]
+        return ModelReveal(
+            task_id=self.task_id, epoch=self.epoch, weights=weights.tobytes(), seed=seed
+        )
+
+    def on_noise(self, refs: set[BlockRef]) -> None:
+        """The blocks whose owners released noise this epoch (the driver saw it relayed)."""
+        self.noised.setdefault(self.epoch, set()).update(refs)
+
+    def privacy_spent(self) -> dict[str, float]:
+        """Each winning owner's epsilon (at the spec's delta) after the epochs in which it
+        released noise, by the accountant (empty for a task without DP)."""
+        if not self.private or self.keys is None:
+            return {}
+        assert self.spec is not None
+        sigma = self.spec.privacy.noise_multiplier(self.spec.task.max_epochs)
+        released: dict[str, int] = {o.lower(): 0 for o in self.manifests}
+        for refs in self.noised.values():
+            for owner in {r.owner.lower() for r in refs}:
+                released[owner] = released.get(owner, 0) + 1
+        return {
+            o: epsilon_spent(sigma, self.spec.privacy.delta, n) for o, n in sorted(released.items())
+        }
 
     # ------------------------------------------------------------ epochs
 
@@ -447,9 +506,14 @@ class Requester(Party):
         }
         for who, result in sorted(self.results.items()):
             for ref, payload in zip(result.blocks, result.payloads, strict=True):
+                if self.private:
+                    # No noise, no result: whether the owner released none, or noise the
+                    # processor could not open or verify, nobody can prove which.
+                    continue
                 if not payload and (who, ref) not in reported:
                     proven.append(self._bad_result(who, ref, "no result and no undelivered report"))
         weights = self.optimizer.lookahead
+        allowance = noise_allowance(noise_std(self.spec, self.keys.public.layout))
         blocks: list[BlockGradient] = []
         sent: dict[str, bytes] = {}  # block id -> sha256 of the payload used
         for ref, (who, payload) in sorted(chosen.items(), key=lambda kv: block_id(kv[0])):
@@ -461,7 +525,8 @@ class Requester(Party):
                     block_id=block_id(ref),
                     bound=self.kind.max_abs_total(
                         weights, sizes[ref], n_features=len(self.spec.features.names)
-                    ),
+                    )
+                    + allowance,
                 )
             except UntrustedInputError as exc:
                 # No honest processor can produce this from the committed inputs.

@@ -8,7 +8,7 @@ every test ends by checking token conservation on every market it touched:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,22 +172,32 @@ DATA_BIDS = [(128, 3), (192, 5), (200, 7)]
 PROCESSING_BIDS = [(128, 2), (192, 3), (300, 9)]
 
 
-def standard(
-    rig: Rig,
-    token: Any,
-    requester: str,
-    owners: list[str],
-    processors: list[LocalAccount],
-    params: TaskParams | None = None,
-) -> Task:
-    return Task(
-        rig,
-        token,
-        requester,
-        [(o, a, p) for o, (a, p) in zip(owners, DATA_BIDS, strict=False)],
-        [(q, a, p) for q, (a, p) in zip(processors, PROCESSING_BIDS, strict=False)],
-        params or TaskParams(),
-    )
+def booked(data: list[tuple[int, int]], processing: list[tuple[int, int]]) -> Callable[..., Task]:
+    """A task builder ``(rig, token, requester, owners, processors, params=None) -> Task``
+    whose i-th owner and processor bid the i-th (amount, price) of ``data`` / ``processing``
+    (zip: fewer bidders bid fewer)."""
+
+    def build(
+        rig: Rig,
+        token: Any,
+        requester: str,
+        owners: list[str],
+        processors: list[LocalAccount],
+        params: TaskParams | None = None,
+    ) -> Task:
+        return Task(
+            rig,
+            token,
+            requester,
+            [(o, a, p) for o, (a, p) in zip(owners, data, strict=False)],
+            [(q, a, p) for q, (a, p) in zip(processors, processing, strict=False)],
+            params or TaskParams(),
+        )
+
+    return build
+
+
+standard = booked(DATA_BIDS, PROCESSING_BIDS)
 
 
 # Four owners and four processors that all win, one 64-point block each (room for replicas:
@@ -196,20 +206,4 @@ def standard(
 FOUR_DATA = [(64, 3 + i) for i in range(4)]
 FOUR_PROCESSING = [(64, 2 + i) for i in range(4)]
 
-
-def four(
-    rig: Rig,
-    token: Any,
-    requester: str,
-    owners: list[str],
-    processors: list[LocalAccount],
-    params: TaskParams | None = None,
-) -> Task:
-    return Task(
-        rig,
-        token,
-        requester,
-        [(o, a, p) for o, (a, p) in zip(owners, FOUR_DATA, strict=False)],
-        [(q, a, p) for q, (a, p) in zip(processors, FOUR_PROCESSING, strict=False)],
-        params or TaskParams(),
-    )
+four = booked(FOUR_DATA, FOUR_PROCESSING)

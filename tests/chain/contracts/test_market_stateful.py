@@ -69,6 +69,17 @@ NAMES = ("R", "O1", "O2", "O3", "H", "F", "A1", "A2", "X")
 PROCS = ("H", "F", "A1", "A2")
 
 picks = st.integers(0, 2**16)
+# One task's terms, book and assignment, drawn for the first task and for every later one.
+TASKS: dict[str, st.SearchStrategy[Any]] = dict(
+    prices=st.lists(st.integers(1, 4), min_size=4, max_size=4),
+    owner_points=st.lists(st.sampled_from([64, 96, 128]), min_size=3, max_size=3),
+    max_epochs=st.integers(2, 4),
+    bond=st.sampled_from([1_000, 2_500, 10_000]),
+    fee=st.integers(0, 20),
+    replicas=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 3)), max_size=4),
+    withheld=st.lists(st.integers(0, 30), max_size=2),
+    committed=st.lists(st.booleans(), min_size=3, max_size=3),
+)
 
 
 def norm(value: Any) -> Any:
@@ -172,16 +183,7 @@ class MarketMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ set-up
 
-    @initialize(
-        prices=st.lists(st.integers(1, 4), min_size=4, max_size=4),
-        owner_points=st.lists(st.sampled_from([64, 96, 128]), min_size=3, max_size=3),
-        max_epochs=st.integers(2, 4),
-        bond=st.sampled_from([1_000, 2_500, 10_000]),
-        fee=st.integers(0, 20),
-        replicas=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 3)), max_size=4),
-        withheld=st.lists(st.integers(0, 30), max_size=2),
-        committed=st.lists(st.booleans(), min_size=3, max_size=3),
-    )
+    @initialize(**TASKS)
     def a_task_in_training(
         self, prices: list[int], owner_points: list[int], max_epochs: int, bond: int, fee: int,
         replicas: list[tuple[int, int]], withheld: list[int], committed: list[bool],
@@ -286,16 +288,7 @@ class MarketMachine(RuleBasedStateMachine):
         return over and closed and not pending
 
     @precondition(lambda self: self.quiet())
-    @rule(
-        prices=st.lists(st.integers(1, 4), min_size=4, max_size=4),
-        owner_points=st.lists(st.sampled_from([64, 96, 128]), min_size=3, max_size=3),
-        max_epochs=st.integers(2, 4),
-        bond=st.sampled_from([1_000, 2_500, 10_000]),
-        fee=st.integers(0, 20),
-        replicas=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 3)), max_size=4),
-        withheld=st.lists(st.integers(0, 30), max_size=2),
-        committed=st.lists(st.booleans(), min_size=3, max_size=3),
-    )
+    @rule(**TASKS)
     def the_next_task(self, **kwargs: Any) -> None:
         """Once a task is over and settled, the same cast starts another."""
         self.a_task_in_training(**kwargs)

@@ -198,6 +198,13 @@ class ModelKind(ABC):
         rows, cols = self.weight_shape(n_features, n_outputs, hidden)
         return rows * cols
 
+    def certified_gradient_bound(
+        self, n_outputs: int, clip_norm: float, poly: SigmoidPolynomial = DEFAULT_SIGMOID
+    ) -> float:
+        """The largest ||one sample's gradient||_2 over every certified model and every sample
+        with ||x||_2 <= clip_norm: ``H sqrt(K) sqrt(C^2 + 1)`` here, H = ``residual_bound``."""
+        return self.residual_bound(poly) * math.sqrt(n_outputs) * math.hypot(clip_norm, 1.0)
+
     def sensitivity(
         self,
         n_features: int,
@@ -207,11 +214,11 @@ class ModelKind(ABC):
         poly: SigmoidPolynomial = DEFAULT_SIGMOID,
     ) -> float:
         """Replace-one L2 sensitivity of a block's totals, for every certified model: twice the
-        largest per-sample gradient (``2 H sqrt(K) sqrt(C^2 + 1)`` here, H =
-        ``residual_bound``), plus ``CKKS_ERROR_ALLOWANCE`` twice per total. The owners' noise
-        has standard deviation ``noise_multiplier * sensitivity``."""
+        largest per-sample gradient (``certified_gradient_bound``), plus
+        ``CKKS_ERROR_ALLOWANCE`` twice per total. The owners' noise has standard deviation
+        ``noise_multiplier * sensitivity``."""
         check_clip_norm(clip_norm)
-        worst = self.residual_bound(poly) * math.sqrt(n_outputs) * math.hypot(clip_norm, 1.0)
+        worst = self.certified_gradient_bound(n_outputs, clip_norm, poly)
         allowance = CKKS_ERROR_ALLOWANCE * math.sqrt(self.n_totals(n_features, n_outputs, hidden))
         return 2.0 * worst + 2.0 * allowance
 

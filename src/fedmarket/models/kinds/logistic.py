@@ -25,6 +25,20 @@ def unknown_labels(y: np.ndarray, classes: Sequence[int]) -> list[object]:
     return bad[:5]
 
 
+def require_known(y: np.ndarray, classes: Sequence[int]) -> None:
+    """``ValueError`` naming the labels of ``y`` that are not among ``classes``."""
+    bad = unknown_labels(y, classes)
+    if bad:
+        raise ValueError(f"labels {bad} are not among the task's classes {list(classes)}")
+
+
+def one_hot(y: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """(n, len(classes)) 0/1 targets: column k is 1 where the label is the k-th class."""
+    require_known(y, classes)
+    values = np.asarray([float(c) for c in classes])
+    return (np.asarray(y, dtype=np.float64)[:, None] == values[None, :]).astype(np.float64)
+
+
 class Logistic(ModelKind):
     name = "logistic"
 
@@ -33,9 +47,7 @@ class Logistic(ModelKind):
 
     def targets(self, y: np.ndarray, labels: Labels) -> np.ndarray:
         classes = list(labels.classes)
-        bad = unknown_labels(y, classes)
-        if bad:
-            raise ValueError(f"labels {bad} are not among the task's classes {classes}")
+        require_known(y, classes)
         return (np.asarray(y, dtype=np.float64) == float(classes[1])).astype(np.float64)[:, None]
 
     def estimator(self, weights: np.ndarray, classes: np.ndarray) -> Model:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedmarket.models.kinds.base import CKKS_ERROR_ALLOWANCE, Labels, ModelKind, check_clip_norm
-from fedmarket.models.kinds.logistic import unknown_labels
+from fedmarket.models.kinds.base import Labels, ModelKind, check_clip_norm
+from fedmarket.models.kinds.logistic import one_hot
 from fedmarket.models.linear import Model
 from fedmarket.models.mlp import MLPClassifier, forward, split_weights
 from fedmarket.models.sigmoid import DEFAULT_SIGMOID, SigmoidPolynomial
@@ -96,13 +96,7 @@ class MLP(ModelKind):
 
     def targets(self, y: np.ndarray, labels: Labels) -> np.ndarray:
         """One-hot: column k is 1 where the label is the k-th class."""
-        classes = np.asarray([float(c) for c in labels.classes])
-        bad = unknown_labels(y, list(labels.classes))
-        if bad:
-            raise ValueError(
-                f"labels {bad} are not among the task's classes {list(labels.classes)}"
-            )
-        return (np.asarray(y, dtype=np.float64)[:, None] == classes[None, :]).astype(np.float64)
+        return one_hot(y, list(labels.classes))
 
     # ---- the training algorithm ----------------------------------------------------------
     def weight_shape(
@@ -193,20 +187,13 @@ class MLP(ModelKind):
         E = S * A * P + 1.0
         return E * A * math.sqrt(4.0 * S * S * R * R + P * P)
 
-    def sensitivity(
-        self,
-        n_features: int,
-        n_outputs: int,
-        clip_norm: float,
-        hidden: int = 0,
-        poly: SigmoidPolynomial = DEFAULT_SIGMOID,
+    def certified_gradient_bound(
+        self, n_outputs: int, clip_norm: float, poly: SigmoidPolynomial = DEFAULT_SIGMOID
     ) -> float:
-        check_clip_norm(clip_norm)
+        """``gradient_bound``'s worst case over the region: A = P = P_max, S = S_max."""
         P, S = MLP_HIDDEN_REACH, MLP_OUTPUT_NORM
         R = math.hypot(clip_norm, 1.0)
-        worst = (S * P * P + 1.0) * P * math.sqrt(4.0 * S * S * R * R + P * P)
-        allowance = CKKS_ERROR_ALLOWANCE * math.sqrt(self.n_totals(n_features, n_outputs, hidden))
-        return 2.0 * worst + 2.0 * allowance
+        return (S * P * P + 1.0) * P * math.sqrt(4.0 * S * S * R * R + P * P)
 
     def certify(
         self,

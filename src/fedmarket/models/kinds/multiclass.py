@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedmarket.models.kinds.base import Labels, ModelKind
-from fedmarket.models.kinds.logistic import unknown_labels
+from fedmarket.models.kinds.logistic import one_hot
 from fedmarket.models.linear import Model, OneVsRest
 
 
@@ -24,13 +24,7 @@ class Multiclass(ModelKind):
         return None if n_outputs >= 3 else f"multiclass needs >= 3 outputs, got {n_outputs}"
 
     def targets(self, y: np.ndarray, labels: Labels) -> np.ndarray:
-        classes = np.asarray([float(c) for c in labels.classes])
-        bad = unknown_labels(y, list(labels.classes))
-        if bad:
-            raise ValueError(
-                f"labels {bad} are not among the task's classes {list(labels.classes)}"
-            )
-        return (np.asarray(y, dtype=np.float64)[:, None] == classes[None, :]).astype(np.float64)
+        return one_hot(y, list(labels.classes))
 
     def estimator(self, weights: np.ndarray, classes: np.ndarray) -> Model:
         return OneVsRest.from_weights(weights, classes)

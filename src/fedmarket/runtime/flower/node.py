@@ -252,6 +252,7 @@ def owner_plan(cfg: NodeConfig) -> OwnerPlan:
         source.seed,
         i,
         Path(files) if files else Path(cfg.state).parent,
+        max_epsilon=float(cfg.options["max-epsilon"]) if "max-epsilon" in cfg.options else None,
     )
 
 
