@@ -55,7 +55,7 @@ from sklearn.metrics import roc_auc_score
 
 from fedmarket.attacks import requester as attack
 from fedmarket.backbone import task_features
-from fedmarket.chain.signing import sign_channel_key
+from fedmarket.chain.signing import sign_channel_key, sign_noise
 from fedmarket.data import scale, scaler
 from fedmarket.errors import ConfigError, FedmarketError, UntrustedInputError
 from fedmarket.privacy.owner import check_revealed_model, clip_rows
@@ -64,10 +64,11 @@ from fedmarket.protocol.crypto import Crypto, TaskKeys
 from fedmarket.protocol.party import PartyNode
 from fedmarket.protocol.plaintext import Plaintext
 from fedmarket.protocol.transport import Envelope
-from fedmarket.roles.channel import ChannelKeys, open_sealed
+from fedmarket.roles.channel import ChannelKeys, open_sealed, seal
 from fedmarket.roles.messages import (
     ChannelKey,
     DataManifest,
+    NoiseRelease,
     RoutingShare,
     SealedBlock,
     decode,
@@ -144,6 +145,9 @@ def mu_of(epsilon: float) -> float:
 
 
 # ---- the requester relaying messages ----------------------------------------------------------
+SEAL_MODES = ("key-swap", "key-own-signature", "rename-holder", "to-colluder", "rename-to-colluder")
+
+
 class Relay(LocalTransport):
     """The requester's transport: rewrites what it relays to owners before they seal, and
     tries to open (or counts) what they seal.
@@ -153,7 +157,10 @@ class Relay(LocalTransport):
     account; ``rename-holder``: each holder's address replaced by the requester's own account
     (the holder's Merkle proof kept) with a key that account signed; ``to-colluder``: every
     block's holder replaced by one processor's index and address (the proof then fails);
-    ``rename-to-colluder``: every holder's address replaced by one processor's, proof kept."""
+    ``rename-to-colluder``: every holder's address replaced by one processor's, proof kept.
+    In a private task: ``strip-noise`` relays the model without the owners' noise releases;
+    ``zero-noise`` replaces each with noise of its own making (zero, sealed to the processor,
+    signed by the requester's account)."""
 
     def __init__(self, nodes: list[PartyNode], mode: str) -> None:
         super().__init__(nodes)
@@ -167,13 +174,23 @@ class Relay(LocalTransport):
         self.opened = 0  # ... that the requester opened with its key
         self.to_colluder = 0  # ... that went to the colluder
         self.refusals: list[str] = []
+        self.channel: dict[str, bytes] = {}  # processor -> its channel key, as relayed
+        self.replaced = 0  # noise releases stripped or replaced
 
     def ask(
         self, action: str, requests: Mapping[str, Envelope], *, timeout: float | None = None
     ) -> dict[str, Envelope]:
-        if action == "seal":
+        if action == "seal" and self.mode in SEAL_MODES:
             requests = {a: self._rewrite(e) for a, e in requests.items()}
+        if action == "model" and self.mode in ("strip-noise", "zero-noise"):
+            requests = {a: self._noise(a, e) for a, e in requests.items()}
         replies = super().ask(action, requests, timeout=timeout)
+        if action == "channel_key":
+            for address, reply in replies.items():
+                for frame in reply.frames:
+                    with contextlib.suppress(UntrustedInputError):
+                        key = decode(frame, ChannelKey, party="bench")
+                        self.channel[address.lower()] = key.public_key
         if action == "seal":
             for reply in replies.values():
                 targets = [t.lower() for t in reply.text("processors").split(",") if t]
@@ -186,6 +203,41 @@ class Relay(LocalTransport):
                         self.opened += 1
             self.refusals += [p for p in self.problems if "seal" in p]
         return replies
+
+    def _noise(self, processor: str, envelope: Envelope) -> Envelope:
+        model, *releases = envelope.frames
+        if self.mode == "strip-noise":
+            self.replaced += len(releases)
+            return Envelope(envelope.fields, (model,))
+        owner = next(n.owner for n in self.nodes.values() if n.owner is not None)
+        assert owner.keys is not None
+        frames = [model]
+        for frame in releases:
+            release = decode(frame, NoiseRelease, party="bench")
+            ref = release.ref
+            zero = owner.keys.encrypt_noise(
+                block_id=f"{ref.owner.lower()}/{ref.index}",
+                epoch=release.epoch,
+                std=0.0,
+                rng=random.Random(0),
+            )
+            signature = sign_noise(
+                self.thief,
+                self._domain(),
+                release.task_id,
+                release.epoch,
+                ref.index,
+                hashlib.sha256(zero).digest(),
+            )
+            forged = release.model_copy(
+                update={
+                    "sealed": seal(zero, self.channel[processor.lower()]),
+                    "signature": signature,
+                }
+            )
+            frames.append(encode(forged))
+            self.replaced += 1
+        return Envelope(envelope.fields, tuple(frames))
 
     def _domain(self) -> bytes:
         owner = next(n.owner for n in self.nodes.values() if n.owner is not None)
@@ -244,10 +296,12 @@ class Relay(LocalTransport):
         return Envelope(envelope.fields, tuple(frames))
 
 
-def relay_attack(mode: str) -> dict[str, Any]:
-    """One breast-cancer task (the example, 1 epoch) with the requester relaying as ``mode``."""
+def relay_attack(mode: str, *, private: bool = False) -> dict[str, Any]:
+    """One breast-cancer task (the example, 2 epochs; ``private``: with DP at the default
+    epsilon) with the requester relaying as ``mode``."""
     data = load_spec(EXAMPLES / "breast_cancer.toml").model_dump()
-    data["task"]["max_epochs"] = 1
+    data["task"]["max_epochs"] = 2
+    data["privacy"] = {"enabled": private}
     spec = SpecFile.model_validate(data)
     made: list[Relay] = []
 
@@ -256,6 +310,7 @@ def relay_attack(mode: str) -> dict[str, Any]:
         return made[-1]
 
     notes: list[str] = []
+    used = 0
     start = time.perf_counter()
     try:
         result = run_task(
@@ -267,6 +322,7 @@ def relay_attack(mode: str) -> dict[str, Any]:
             transport=transport,
         )
         notes = result.report.notes
+        used = sum(o.blocks_used for o in result.outcomes)
     except FedmarketError as exc:
         notes = [f"run ended: {exc}"]
     (relay,) = made
@@ -277,6 +333,8 @@ def relay_attack(mode: str) -> dict[str, Any]:
         "opened_by_requester": relay.opened,
         "to_colluder": relay.to_colluder,
         "colluder_assigned": relay.colluder_share,
+        "noise_replaced": relay.replaced,
+        "block_results_used": used,
         "refusals": [n for n in notes if "sign" in n or "prove" in n or "seal" in n][:4],
         "seconds": time.perf_counter() - start,
     }
@@ -371,6 +429,27 @@ def structural(quick: bool) -> list[dict[str, Any]]:
                 "with": f"{max(extra, 0)} beyond its {r['colluder_assigned']} assigned",
                 "refused": extra <= 0,
                 "detail": r,
+            }
+        )
+
+    honest = relay_attack("none", private=True)
+    for mode, what in (
+        ("strip-noise", "noise stripped by the relaying requester"),
+        ("zero-noise", "noise replaced by the requester's own (zero)"),
+    ):
+        r = relay_attack(mode, private=True)
+        console.print(
+            f"  {what}: {r['block_results_used']} block results used "
+            f"({honest['block_results_used']} honest), {r['noise_replaced']} releases touched"
+        )
+        rows.append(
+            {
+                "attack": what,
+                "measure": "noiseless block totals the requester decrypts",
+                "without": f"all {honest['block_results_used']} (the moment attack's exact row)",
+                "with": f"{r['block_results_used']} block results computed",
+                "refused": r["block_results_used"] == 0 and r["noise_replaced"] > 0,
+                "detail": {"attack": r, "honest": honest},
             }
         )
     return rows
