@@ -60,7 +60,7 @@ from fedmarket.data import scale, scaler
 from fedmarket.errors import ConfigError, FedmarketError, UntrustedInputError
 from fedmarket.privacy.owner import check_revealed_model, clip_rows
 from fedmarket.privacy.policy import crypto_privacy, noise_std
-from fedmarket.protocol.crypto import Crypto, TaskKeys
+from fedmarket.protocol.crypto import Crypto, Privacy, TaskKeys
 from fedmarket.protocol.party import PartyNode
 from fedmarket.protocol.plaintext import Plaintext
 from fedmarket.protocol.transport import Envelope
@@ -74,7 +74,7 @@ from fedmarket.roles.messages import (
     decode,
     encode,
 )
-from fedmarket.roles.owner import block_bounds
+from fedmarket.roles.owner import block_bounds, check_layout
 from fedmarket.run import run_task
 from fedmarket.runtime.local import LocalTransport
 from fedmarket.spec import SpecFile, load_spec
@@ -365,12 +365,21 @@ def structural(quick: bool) -> list[dict[str, Any]]:
             }
         )
 
-    # tiny totals: one sample per total where the product still allows it (a non-private
-    # task's crypto layer), then each way a requester tries to get one under the defences
-    plain, _, _ = game_task(SMALL, None)
-    one = plain.public.encrypt_block(X[:1], y[:1], block_id="one")
+    # tiny totals: a one-sample total from the crypto layer without the floor (keys asking
+    # Privacy(), what every task's keys asked before issue 14), then each way a requester
+    # tries to get one under the defences
+    spec_off = game_spec(SMALL, None)
+    bare = Plaintext().keygen(
+        kind=spec_off.kind,
+        n_features=len(SMALL),
+        n_outputs=1,
+        preset=spec_off.he.preset,
+        expected_samples=FLOOR,
+        privacy=Privacy(),
+    )
+    one = bare.public.encrypt_block(X[:1], y[:1], block_id="one")
     g = attack.release(
-        plain,
+        bare,
         one,
         np.zeros((1, len(SMALL) + 1)),
         epoch=0,
@@ -388,6 +397,11 @@ def structural(quick: bool) -> list[dict[str, Any]]:
     except ConfigError as exc:
         refusals["an owner with 2 points"] = f"refused: {exc}"
     try:
+        check_layout(spec, bare.public.layout)
+        refusals["keys published without the floor"] = "accepted"
+    except UntrustedInputError as exc:
+        refusals["keys published without the floor"] = f"refused: {exc}"
+    try:
         block_bounds(1, private.public.layout.block_size, 0, spec.privacy.min_block_points)
         refusals["a fill forced down to 1"] = "cut"
     except UntrustedInputError as exc:
@@ -397,7 +411,7 @@ def structural(quick: bool) -> list[dict[str, Any]]:
     console.print(f"  tiny totals: exposed error {exposed:.2g}; {refusals}")
     rows.append(
         {
-            "attack": "tiny totals (spec, small owner, forced fill)",
+            "attack": "tiny totals (spec, keys, small owner, forced fill)",
             "measure": "error of a record from a one-sample total",
             "without": exposed,
             "with": "; ".join(f"{k}: {v.split(':')[0]}" for k, v in refusals.items()),
