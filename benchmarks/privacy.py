@@ -821,6 +821,15 @@ def summarise(runs: list[dict[str, Any]], epsilons: tuple[float, ...]) -> list[d
                 base = cells["off"]["median"]
                 for eps in epsilons:
                     cells[label(eps)]["ratio"] = cells[label(eps)]["median"] / base
+                    # epsilon the report shows spent per owner (early stopping spends less)
+                    spent = [
+                        float(v)
+                        for r in runs
+                        if r["dataset"] == name and r["epsilon"] == eps and r.get("privacy")
+                        for v in r["privacy"]["spent"].values()
+                    ]
+                    if spent:
+                        cells[label(eps)]["spent_median"] = statistics.median(spent)
                 table.append(cells)
     return table
 
@@ -847,7 +856,10 @@ def print_tables(out: dict[str, Any]) -> None:
             fmt(row["bound"]) if row.get("bound") else "-",
         )
     console.print(attacks)
-    acc = Table(title=f"accuracy against epsilon (median over {out['seeds']} seeds; ratio to off)")
+    acc = Table(
+        title=f"accuracy against epsilon (median over {out['seeds']} seeds; ratio to off; "
+        "epsilon spent per owner, median)"
+    )
     for column in ("data set", "metric", "off", *(label(e) for e in out["epsilons"])):
         acc.add_column(column)
     for cells in out["accuracy"]:
@@ -856,7 +868,8 @@ def print_tables(out: dict[str, Any]) -> None:
             cells["metric"],
             f"{cells['off']['median']:.4f}",
             *(
-                f"{cells[label(e)]['median']:.4f} ({cells[label(e)]['ratio']:.3f}x)"
+                f"{cells[label(e)]['median']:.4f} ({cells[label(e)]['ratio']:.3f}x; spent "
+                f"{cells[label(e)].get('spent_median', float('nan')):.2f})"
                 for e in out["epsilons"]
             ),
         )
