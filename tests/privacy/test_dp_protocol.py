@@ -377,3 +377,17 @@ def test_processors_refuse_noise_for_blocks_they_do_not_hold() -> None:
 def test_untrusted_noise_bytes_are_refused_cleanly() -> None:
     with pytest.raises(UntrustedInputError):
         decode(b"FMK1" + bytes(40), NoiseRelease, party="requester")
+
+
+def test_a_private_task_on_real_ckks_spends_its_epsilon_and_learns() -> None:
+    """The same protocol on real CKKS ciphertexts: noise encrypted by the owners, added under
+    encryption by the processors, decrypted within the bound; two epochs of breast cancer."""
+    from fedmarket.he.crypto import CKKS
+
+    result = play(private_spec(epochs=2), crypto=CKKS())
+    report = result.report
+    assert [o.blocks_used for o in result.outcomes] == [2, 2]
+    assert report.privacy is not None
+    assert all(v == pytest.approx(8.0, abs=1e-3) for v in report.privacy["spent"].values())
+    assert not result.run.notes if result.run is not None else True
+    assert report.epochs[-1].metric > 0.8
