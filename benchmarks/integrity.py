@@ -53,6 +53,9 @@ BLOCK_POINTS = {"digits": 32, "breast_cancer": 16}
 # owners per data set: every owner sells at least the privacy floor (64 points; breast cancer's
 # 383 training rows hold 5 such owners)
 OWNERS = {"digits": 10, "breast_cancer": 5}
+# processors per data set: no more than hold blocks (breast cancer's 5 owners cut one block
+# each, so 10 processors would leave half of them, adversaries included, nothing to forge)
+PROCESSORS = {"digits": 10, "breast_cancer": 5}
 
 # Targets (issue 5)
 RANDOM_TPR, RANDOM_FPR = 0.99, 0.01
@@ -81,6 +84,7 @@ def _config(cell: Cell, default_defence: str) -> SimConfig:
         dataset=cell.dataset,
         split=cell.split,
         owners=OWNERS[cell.dataset],
+        processors=PROCESSORS[cell.dataset],
         block_points=BLOCK_POINTS[cell.dataset],
         epochs=EPOCHS,
         seed=cell.seed,

@@ -150,6 +150,13 @@ def run(
             f"final validation {report.metric_name} {last.metric:.4f} "
             f"after {len(report.epochs)} epoch(s)"
         )
+    if report.privacy is not None:
+        p = report.privacy
+        spent = ", ".join(f"{name} {eps:.3f}" for name, eps in p["spent"].items()) or "nothing"
+        console.print(
+            f"differential privacy: epsilon {p['epsilon']:g} at delta {p['delta']:g} promised; "
+            f"spent: {escape(spent)}"
+        )
     from fedmarket.units import format_units
 
     decimals = report.token_decimals

@@ -350,3 +350,26 @@ def test_own_compute_then_a_book_that_does_not_fit_is_cancelled_and_refunded(
     assert second["stop_reason"].startswith("cancelled: the cheapest data costs")
     assert second["epochs"] == []
     assert second["balances"] == first["balances"]  # every stake and the budget came back
+
+
+def test_a_private_task_across_processes_spends_each_owners_epsilon(
+    tmp_path: Path, certs: Path
+) -> None:
+    """Differential privacy on the Flower runtime: every epoch the requester process reveals the
+    model to the owner nodes, which check it and release their signed noise sealed to the
+    processor nodes (relayed with the model); the report shows each owner's epsilon."""
+    path = small_spec(tmp_path, epochs=2)
+    data = load_spec(path).model_dump()
+    data["privacy"].update(enabled=True, epsilon=4.0)
+    data["he"]["block_points"] = 0  # one block per owner at the floor's default
+    path.write_text(dump_spec(SpecFile.model_validate(data)))
+    with Loopback(tmp_path, path, parties(path), tls=certs) as lb:
+        result = lb.run()
+    assert result["status"] == "finished", result
+    report = load_report(tmp_path / "out")
+    assert report.privacy is not None
+    spent = report.privacy["spent"]
+    assert sorted(spent) == ["owner1", "owner2"]
+    assert all(v == pytest.approx(4.0, abs=1e-3) for v in spent.values())
+    assert all(sorted(e["on_time"]) == ["processor1", "processor2"] for e in result["epochs"])
+    assert "Privacy" in (tmp_path / "out" / "report.md").read_text()

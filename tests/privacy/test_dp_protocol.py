@@ -377,3 +377,46 @@ def test_processors_refuse_noise_for_blocks_they_do_not_hold() -> None:
 def test_untrusted_noise_bytes_are_refused_cleanly() -> None:
     with pytest.raises(UntrustedInputError):
         decode(b"FMK1" + bytes(40), NoiseRelease, party="requester")
+
+
+def test_a_private_task_on_real_ckks_spends_its_epsilon_and_learns() -> None:
+    """The same protocol on real CKKS ciphertexts: noise encrypted by the owners, added under
+    encryption by the processors, decrypted within the bound; two epochs of breast cancer."""
+    from fedmarket.he.crypto import CKKS
+
+    result = play(private_spec(epochs=2), crypto=CKKS())
+    report = result.report
+    assert [o.blocks_used for o in result.outcomes] == [2, 2]
+    assert report.privacy is not None
+    assert all(v == pytest.approx(8.0, abs=1e-3) for v in report.privacy["spent"].values())
+    assert not result.run.notes if result.run is not None else True
+    assert report.epochs[-1].metric > 0.8
+
+
+def test_an_owner_recomputes_only_the_model_released_on_chain() -> None:
+    """An audit asks a block's owner to recompute it. At weights of the requester's choosing
+    that would be one more query of the block, and in a private task one with noise the
+    requester has already seen: two such answers would cancel the noise. Refused."""
+    from fedmarket.roles.messages import EncryptedModel
+
+    nodes: list[PartyNode] = []
+    capture: list[tuple[str, str, str, bytes]] = []
+
+    def keep(ns: list[PartyNode]) -> LocalTransport:
+        nodes.extend(ns)
+        transport = LocalTransport(ns)
+        transport.capture = capture
+        return transport
+
+    play(private_spec(epochs=2), transport=keep)
+    sent = [f for _, _, action, f in capture if action == "model"]
+    model = decode(sent[0], EncryptedModel, party="test")
+    owner = next(n for n in nodes if n.owner is not None and n.owner.noise)
+    honest = owner.handle("recompute", Envelope.of(model, index=0))
+    assert honest is not None and "error" not in honest.fields  # the released model: served
+    keys = Plaintext().public(owner.owner.keys.data, party="test")  # type: ignore[union-attr]
+    crafted = model.model_copy(
+        update={"payload": keys.encrypt_model(np.full((1, 31), 0.1), epoch=model.epoch)}
+    )
+    refused = owner.handle("recompute", Envelope.of(crafted, index=0))
+    assert refused is not None and "does not match the digest" in refused.text("error")

@@ -121,7 +121,8 @@ def twin_spec(cfg: SimConfig) -> tuple[SpecFile, list[str]]:
         if attack is None:
             continue
         parties = run[side]
-        count = round(cfg.fraction * len(parties))
+        # at least one adversary when any is asked for (round(0.1 * 5) would be none)
+        count = max(1, round(cfg.fraction * len(parties))) if cfg.fraction > 0 else 0
         for j in sorted(rng.choice(len(parties), count, replace=False)) if count else []:
             parties[j]["attack"] = attack
             adversaries.append(parties[j]["name"])

@@ -343,6 +343,10 @@ class DataOwner(Party):
             )
         if model.task_id != self.task_id:
             raise UntrustedInputError("asked to recompute for another task", party="requester")
+        # Only for the model released on chain for its epoch: a recomputation at weights of
+        # the requester's choosing would be one more query of our block (and, in a private
+        # task, one with noise it has already seen, which two such queries would cancel).
+        check_model(self, model)
         released = self.noise.get((model.epoch, ref.index))
         if self.keys.layout.private and released is None:
             raise UntrustedInputError(
