@@ -450,12 +450,6 @@ class Renaming(LocalTransport):
         return Envelope(envelope.fields, tuple(frames))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in roles/owner.py seal_blocks: check_holder proves the holder's bid index, "
-    "but nothing checks that holder.processor is that bid's account; the key check then "
-    "accepts a key the renamed (requester's) account signed. Reported; remove when fixed.",
-)
 def test_owners_seal_nothing_to_an_account_the_routing_renames() -> None:
     data = load_spec(EXAMPLES / "breast_cancer.toml").model_dump()
     data["task"]["max_epochs"] = 1

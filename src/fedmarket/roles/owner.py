@@ -299,6 +299,16 @@ class DataOwner(Party):
                     f"routes block {b.index} under a wrong id or size", party=party
                 )
             for holder in b.holders:
+                # The proof names the processor by its bid; the address (whose signed key we
+                # seal to) must be that bid's winning bidder on chain, or a relay could rename
+                # the holder to an account of its own.
+                bid = self.market.get_bid(self.task_id, Side.PROCESSING, holder.processor_index)
+                if not bid.winner or bid.bidder.lower() != holder.processor.lower():
+                    raise UntrustedInputError(
+                        f"routes block {b.index} to {holder.processor}, which is not the winning "
+                        f"bidder of processing bid {holder.processor_index}",
+                        party=party,
+                    )
                 if not check_holder(self.task_id, b, holder, root):
                     raise UntrustedInputError(
                         f"routes block {b.index} to {holder.processor}, whom the committed "
