@@ -49,14 +49,16 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EPOCHS = 2
 
 
-def private_spec(epochs: int = EPOCHS, **changes: Any) -> SpecFile:
+def private_spec(
+    epochs: int = EPOCHS, changes: Mapping[str, Mapping[str, Any]] | None = None
+) -> SpecFile:
     """Breast cancer, private, two or so blocks per owner."""
     data = load_spec(EXAMPLES / "breast_cancer.toml").model_dump()
     data["task"]["max_epochs"] = epochs
     data["stopping"]["patience"] = 0
     data["privacy"].update(enabled=True, epsilon=8.0)
     data["he"]["block_points"] = 128
-    for section, values in changes.items():
+    for section, values in (changes or {}).items():
         data[section].update(values)
     return SpecFile.model_validate(data)
 
@@ -467,7 +469,7 @@ def test_a_spec_that_looks_private_but_is_not_is_refused(
     section: str, key: str, value: Any
 ) -> None:
     with pytest.raises(ValidationError):
-        private_spec(**{section: {key: value}})
+        private_spec(changes={section: {key: value}})
 
 
 def test_keys_that_ask_less_than_the_private_spec_are_refused() -> None:
@@ -685,3 +687,58 @@ def test_a_negative_block_index_does_not_crash_the_owner(honest: Honest) -> None
     relay = LocalTransport([owner])
     replies = relay.ask("recompute", {owner.address: Envelope.of(honest.models[0], index=-1)})
     assert not replies and "index" in " ".join(relay.problems)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="HOLE (beyond P3's routing bound): any party may open a dispute, and the disputed "
+    "block's owner seals the block (and its noise) to every drawn auditor. A requester "
+    "accusing an honest processor (it loses only the bond) gets an honest owner's block "
+    "sent to processors the assignment never routed it to, which a colluding (sybil) "
+    "processor among them reads; docs/privacy.md says routing is the only bound",
+)
+def test_a_fake_dispute_sends_no_block_beyond_its_routed_holders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fedmarket.integrity.types import Evidence, Strength
+    from fedmarket.roles.requester import DisputeRecord, Requester
+
+    routed: dict[BlockRef, set[str]] = {}
+    honest_close = Requester.close_epoch
+
+    def close_and_accuse(self: Requester) -> Any:
+        outcome = honest_close(self)
+        assert self.plan is not None
+        for processor, entries in self.plan.entries.items():
+            for entry in entries:
+                routed.setdefault(entry.ref, set()).add(processor.lower())
+        if outcome.epoch == 0:
+            accused = next(p for p, es in sorted(self.plan.entries.items()) if es)
+            ref = self.plan.entries[accused][0].ref
+            claim = Evidence(accused, "processor", 0, "made-up", Strength.PROVEN, "a lie")
+            record = DisputeRecord(accused, ref, 0, evidence=claim)
+            outcome.disputes.append(record)
+            self.disputes.append(record)
+        return outcome
+
+    monkeypatch.setattr(Requester, "close_epoch", close_and_accuse)
+    data = private_spec().model_dump()
+    data["run"]["processors"] = [
+        {"name": f"processor{i + 1}", "capacity": 130, "price": 10**14 + i, "strategy": "fixed"}
+        for i in range(4)
+    ]
+    made, make = factory(Relay)
+    result = play(SpecFile.model_validate(data), transport=make)
+    relay = made[0]
+    outcomes = [d["outcome"] for d in result.report.disputes]
+    assert outcomes and "unopened" not in outcomes and "convicted" not in outcomes, outcomes
+    # (auditor, block) of every disputed block the owner sealed and the requester relayed
+    audit_targets = [
+        (a.lower(), decode(env.frames[0], DisputeBlock, party="test").ref)
+        for a, env in relay.requests.get("audit", [])
+    ]
+    assert audit_targets
+    # the auditors opened it (a vote on its digest is their proof of having computed it)
+    assert len(relay.replies.get("audit", [])) == len(audit_targets)
+    beyond = [(a, ref) for a, ref in audit_targets if a not in routed[ref]]
+    assert not beyond, f"blocks sealed to processors that do not hold them: {beyond}"
