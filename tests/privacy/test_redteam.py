@@ -4,8 +4,9 @@ The adversary is the requester: it holds the secret key, writes the spec and rel
 message, so it can send any action to any party, in any order, any number of times, with any
 bytes. Each test plays one such strategy on the product's own code (``run_task`` on the
 plaintext twin and the in-memory chain, or a ``PartyNode.handle`` with crafted envelopes) and
-asserts that the defence holds; a hole found is a ``strict`` xfail naming the mechanism (it
-turns into a failure, to be flipped into a plain test, once the hole is closed).
+asserts that the defence holds. The holes this file found first (a replayed model that made
+an honest processor lose its committed leaves and be slashed, a fake dispute that sent a block
+to auditors who never held it, three crashes on hostile input) are closed; their tests stay.
 
 What is listed as not protected in docs/privacy.md (a colluding processor, no DP without
 ``[privacy] enabled``, owners seeing the model, aggregates, composition across tasks) is not
@@ -503,13 +504,6 @@ def test_keys_that_ask_less_than_the_private_spec_are_refused() -> None:
 # ---------------------------------------------------------------- holes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: Processor.compute runs any released epoch again and overwrites "
-    "self.leaves[epoch]; a requester that replays an old epoch's model with none (or part) "
-    "of its noise makes the processor forget the leaves of the root it committed, so it "
-    "cannot show its leaf when the requester then disputes it (UNOPENED: slashed)",
-)
 def test_a_replayed_model_cannot_rewrite_a_processors_committed_leaves() -> None:
     replayed: list[Envelope | None] = []
 
@@ -541,22 +535,7 @@ def test_a_replayed_model_cannot_rewrite_a_processors_committed_leaves() -> None
         )
 
 
-@pytest.mark.parametrize(
-    "replay",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="HOLE (end to end): after the replay above, the requester disputes the "
-                "honest processor's epoch-0 block and does not show the leaf itself; the "
-                "processor's own show proves leaves that are not the committed ones (reverted), "
-                "so the dispute ends UNOPENED and the honest processor is slashed",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("replay", [False, True])
 def test_an_honest_processor_is_not_slashed_after_a_replayed_model(
     monkeypatch: pytest.MonkeyPatch, replay: bool
 ) -> None:
@@ -622,12 +601,6 @@ def _committed_roots(market: Any, task: int, epoch: int, bid: int | None) -> set
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: once a task's run is over the processor's pool is closed (pool None); a "
-    "'model' for a released epoch then reaches `assert results is not None` in "
-    "Processor.compute: an AssertionError out of PartyNode.handle, not a refusal",
-)
 def test_a_model_after_the_task_closed_is_refused_cleanly(honest: Honest) -> None:
     node = honest.relay.processor_nodes()[0]
     try:
@@ -637,13 +610,6 @@ def test_a_model_after_the_task_closed_is_refused_cleanly(honest: Honest) -> Non
     assert reply is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: DataOwner.release_noise marks an epoch released even for blocks with no "
-    "holders yet; after a later seal adds holders, the same reveal raises KeyError "
-    "(self.noise[(epoch, index)]) out of PartyNode.handle: a crash, not an "
-    "UntrustedInputError",
-)
 def test_noise_asked_before_all_blocks_are_routed_does_not_crash_the_owner() -> None:
     crashes: list[BaseException] = []
     answers: list[Envelope | None] = []
@@ -676,12 +642,6 @@ def test_noise_asked_before_all_blocks_are_routed_does_not_crash_the_owner() -> 
     assert not crashes, f"handle raised {crashes[0]!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE: PartyNode.on_recompute builds BlockRef(index=request.integer('index')) "
-    "before any check; a negative index raises pydantic's ValidationError out of handle (and "
-    "out of the transport) instead of an UntrustedInputError refusal",
-)
 def test_a_negative_block_index_does_not_crash_the_owner(honest: Honest) -> None:
     owner = honest.relay.owner_nodes()[0]
     relay = LocalTransport([owner])
@@ -689,14 +649,6 @@ def test_a_negative_block_index_does_not_crash_the_owner(honest: Honest) -> None
     assert not replies and "index" in " ".join(relay.problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (beyond P3's routing bound): any party may open a dispute, and the disputed "
-    "block's owner seals the block (and its noise) to every drawn auditor. A requester "
-    "accusing an honest processor (it loses only the bond) gets an honest owner's block "
-    "sent to processors the assignment never routed it to, which a colluding (sybil) "
-    "processor among them reads; docs/privacy.md says routing is the only bound",
-)
 def test_a_fake_dispute_sends_no_block_beyond_its_routed_holders(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -737,8 +689,8 @@ def test_a_fake_dispute_sends_no_block_beyond_its_routed_holders(
         (a.lower(), decode(env.frames[0], DisputeBlock, party="test").ref)
         for a, env in relay.requests.get("audit", [])
     ]
-    assert audit_targets
-    # the auditors opened it (a vote on its digest is their proof of having computed it)
-    assert len(relay.replies.get("audit", [])) == len(audit_targets)
     beyond = [(a, ref) for a, ref in audit_targets if a not in routed[ref]]
     assert not beyond, f"blocks sealed to processors that do not hold them: {beyond}"
+    # the owner saw the accused's proven leaf equal its own recomputation: no auditor got it
+    assert not audit_targets
+    assert "false accusation" in " ".join(result.report.notes), result.report.notes

@@ -525,7 +525,9 @@ class Driver:
         if auditors:
             owner = record.block.owner.lower()
             keys = [k for a, k in self._keys.items() if a.lower() in auditors]
-            reply = self._ask("panel", {owner: Envelope.of(model, *keys, dispute=d)}).get(owner)
+            leaf = r.leaf_proof(record)
+            frames = Envelope.of(model, *([leaf] if leaf is not None else []), *keys, dispute=d)
+            reply = self._ask("panel", {owner: frames}).get(owner)
             blocks: dict[str, bytes] = {}
             if reply is not None:
                 targets = [t.lower() for t in reply.text("auditors").split(",") if t]

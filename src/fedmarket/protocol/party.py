@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from fedmarket.chain.client import Side, TaskState
 from fedmarket.errors import FedmarketError, UntrustedInputError
 from fedmarket.protocol.transport import Envelope
@@ -33,6 +35,7 @@ from fedmarket.roles.messages import (
     DisputeBlock,
     EncryptedModel,
     EpochResult,
+    LeafProof,
     ModelReveal,
     NoiseRelease,
     RoutingShare,
@@ -123,6 +126,11 @@ class PartyNode:
         except FedmarketError as exc:
             log.warning("%s: %s: %s", self.name, action, exc)
             return Envelope.error(str(exc))
+        except ValidationError as exc:  # a field that makes no message (e.g. index -1)
+            problem = UntrustedInputError(f"sent an invalid {action}: {exc.errors()[0]['msg']}",
+                                          party=REQUESTER)  # fmt: skip
+            log.warning("%s: %s: %s", self.name, action, problem)
+            return Envelope.error(str(problem))
         return reply
 
     def _owner(self) -> DataOwner:
@@ -237,7 +245,10 @@ class PartyNode:
     def on_recompute(self, request: Envelope) -> Envelope:
         owner = self._owner()
         model = request.one(EncryptedModel, party=REQUESTER)
-        ref = BlockRef(owner=owner.address, index=request.integer("index", party=REQUESTER))
+        index = request.integer("index", party=REQUESTER)
+        if index < 0:
+            raise UntrustedInputError(f"asked to recompute block index {index}", party=REQUESTER)
+        ref = BlockRef(owner=owner.address, index=index)
         payload = owner.recompute(ref, model)
         answer = EpochResult(
             task_id=model.task_id,
@@ -252,8 +263,9 @@ class PartyNode:
         owner = self._owner()
         dispute = request.integer("dispute", party=REQUESTER)
         model = request.one(EncryptedModel, party=REQUESTER)
-        keys = {k.processor: k for k in request.many(ChannelKey, party=REQUESTER, start=1)}
-        sealed = owner.panel(dispute, model, keys)
+        leaf = request.one(LeafProof, party=REQUESTER, index=1)
+        keys = {k.processor: k for k in request.many(ChannelKey, party=REQUESTER, start=2)}
+        sealed = owner.panel(dispute, model, keys, leaf)
         return Envelope(
             {"auditors": ",".join(p for p, _ in sealed)},
             Envelope.of(*(s for _, s in sealed)).frames,

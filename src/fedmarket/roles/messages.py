@@ -224,6 +224,19 @@ class DisputeBlock(Message):
     noise_signature: Annotated[bytes, Field(max_length=65)] = b""
 
 
+class LeafProof(Message):
+    """Requester to a disputed block's owner: the accused's committed leaf for the block (the
+    digest of the result it sent) with its Merkle proof up to the accused's root on chain.
+    The owner seals its block to the drawn auditors only when this proves a leaf that differs
+    from its own recomputation: a false accusation gets the block to no one."""
+
+    kind: ClassVar[int] = 13
+    task_id: Count
+    dispute: Count
+    digest: Digest
+    proof: Annotated[list[Digest], Field(max_length=64)]
+
+
 class ModelReveal(Message):
     """Requester to a data owner, in a private task: the plaintext weights of ``epoch``'s model
     (float64, little-endian, the kind's weight shape) and the seed it was encrypted with, so

@@ -46,6 +46,7 @@ from fedmarket.roles.messages import (
     DataManifest,
     DisputeBlock,
     EncryptedModel,
+    LeafProof,
     ModelReveal,
     NoiseRelease,
     RoutingShare,
@@ -411,21 +412,11 @@ class DataOwner(Party):
             weights = np.frombuffer(reveal.weights, dtype="<f8").reshape(layout.totals_shape)
             digest = released_digest(self, epoch)
             check_revealed_model(self.keys, digest, weights, epoch=epoch, seed=reveal.seed)
-            std = noise_std(spec, layout)
-            rng = self.noise_rng or secrets.SystemRandom()
-            domain = self.market.domain_separator()
-            for index in sorted(self.holders):
-                ref = BlockRef(owner=self.address, index=index)
-                noise = self.keys.encrypt_noise(
-                    block_id=block_id(ref), epoch=epoch, std=std, rng=rng
-                )
-                signature = sign_noise(
-                    self.account, domain, self.task_id, epoch, index, hashlib.sha256(noise).digest()
-                )
-                self.noise[(epoch, index)] = (noise, signature)
             self.released[epoch] = fingerprint
         out = []
         for index, holders in sorted(self.holders.items()):
+            if (epoch, index) not in self.noise:
+                self._draw_noise(epoch, index)  # (a block routed after the first release too)
             noise, signature = self.noise[(epoch, index)]
             ref = BlockRef(owner=self.address, index=index)
             for processor, key in holders:
@@ -439,11 +430,32 @@ class DataOwner(Party):
                 out.append((processor, release))
         return out
 
+    def _draw_noise(self, epoch: int, index: int) -> None:
+        """Our noise for one block and epoch (drawn once, signed, kept for audits)."""
+        assert self.spec is not None and self.keys is not None and self.task_id is not None
+        ref = BlockRef(owner=self.address, index=index)
+        noise = self.keys.encrypt_noise(
+            block_id=block_id(ref),
+            epoch=epoch,
+            std=noise_std(self.spec, self.keys.layout),
+            rng=self.noise_rng or secrets.SystemRandom(),
+        )
+        digest = hashlib.sha256(noise).digest()
+        domain = self.market.domain_separator()
+        signature = sign_noise(self.account, domain, self.task_id, epoch, index, digest)
+        self.noise[(epoch, index)] = (noise, signature)
+
     def panel(
-        self, dispute: int, model: EncryptedModel, keys: dict[str, ChannelKey]
+        self,
+        dispute: int,
+        model: EncryptedModel,
+        keys: dict[str, ChannelKey],
+        leaf: LeafProof | None = None,
     ) -> list[tuple[str, DisputeBlock]]:
-        """One of our blocks is disputed: seal it to each drawn auditor (read from the chain,
-        not from the requester) and commit our own vote, the digest we compute ourselves."""
+        """One of our blocks is disputed: commit our own vote (the digest we compute ourselves)
+        and seal the block to each drawn auditor (read from the chain, not from the requester),
+        but only when ``leaf`` proves that the accused committed another digest than ours: a
+        false accusation (anyone may open one) must not send our block beyond its holders."""
         assert self.task_id is not None and self.bid is not None
         d = self.market.dispute_of(dispute)
         if d.task != self.task_id or d.owner_bid != self.bid or d.state != 2:
@@ -458,6 +470,28 @@ class DataOwner(Party):
         accused = self.market.get_bid(self.task_id, Side.PROCESSING, d.accused).bidder
         if d.shown == bytes(32) and accused.lower() != self.address.lower():
             self.market.commit_vote(dispute, merkle.vote_commitment(dispute, self.address, digest))
+        if leaf is None or leaf.task_id != self.task_id or leaf.dispute != dispute:
+            raise UntrustedInputError(
+                f"dispute {dispute}: no proof of the accused's leaf: our block goes to no auditor",
+                party="requester",
+            )
+        block = merkle.block_id(d.owner_bid, d.block_index)
+        root = self.market.epoch_book(self.task_id).root_of(d.epoch, d.accused)
+        committed = merkle.climb(
+            merkle.result_leaf(self.task_id, d.epoch, block, leaf.digest), d.entry_index, leaf.proof
+        )
+        if root is None or committed != root:
+            raise UntrustedInputError(
+                f"dispute {dispute}: the accused's leaf is not proven against its root on chain: "
+                "our block goes to no auditor",
+                party="requester",
+            )
+        if leaf.digest == digest:
+            raise UntrustedInputError(
+                f"dispute {dispute}: the accused committed the digest we compute ourselves (a "
+                "false accusation; we voted for it): our block goes to no auditor",
+                party="requester",
+            )
         out: list[tuple[str, DisputeBlock]] = []
         for i in d.panel:
             auditor = self.market.get_bid(self.task_id, Side.PROCESSING, i).bidder

@@ -20,7 +20,7 @@ import numpy as np
 
 from fedmarket.attacks.processor import ProcessorAttack
 from fedmarket.chain import merkle
-from fedmarket.chain.client import Side
+from fedmarket.chain.client import Side, TaskState
 from fedmarket.chain.events import DataCommitted
 from fedmarket.chain.signing import SignedRoot, noise_signer, sign_channel_key, sign_root
 from fedmarket.errors import UntrustedInputError
@@ -73,6 +73,9 @@ class Processor(Party):
     blocks: dict[BlockRef, bytes] = field(default_factory=dict, init=False)  # opened, checked
     reported: set[BlockRef] = field(default_factory=set, init=False)  # undelivered, on chain
     leaves: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict, init=False)
+    # the last epoch computed: (sha256 of its model message, the signed result), so a repeated
+    # request gets the same answer and nothing can make us compute an epoch twice
+    last: tuple[int, bytes, EpochResult] | None = field(default=None, init=False)
     fill: int = field(default=0, init=False)
     bid: int | None = field(default=None, init=False)
 
@@ -278,6 +281,23 @@ class Processor(Party):
         if message.task_id != self.task_id:
             raise UntrustedInputError(f"sent a model for task {message.task_id}", party="requester")
         check_model(self, message)
+        digest = hashlib.sha256(message.payload).digest()
+        if self.last is not None and self.last[0] == message.epoch and self.last[1] == digest:
+            return self.last[2]  # asked again (a retry): the very result already signed
+        if message.epoch in self.leaves:
+            # Computing an epoch again (e.g. with part of the noise withheld) would overwrite
+            # the leaves behind the root we signed, and we could not open them if accused.
+            raise UntrustedInputError(
+                f"sent the model of epoch {message.epoch} again, which we already computed",
+                party="requester",
+            )
+        clock = self.market.clock_of(self.task_id)
+        if clock.state != TaskState.TRAINING or clock.epoch != message.epoch:
+            raise UntrustedInputError(
+                f"sent the model of epoch {message.epoch}; the task on chain is "
+                f"{clock.state.name.lower()} at epoch {clock.epoch}",
+                party="requester",
+            )
         noises = self._noise(message.epoch, list(noise or []))
         refs = [r for r in self.expected if r in self.delivered]
         results: dict[str, bytes] | None = {}
@@ -299,7 +319,10 @@ class Processor(Party):
                     self.keys, message.epoch, results, sizes, rng, self.memory, party="self"
                 )
             )
-        assert results is not None
+        if results is None:
+            raise UntrustedInputError(
+                "sent a model before any block could be computed", party="self"
+            )
         payloads = [results.get(block_id(e.ref), b"") for e in self.share.entries]
         leaves = [
             (e.block, leaf_digest(p)) for e, p in zip(self.share.entries, payloads, strict=True)
@@ -313,7 +336,7 @@ class Processor(Party):
         signed = sign_root(
             self.account, self.market.domain_separator(), self.task_id, message.epoch, root
         )
-        return EpochResult(
+        result = EpochResult(
             task_id=self.task_id,
             epoch=message.epoch,
             processor=self.address,
@@ -322,6 +345,8 @@ class Processor(Party):
             root=root,
             signature=bytes([signed.v]) + signed.r + signed.s,
         )
+        self.last = (message.epoch, digest, result)
+        return result
 
     def commit(self, result: EpochResult) -> None:
         """Record the root on chain itself (late, or when the requester did not relay it)."""

@@ -50,6 +50,7 @@ from fedmarket.roles.messages import (
     DataManifest,
     EncryptedModel,
     EpochResult,
+    LeafProof,
     ModelReveal,
     TaskAnnouncement,
     leaf_digest,
@@ -721,6 +722,21 @@ class Requester(Party):
         proof = merkle.result_proof(self.task_id, record.epoch, leaves, d.entry_index)
         self.market.show_leaf(record.dispute, leaves[d.entry_index][1], proof)
         return True
+
+    def leaf_proof(self, record: DisputeRecord) -> LeafProof | None:
+        """The accused's leaf for the disputed block and its proof (from the results we
+        received), for the block's owner, who seals the block to the panel only against it."""
+        assert self.task_id is not None and record.dispute is not None
+        d = self.market.dispute_of(record.dispute)
+        leaves = self.leaves.get((record.processor, record.epoch))
+        if leaves is None or not 0 <= d.entry_index < len(leaves):
+            return None
+        return LeafProof(
+            task_id=self.task_id,
+            dispute=record.dispute,
+            digest=leaves[d.entry_index][1],
+            proof=merkle.result_proof(self.task_id, record.epoch, leaves, d.entry_index),
+        )
 
     def resolve_dispute(self, record: DisputeRecord) -> Outcome:
         """Resolve with the digest most auditors revealed (else the owner's recomputation)."""
