@@ -209,7 +209,7 @@ CASES: list[tuple[tuple[str, ...], str, dict[str, Callable[[Path], str]]]] = [
     ),
     (
         ("run", SPEC),
-        "features, the spec lists",
+        "features.names lists 30 features, the data set has 4",
         {"spec": edited('dataset = "sklearn:breast_cancer"', 'dataset = "sklearn:iris"')},
     ),
     (
