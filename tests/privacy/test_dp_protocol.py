@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,33 +46,17 @@ from fedmarket.roles.messages import (
     decode,
     encode,
 )
-from fedmarket.run import RunResult, run_task
 from fedmarket.runtime.local import LocalTransport
-from fedmarket.spec import SpecFile, load_spec
+from fedmarket.spec import SpecFile
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from ._protocol import play, used
+from ._protocol import private_spec as shared_spec
+
 EPOCHS = 4
 
 
-def private_spec(epsilon: float = 8.0, epochs: int = EPOCHS, **run: Any) -> SpecFile:
-    data = load_spec(EXAMPLES / "breast_cancer.toml").model_dump()
-    data["task"]["max_epochs"] = epochs
-    data["stopping"]["patience"] = 0
-    data["privacy"].update(enabled=True, epsilon=epsilon)
-    data["run"].update(run)
-    return SpecFile.model_validate(data)
-
-
-def play(spec: SpecFile, transport: Any = None, **kw: Any) -> RunResult:
-    return run_task(
-        spec,
-        base=EXAMPLES,
-        workers=0,
-        crypto=kw.pop("crypto", Plaintext()),
-        chain_url="memory",
-        transport=transport,
-        **kw,
-    )
+def private_spec(epsilon: float = 8.0, epochs: int = EPOCHS) -> SpecFile:
+    return shared_spec(epochs, epsilon=epsilon)
 
 
 class Adversary(LocalTransport):
@@ -111,11 +94,6 @@ class Adversary(LocalTransport):
         self, action: str, requests: Mapping[str, Envelope], replies: Mapping[str, Envelope]
     ) -> None:
         return None
-
-
-def used(result: RunResult) -> list[int]:
-    """Blocks whose totals the requester decrypted and used, per epoch."""
-    return [o.blocks_used for o in result.outcomes]
 
 
 def test_a_private_task_trains_on_noisy_totals_and_reports_each_owners_epsilon() -> None:

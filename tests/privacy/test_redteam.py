@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,11 +41,13 @@ from fedmarket.roles.messages import (
     decode,
     encode,
 )
-from fedmarket.run import RunResult, run_task
+from fedmarket.run import RunResult
 from fedmarket.runtime.local import LocalTransport
-from fedmarket.spec import SpecFile, load_spec
+from fedmarket.spec import SpecFile
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from ._protocol import play, used
+from ._protocol import private_spec as shared_spec
+
 EPOCHS = 2
 
 
@@ -54,29 +55,10 @@ def private_spec(
     epochs: int = EPOCHS, changes: Mapping[str, Mapping[str, Any]] | None = None
 ) -> SpecFile:
     """Breast cancer, private, two or so blocks per owner."""
-    data = load_spec(EXAMPLES / "breast_cancer.toml").model_dump()
-    data["task"]["max_epochs"] = epochs
-    data["stopping"]["patience"] = 0
-    data["privacy"].update(enabled=True, epsilon=8.0)
-    data["he"]["block_points"] = 128
+    merged: dict[str, dict[str, Any]] = {"he": {"block_points": 128}}
     for section, values in (changes or {}).items():
-        data[section].update(values)
-    return SpecFile.model_validate(data)
-
-
-def play(spec: SpecFile, transport: Any = None) -> RunResult:
-    return run_task(
-        spec,
-        base=EXAMPLES,
-        workers=0,
-        crypto=Plaintext(),
-        chain_url="memory",
-        transport=transport,
-    )
-
-
-def used(result: RunResult) -> list[int]:
-    return [o.blocks_used for o in result.outcomes]
+        merged[section] = {**merged.get(section, {}), **values}
+    return shared_spec(epochs, changes=merged)
 
 
 class Relay(LocalTransport):
